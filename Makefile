@@ -1,0 +1,30 @@
+# Quick start: `make demo` (the main job) and `make test` (the whole suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test bench clean
+
+setup: $(BIN)/phoenix
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  echo "installing haproxy with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+	@haproxy -v | head -n 1
+
+$(BIN)/phoenix: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+demo: setup
+	$(BIN)/phoenix demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python bench/rotation.py --write bench/RESULTS.md
+
+clean:
+	rm -rf $(VENV) .phoenix build src/*.egg-info

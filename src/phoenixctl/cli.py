@@ -1,0 +1,319 @@
+"""The `phoenix` command.
+
+Bad input exits 2 with one line naming the place; other failures exit non-zero with a
+one-line reason; a held environment lock exits 3. Never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Iterator
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .errors import PhoenixError
+from .executor import PHASES, Executor, OperationResult, Project, Reporter
+from .spec import json_schema, load_spec
+
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """Phoenix servers in practice: bake an image, launch fresh servers, gate them, swap
+    them in, drain and destroy the old ones."""
+
+out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out = Console(highlight=False, soft_wrap=True, width=200)  # tables readable in CI logs
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+spec_option = click.option(
+    "--file", "-f", "spec_file", type=click.Path(path_type=Path), default=None, help="The spec file (default: ./phoenix.yaml)"
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output for CI")
+env_argument = click.argument("env")
+
+
+class RichReporter(Reporter):
+    """Progress bar and event lines on stderr, so stdout stays clean for --json."""
+
+    def __init__(self, progress: Progress | None, quiet: bool):
+        self.progress = progress
+        self.quiet = quiet
+        self.task = progress.add_task("working", total=0) if progress else None
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            (self.progress.console if self.progress else err).print(f"  {message}")
+
+    def planned(self, steps: int) -> None:
+        if self.progress and steps:
+            total = self.progress.tasks[0].total or 0
+            self.progress.update(self.task, total=total + steps)
+
+    def advanced(self, steps: int = 1) -> None:
+        if self.progress:
+            self.progress.advance(self.task, steps)
+
+
+@contextmanager
+def executor_for(spec_file: Path | None, description: str, quiet: bool = False) -> Iterator[Executor]:
+    project = Project(spec_file)
+    progress = None
+    if not quiet and err.is_terminal:
+        progress = Progress(
+            SpinnerColumn(), TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+        )
+    try:
+        if progress:
+            with progress:
+                yield Executor(project, RichReporter(progress, quiet))
+        else:
+            yield Executor(project, RichReporter(None, quiet))
+    finally:
+        project.close()
+
+
+def _print_result(result: OperationResult, as_json: bool) -> None:
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "operation": result.id,
+                    "environment": result.env,
+                    "kind": result.kind,
+                    "launched": result.launched,
+                    "retired": result.retired,
+                    "removed": result.removed,
+                    "destroyed": result.destroyed,
+                    "baked": result.baked,
+                    "seconds": round(result.seconds, 3),
+                }
+            )
+        )
+    elif result.changed or result.baked:
+        out.print(f"{result.kind} {result.env}: {result.summary()} in {result.seconds:.1f}s ({result.id})")
+    else:
+        out.print(f"{result.kind} {result.env}: nothing to change ({result.seconds:.1f}s)")
+
+
+@app.command()
+@spec_option
+def validate(spec_file: Path | None) -> None:
+    """Check the spec file; errors name the file, line and field (exit code 2)."""
+    loaded = load_spec(spec_file)
+    spec = loaded.spec
+    out.print(
+        f"{loaded.path.name}: ok ({len(spec.images)} image(s), {len(spec.roles)} role(s), "
+        f"environments: {', '.join(spec.environments)})"
+    )
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of phoenix.yaml, for editors."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command()
+@click.argument("images", nargs=-1)
+@spec_option
+@json_option
+def bake(images: tuple[str, ...], spec_file: Path | None, as_json: bool) -> None:
+    """Build images; the same inputs give the same image id and a cache hit."""
+    with executor_for(spec_file, "baking", quiet=True) as executor:
+        results = executor.bake(list(images))
+    if as_json:
+        out.print_json(json.dumps([{"image": n, "id": i, "cached": c, "seconds": round(s, 3)} for n, i, c, s in results]))
+        return
+    for name, image_id, cached, seconds in results:
+        out.print(f"{name}: {image_id} ({'cache hit, not rebuilt' if cached else f'baked in {seconds:.2f}s'})")
+
+
+@app.command()
+@env_argument
+@spec_option
+@json_option
+def up(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """Create the environment from nothing (or complete it); a complete one is left unchanged."""
+    with executor_for(spec_file, f"up {env}", quiet=as_json) as executor:
+        _print_result(executor.up(env), as_json)
+
+
+@app.command()
+@env_argument
+@spec_option
+@json_option
+def deploy(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """Bake, then replace every server whose image or boot configuration changed."""
+    with executor_for(spec_file, f"deploy {env}", quiet=as_json) as executor:
+        _print_result(executor.deploy(env), as_json)
+
+
+@app.command()
+@env_argument
+@click.option("--role", "-r", default=None, help="Only this role")
+@spec_option
+@json_option
+def rotate(env: str, role: str | None, spec_file: Path | None, as_json: bool) -> None:
+    """Replace every server even if nothing changed: the phoenix rebirth."""
+    with executor_for(spec_file, f"rotate {env}", quiet=as_json) as executor:
+        _print_result(executor.rotate(env, role), as_json)
+
+
+@app.command()
+@env_argument
+@spec_option
+@json_option
+def destroy(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """Stop and remove every server and load balancer of the environment."""
+    with executor_for(spec_file, f"destroy {env}", quiet=as_json) as executor:
+        _print_result(executor.destroy(env), as_json)
+
+
+@app.command()
+@env_argument
+@spec_option
+@json_option
+def status(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """Servers and load balancers of the environment, as they really are."""
+    with executor_for(spec_file, "status", quiet=True) as executor:
+        report = executor.status(env)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    table = Table(title=f"{env}: servers", title_justify="left")
+    for column in ("id", "role", "address", "image", "state", "in service", "launched at", "age", "pid", "root"):
+        table.add_column(column)
+    for s in report["servers"]:
+        table.add_row(
+            s["id"], s["role"], s["address"], s["image"], s["state"], "yes" if s["in_service"] else "no",
+            s["launched_at"], f"{s['age_s']:.0f}s", str(s.get("pid", "")), str(s.get("root", "")),
+        )
+    out.print(table)
+    lbs = Table(title=f"{env}: load balancers", title_justify="left")
+    for column in ("role", "address", "alive", "members up"):
+        lbs.add_column(column)
+    for lb in report["load_balancers"]:
+        lbs.add_row(lb["role"], lb["address"], "yes" if lb["alive"] else "no", str(lb["members_up"]))
+    out.print(lbs)
+
+
+@app.command()
+@env_argument
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many operations, newest first")
+@spec_option
+@json_option
+def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
+    """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
+    with executor_for(spec_file, "history", quiet=True) as executor:
+        operations = executor.history(env, limit)
+    if as_json:
+        out.print_json(json.dumps(operations))
+        return
+    out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
+
+
+def phase_table(operations: list[dict], title: str) -> Table:
+    """One row per operation; per phase the slowest server's time (×servers)."""
+    table = Table(title=title, title_justify="left")
+    for column in ("operation", "kind", "status", "started", "total", *PHASES, "summary"):
+        table.add_column(column, justify="right" if column in PHASES or column == "total" else "left")
+    for op in operations:
+        phases = op["phases"]
+        cells = [f"{phases[p]['max_s']:.2f}s ×{phases[p]['count']}" if p in phases else "" for p in PHASES]
+        total = f"{op['seconds']:.2f}s" if op["seconds"] is not None else "running"
+        table.add_row(op["id"], op["kind"], op["status"], op["started_at"], total, *cells, op["summary"])
+    return table
+
+
+def example_dir() -> Path:
+    return Path(str(resources.files("phoenixctl") / "examples" / "website"))
+
+
+@app.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def init(directory: Path) -> None:
+    """Copy the example website project out as a starting point."""
+    if (directory / "phoenix.yaml").exists():
+        raise PhoenixError(f"{directory / 'phoenix.yaml'} already exists; not overwriting it")
+    shutil.copytree(example_dir(), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    out.print(f"example project copied to {directory}; next: cd {directory} && phoenix up ci")
+
+
+@app.command()
+@click.option("--env", default="production", show_default=True, help="Environment of the example to use")
+@click.option("--rate", type=click.FloatRange(min=1), default=150.0, show_default=True, help="Requests per second through the load balancers")
+@click.option("--keep", is_flag=True, help="Keep the demo directory (logs, state) afterwards")
+def demo(env: str, rate: float, keep: bool) -> None:
+    """Bring up the example, rotate every server under steady load, report, tear down."""
+    from .load import LoadGenerator
+
+    workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
+    shutil.copytree(example_dir(), workdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    spec_file = workdir / "phoenix.yaml"
+    out.print(f"[bold]phoenix demo[/]: the example website in {workdir}, environment {env}")
+    failed = 0
+    try:
+        with executor_for(spec_file, f"up {env}") as executor:
+            result = executor.up(env)
+            out.print(f"up: {result.summary()} in {result.seconds:.1f}s")
+            lbs = {lb["role"]: lb["address"] for lb in executor.status(env)["load_balancers"]}
+        urls = [f"http://{lbs['frontend']}/"] + [f"http://{lbs['frontend']}/page/{n}" for n in range(10)]
+        urls += [f"http://{lbs['backend']}/api/articles", f"http://{lbs['edit']}/healthz"]
+        out.print(f"load: {rate:g} requests/s over 8 keep-alive connections to {', '.join(sorted(lbs.values()))}")
+        with LoadGenerator(urls, concurrency=8, rate=rate, max_seconds=300) as load:
+            load.wait_for_requests(int(rate))  # about a second of steady state first
+            with executor_for(spec_file, f"rotate {env}") as executor:
+                rotation = executor.rotate(env)
+                report = executor.history(env, limit=1)
+            load.wait_for_requests(load.stats.sent + int(rate / 2))
+        stats = load.stats
+        failed = stats.failed
+        out.print(f"rotate: {rotation.summary()} in {rotation.seconds:.1f}s")
+        out.print(phase_table(report, "rotation phases (per phase: the slowest server, ×servers)"))
+        verdict = "[green]no request failed[/]" if not failed else f"[red]{failed} failed[/] {dict(stats.errors)}"
+        out.print(
+            f"requests: {stats.sent} sent, {stats.ok} ok, {failed} failed — {verdict}; "
+            f"latency p50 {stats.percentile(50) * 1000:.1f} ms, p99 {stats.percentile(99) * 1000:.1f} ms"
+        )
+    finally:
+        with executor_for(spec_file, f"destroy {env}", quiet=True) as executor:
+            executor.destroy(env)
+        out.print(f"destroy: environment {env} torn down")
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        raise PhoenixError(f"{failed} request(s) failed during the rotation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line and an exit code for every failure, never a traceback."""
+    try:
+        app.main(args=argv, prog_name="phoenix", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("phoenix: aborted")
+        return 130
+    except click.UsageError as exc:
+        where = f" {exc.ctx.command.name}" if exc.ctx and exc.ctx.command and exc.ctx.command.name != "phoenix" else ""
+        err.print(f"phoenix{where}: error: {exc.format_message()}", markup=False)
+        return 2
+    except click.ClickException as exc:
+        err.print(f"phoenix: error: {exc.format_message()}", markup=False)
+        return exc.exit_code
+    except PhoenixError as exc:
+        err.print(f"phoenix: error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("phoenix: interrupted")
+        return 130
+    return 0

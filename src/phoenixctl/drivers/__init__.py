@@ -1,0 +1,29 @@
+"""Drivers are chosen by name from the spec; the engine never imports a concrete one."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+from .base import ComputeDriver, LoadBalancerDriver
+
+_COMPUTE = {"local": "phoenixctl.drivers.local:LocalCompute"}
+_LOAD_BALANCERS = {"local": "phoenixctl.drivers.haproxy:HAProxyLoadBalancers"}
+
+
+def _load(table: dict[str, str], name: str):
+    module, _, cls = table[name].partition(":")
+    return getattr(import_module(module), cls)
+
+
+def compute_driver(name: str, workdir: Path, project: str) -> ComputeDriver:
+    return _load(_COMPUTE, name)(workdir, project)
+
+
+def load_balancer_driver(name: str, workdir: Path, project: str) -> LoadBalancerDriver:
+    return _load(_LOAD_BALANCERS, name)(workdir, project)
+
+
+def register(kind: str, name: str, target: str) -> None:
+    """Make another implementation available by name (`module:Class`), e.g. a test fake."""
+    {"compute": _COMPUTE, "load_balancer": _LOAD_BALANCERS}[kind][name] = target

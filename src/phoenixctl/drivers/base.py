@@ -1,0 +1,129 @@
+"""The narrow contracts between the engine and the providers.
+
+The engine only sees these classes; concrete drivers are chosen by name from the spec
+(see `drivers/__init__.py`) and never imported by the engine. A handle is the small dict
+of provider data a driver needs to find its resource again in a later command (a pid and
+a root directory locally, an instance id on a cloud); it is kept in the state store."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..deadline import Deadline
+from ..spec import ImageSpec
+
+
+@dataclass(frozen=True)
+class BakeResult:
+    image_id: str
+    location: str
+    cached: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    server_id: str
+    env: str
+    role: str
+    image_id: str
+    image_location: str
+    port: int
+    command: str
+    boot_env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Launched:
+    address: str
+    port: int
+    handle: dict
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """A load balancer's own view of one member."""
+
+    status: str  # UP, DOWN, DRAIN, MAINT, ... as the load balancer says it
+    check_ok: bool  # the load balancer's own health check passed
+    sessions: int  # requests currently in flight through this member
+
+    @property
+    def up(self) -> bool:
+        return self.status == "UP" and self.check_ok
+
+
+class ComputeDriver(ABC):
+    """Images and servers."""
+
+    name: str
+
+    def __init__(self, workdir: Path, project: str):
+        self.workdir = workdir  # the project's `.phoenix/`
+        self.project = project
+
+    @abstractmethod
+    def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
+        """The content address of an image: same inputs, same id. No side effects."""
+
+    @abstractmethod
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
+        """Build the image unless an image with the same id exists (then `cached`)."""
+
+    @abstractmethod
+    def image_available(self, image_id: str, location: str) -> bool: ...
+
+    @abstractmethod
+    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
+        """Start a fresh server from the image. `reserve_address(port)` hands out a unique
+        address for providers that choose addresses themselves."""
+
+    @abstractmethod
+    def is_alive(self, handle: dict) -> bool: ...
+
+    @abstractmethod
+    def destroy(self, handle: dict, deadline: Deadline) -> None:
+        """Stop the server (gracefully, then by force at the deadline) and delete it."""
+
+    def describe(self, handle: dict) -> dict:
+        """Provider-specific fields for `status` (pid and root for local servers)."""
+        return {}
+
+    def log_tail(self, handle: dict, lines: int = 3) -> str:
+        return ""
+
+
+class LoadBalancerDriver(ABC):
+    """One load balancer per role per environment; members are swapped through its API."""
+
+    name: str
+
+    def __init__(self, workdir: Path, project: str):
+        self.workdir = workdir
+        self.project = project
+
+    @abstractmethod
+    def create(self, env: str, role: str, address: str, port: int, health_path: str) -> dict: ...
+
+    @abstractmethod
+    def is_alive(self, handle: dict) -> bool: ...
+
+    @abstractmethod
+    def add_member(self, handle: dict, name: str, address: str, port: int) -> None:
+        """Register the member and ask for traffic once the balancer's own check passes."""
+
+    @abstractmethod
+    def members(self, handle: dict) -> dict[str, MemberState]: ...
+
+    @abstractmethod
+    def drain_member(self, handle: dict, name: str) -> None:
+        """Stop new traffic to the member; requests in flight finish."""
+
+    @abstractmethod
+    def remove_member(self, handle: dict, name: str, deadline: Deadline) -> None:
+        """Take the member out for good (idempotent: a missing member is fine)."""
+
+    @abstractmethod
+    def destroy(self, handle: dict, deadline: Deadline) -> None: ...

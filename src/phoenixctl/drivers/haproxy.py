@@ -1,0 +1,181 @@
+"""Load balancers as real HAProxy processes, driven through the runtime API.
+
+One `haproxy` per role per environment, started with an empty backend; members come and
+go only through the admin socket (`add server`, `enable health`, `set server ... state`,
+`del server`), so a swap never reloads or restarts the balancer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from ..deadline import Deadline, DeadlineExceeded
+from ..errors import PhoenixError
+from .base import LoadBalancerDriver, MemberState
+
+BACKEND = "servers"
+
+CONFIG = """\
+# Written by phoenix for {env}/{role}. Members are managed through the runtime API.
+global
+    stats socket {socket} mode 600 level admin
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout queue 5s
+    timeout http-keep-alive 10s
+    option redispatch
+    retries 3
+    retry-on conn-failure empty-response
+
+frontend public
+    bind {address}:{port}
+    default_backend {backend}
+
+backend {backend}
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri {health_path}
+"""
+
+# `default-server` lines do not apply to servers added at run time: every option goes here.
+MEMBER_OPTIONS = "check inter 250ms fastinter 100ms downinter 500ms rise 1 fall 2"
+
+_OK_REPLIES = ("", "New server registered.", "Server deleted.")
+
+
+class RuntimeAPI:
+    """A minimal client for HAProxy's admin socket: one command per connection."""
+
+    def __init__(self, path: str, timeout: float = 5.0):
+        self.path = path
+        self.timeout = timeout
+
+    def send(self, command: str) -> str:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(self.timeout)
+            conn.connect(self.path)
+            conn.sendall(command.encode() + b"\n")
+            chunks = []
+            while chunk := conn.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace").strip()
+
+    def command(self, command: str) -> str:
+        """Send a command that must succeed; HAProxy answers errors as free text."""
+        reply = self.send(command)
+        if reply not in _OK_REPLIES:
+            raise PhoenixError(f"haproxy refused `{command}`: {reply.splitlines()[0]}")
+        return reply
+
+    def server_stats(self) -> list[dict[str, str]]:
+        # `-1 4 -1`: every proxy, servers only
+        text = self.send("show stat -1 4 -1").lstrip("# ")
+        return list(csv.DictReader(io.StringIO(text)))
+
+
+class HAProxyLoadBalancers(LoadBalancerDriver):
+    name = "local"
+
+    def _dir(self, env: str, role: str) -> Path:
+        return self.workdir / "lb" / env / role
+
+    def create(self, env: str, role: str, address: str, port: int, health_path: str) -> dict:
+        if shutil.which("haproxy") is None:
+            raise PhoenixError("haproxy is not installed (run `make setup`, or apt-get install haproxy)")
+        directory = self._dir(env, role)
+        directory.mkdir(parents=True, exist_ok=True)
+        socket_path, pid_path, config_path = directory / "admin.sock", directory / "haproxy.pid", directory / "haproxy.cfg"
+        for stale in (socket_path, pid_path):
+            stale.unlink(missing_ok=True)
+        config_path.write_text(
+            CONFIG.format(env=env, role=role, socket=socket_path, address=address, port=port, backend=BACKEND, health_path=health_path)
+        )
+        # -D: daemonize, so the balancer outlives this command like a cloud load balancer does.
+        result = subprocess.run(
+            ["haproxy", "-D", "-q", "-f", str(config_path), "-p", str(pid_path)], capture_output=True, text=True, timeout=30
+        )
+        if result.returncode != 0:
+            lines = [line for line in (result.stderr or result.stdout).splitlines() if "ALERT" in line] or ["no output"]
+            raise PhoenixError(f"haproxy for {env}/{role} on {address}:{port} did not start: {lines[0].strip()}")
+        pid = int(Deadline(10, f"haproxy pid file {pid_path}").poll(lambda: pid_path.exists() and pid_path.read_text().strip()))
+        api = RuntimeAPI(str(socket_path))
+        Deadline(10, f"haproxy admin socket for {env}/{role}").poll(lambda: self._answers(api))
+        return {"pid": pid, "started": psutil.Process(pid).create_time(), "socket": str(socket_path), "dir": str(directory)}
+
+    @staticmethod
+    def _answers(api: RuntimeAPI) -> bool:
+        try:
+            return "Name: HAProxy" in api.send("show info")
+        except OSError:
+            return False
+
+    def is_alive(self, handle: dict) -> bool:
+        try:
+            process = psutil.Process(handle["pid"])
+            return abs(process.create_time() - handle["started"]) < 0.05 and process.status() != psutil.STATUS_ZOMBIE
+        except (psutil.Error, KeyError):
+            return False
+
+    def add_member(self, handle: dict, name: str, address: str, port: int) -> None:
+        api = RuntimeAPI(handle["socket"])
+        api.command(f"add server {BACKEND}/{name} {address}:{port} {MEMBER_OPTIONS}")
+        api.command(f"enable health {BACKEND}/{name}")
+        api.command(f"set server {BACKEND}/{name} state ready")
+
+    def members(self, handle: dict) -> dict[str, MemberState]:
+        members = {}
+        for row in RuntimeAPI(handle["socket"]).server_stats():
+            if row.get("pxname") != BACKEND:
+                continue
+            members[row["svname"]] = MemberState(
+                status=row.get("status", ""),
+                check_ok=row.get("check_status", "").startswith("L7OK"),
+                sessions=int(row.get("scur") or 0),
+            )
+        return members
+
+    def drain_member(self, handle: dict, name: str) -> None:
+        RuntimeAPI(handle["socket"]).command(f"set server {BACKEND}/{name} state drain")
+
+    def remove_member(self, handle: dict, name: str, deadline: Deadline) -> None:
+        api = RuntimeAPI(handle["socket"])
+        if name not in self.members(handle):
+            return
+        api.command(f"set server {BACKEND}/{name} state maint")
+
+        def deleted() -> bool:
+            reply = api.send(f"del server {BACKEND}/{name}")
+            if reply == "Server deleted." or "No such server" in reply:
+                return True
+            # Connections still attached (idle keep-alive ones included): cut them and retry.
+            api.send(f"shutdown sessions server {BACKEND}/{name}")
+            return False
+
+        try:
+            deadline.poll(deleted, interval=0.05, max_interval=0.25)
+        except DeadlineExceeded:
+            raise PhoenixError(f"haproxy would not delete member {name}: {api.send(f'del server {BACKEND}/{name}')}") from None
+
+    def destroy(self, handle: dict, deadline: Deadline) -> None:
+        if self.is_alive(handle):
+            pid = handle["pid"]
+            os.kill(pid, signal.SIGTERM)
+            try:
+                deadline.poll(lambda: not self.is_alive(handle), interval=0.02)
+            except DeadlineExceeded:
+                os.kill(pid, signal.SIGKILL)
+                Deadline(5, f"haproxy {pid} to die").poll(lambda: not self.is_alive(handle), interval=0.02)
+        shutil.rmtree(handle.get("dir", ""), ignore_errors=True)

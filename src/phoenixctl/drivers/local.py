@@ -1,0 +1,231 @@
+"""The embedded local provider: a content-addressed image store and servers as processes.
+
+Each server is a detached process group started from its own fresh copy of an image (so
+what a server writes never changes the image), bound to its own loopback address. Servers
+outlive the `phoenix` command that started them, like cloud servers do; later commands
+find them by pid and check the process start time so a recycled pid is never mistaken
+for a server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+
+from ..deadline import Deadline, DeadlineExceeded
+from ..errors import PhoenixError
+from ..spec import ImageSpec
+from .base import BakeResult, ComputeDriver, Launched, LaunchRequest
+
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
+_IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
+
+
+def _walk_files(root: Path):
+    """Files under root in a stable order, skipping what IGNORED skips."""
+    if root.is_file():
+        yield root
+        return
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_NAMES)
+        for filename in sorted(filenames):
+            if not filename.endswith(".pyc"):
+                yield Path(dirpath) / filename
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_manifest(rootfs: Path) -> dict[str, dict]:
+    """Every file's hash and mode, by path relative to the root (used for drift detection)."""
+    manifest = {}
+    for path in _walk_files(rootfs):
+        info = path.lstat()
+        manifest[str(path.relative_to(rootfs))] = {"sha256": _sha256(path), "mode": stat.S_IMODE(info.st_mode)}
+    return manifest
+
+
+class LocalCompute(ComputeDriver):
+    name = "local"
+
+    def __init__(self, workdir: Path, project: str):
+        super().__init__(workdir, project)
+        self.images_dir = workdir / "images"
+        self.servers_dir = workdir / "servers"
+        self.logs_dir = workdir / "logs"
+        self._children: dict[int, subprocess.Popen] = {}  # reaped by us, so no zombies linger
+
+    # --- images ---------------------------------------------------------------------------
+    def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps(recipe.model_dump(), sort_keys=True).encode())
+        for entry in recipe.files:
+            source = project_dir / entry
+            for path in _walk_files(source):
+                relative = path.relative_to(project_dir)
+                executable = os.access(path, os.X_OK)
+                digest.update(f"\0{relative}\0{int(executable)}\0{_sha256(path)}".encode())
+        return f"img-{name}-{digest.hexdigest()[:16]}"
+
+    def _image_dir(self, image_id: str) -> Path:
+        return self.images_dir / image_id
+
+    def image_available(self, image_id: str, location: str) -> bool:
+        return (Path(location) / "manifest.json").is_file()
+
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
+        started = time.monotonic()
+        image_id = self.image_id(name, recipe, project_dir)
+        final = self._image_dir(image_id)
+        if self.image_available(image_id, str(final)):
+            return BakeResult(image_id, str(final), cached=True, seconds=time.monotonic() - started)
+        building = self.images_dir / f".building-{image_id}-{uuid.uuid4().hex[:6]}"
+        rootfs = building / "rootfs"
+        rootfs.mkdir(parents=True)
+        try:
+            for entry in recipe.files:
+                source, target = project_dir / entry, rootfs / entry
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if source.is_dir():
+                    shutil.copytree(source, target, symlinks=True, ignore=IGNORED, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(source, target)
+            for index, step in enumerate(recipe.steps):
+                self._run_step(name, index, step, rootfs, deadline)
+            manifest = {"image": image_id, "name": name, "start": recipe.start, "files": file_manifest(rootfs)}
+            (building / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+            try:
+                building.rename(final)
+            except OSError:
+                if not self.image_available(image_id, str(final)):  # not a concurrent bake of the same image
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+        return BakeResult(image_id, str(final), cached=False, seconds=time.monotonic() - started)
+
+    def _run_step(self, name: str, index: int, step: str, rootfs: Path, deadline: Deadline) -> None:
+        try:
+            result = subprocess.run(
+                ["/bin/sh", "-c", step], cwd=rootfs, capture_output=True, text=True, timeout=deadline.remaining() or 0.1
+            )
+        except subprocess.TimeoutExpired:
+            raise PhoenixError(f"bake of image {name}: step {index + 1} ({step!r}) ran out of time") from None
+        if result.returncode != 0:
+            last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise PhoenixError(f"bake of image {name}: step {index + 1} ({step!r}) exited {result.returncode}: {last[0]}")
+
+    # --- servers --------------------------------------------------------------------------
+    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
+        address = reserve_address(request.port)
+        server_dir = self.servers_dir / request.env / request.server_id
+        root = server_dir / "root"
+        shutil.copytree(Path(request.image_location) / "rootfs", root, symlinks=True)
+        log_path = self.logs_dir / request.env / request.role / f"{request.server_id}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(server_dir),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONUNBUFFERED": "1",
+            "PHOENIX_ADDRESS": address,
+            **request.boot_env,
+        }
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", f"exec {request.command}"],
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: it outlives us and dies whole
+            )
+        self._children[process.pid] = process
+        try:
+            started = psutil.Process(process.pid).create_time()
+        except psutil.NoSuchProcess:
+            started = 0.0
+        handle = {"pid": process.pid, "started": started, "root": str(root), "dir": str(server_dir), "log": str(log_path)}
+        return Launched(address=address, port=request.port, handle=handle)
+
+    def _process(self, handle: dict) -> psutil.Process | None:
+        """The server's process if it is still the one we started and not a zombie."""
+        pid = handle.get("pid")
+        if not pid:
+            return None
+        child = self._children.get(pid)
+        if child is not None and child.poll() is not None:
+            return None
+        try:
+            process = psutil.Process(pid)
+            if abs(process.create_time() - handle.get("started", 0)) > 0.05:
+                return None  # the pid was recycled by another process
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            return process
+        except psutil.Error:
+            return None
+
+    def is_alive(self, handle: dict) -> bool:
+        return self._process(handle) is not None
+
+    def destroy(self, handle: dict, deadline: Deadline) -> None:
+        process = self._process(handle)
+        if process is not None:
+            pgid = handle["pid"]
+            self._signal_group(pgid, signal.SIGTERM)
+            try:
+                deadline.poll(lambda: not self._group_alive(pgid, handle), interval=0.02, max_interval=0.2)
+            except DeadlineExceeded:
+                self._signal_group(pgid, signal.SIGKILL)
+                Deadline(5, f"server process {pgid} to die after SIGKILL").poll(
+                    lambda: not self._group_alive(pgid, handle), interval=0.02
+                )
+        child = self._children.pop(handle.get("pid"), None)
+        if child is not None:
+            child.wait(timeout=5)
+        shutil.rmtree(handle.get("dir") or handle.get("root", ""), ignore_errors=True)
+
+    def _group_alive(self, pgid: int, handle: dict) -> bool:
+        if self._process(handle) is not None:
+            return True
+        # The leader is gone; make sure no other member of its group (a child it forked) is left.
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                    return True
+            except (ProcessLookupError, psutil.Error):
+                continue
+        return False
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+
+    def describe(self, handle: dict) -> dict:
+        return {"pid": handle.get("pid"), "root": handle.get("root")}
+
+    def log_tail(self, handle: dict, lines: int = 3) -> str:
+        try:
+            text = Path(handle["log"]).read_text(errors="replace").strip().splitlines()
+        except (OSError, KeyError):
+            return ""
+        return " | ".join(text[-lines:])

@@ -1,0 +1,22 @@
+"""Errors that reach the user as one line and an exit code, never a traceback."""
+
+
+class PhoenixError(Exception):
+    """A failure with a one-line reason for the user (exit code 1)."""
+
+    exit_code = 1
+
+
+class SpecError(PhoenixError):
+    """Bad input: the spec file, a name or an option (exit code 2)."""
+
+    exit_code = 2
+
+
+class GateFailed(PhoenixError):
+    """A new server did not pass one of its gates before its deadline."""
+
+    def __init__(self, server_id: str, gate: str, reason: str):
+        super().__init__(f"server {server_id} failed its {gate} gate: {reason}")
+        self.server_id = server_id
+        self.gate = gate

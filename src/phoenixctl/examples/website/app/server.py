@@ -1,0 +1,258 @@
+"""Example website served by Phoenix: one aiohttp program, three roles.
+
+Started as `python app/server.py` from the server's root (which holds VERSION).
+Everything else comes from the environment: PHOENIX_ROLE (frontend|backend|edit),
+PHOENIX_ADDRESS, PHOENIX_PORT, PHOENIX_ENV, PHOENIX_SERVER_ID, PHOENIX_LB_BACKEND,
+PHOENIX_PERSISTENT_CONTENT, HEALTH_FAIL, PAGES and RENDER_DELAY_MS.
+"""
+
+import asyncio
+import html
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import ClientError, ClientSession, ClientTimeout, web
+
+ROLES = ("frontend", "backend", "edit")
+NAME_RE = re.compile(r"[a-z0-9-]{1,64}")
+CSS = "body{font-family:sans-serif;max-width:40em;margin:2em auto}footer{color:#777}\n"
+
+ROLE = os.environ.get("PHOENIX_ROLE", "")
+SERVER_ID = os.environ.get("PHOENIX_SERVER_ID", "unknown")
+ENV = os.environ.get("PHOENIX_ENV", "")
+LB_BACKEND = os.environ.get("PHOENIX_LB_BACKEND", "")
+PAGES = max(1, int(os.environ.get("PAGES", "30")))
+RENDER_DELAY = int(os.environ.get("RENDER_DELAY_MS", "50")) / 1000
+CONTENT_DIR = Path(os.environ.get("PHOENIX_PERSISTENT_CONTENT", "content"))
+VERSION = ""  # read once in main(), after the role is known to be valid
+
+SESSION = web.AppKey("session", ClientSession)
+CACHE = web.AppKey("cache", dict)
+LOCKS = web.AppKey("locks", dict)
+
+
+@web.middleware
+async def identify(request, handler):
+    # Every answer, errors included, tells which server and build produced it.
+    ids = {"X-Server": SERVER_ID, "X-Version": VERSION}
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(ids)
+        raise
+    response.headers.update(ids)
+    return response
+
+
+async def healthz(request):
+    failing = os.environ.get("HEALTH_FAIL") == "1"
+    body = {"status": "fail" if failing else "ok", "role": ROLE,
+            "version": VERSION, "server": SERVER_ID, "env": ENV}
+    return web.json_response(body, status=500 if failing else 200)
+
+
+async def version(request):
+    return web.Response(text=VERSION)
+
+
+def article_name(request):
+    name = request.match_info["name"]
+    if not NAME_RE.fullmatch(name):
+        raise web.HTTPBadRequest(text="article names are [a-z0-9-]{1,64}\n")
+    return name
+
+
+# ---------------------------------------------------------------- frontend
+
+def links_of(n):
+    """Previous, next and 3 pseudo-random but stable neighbours of page n (home is always linked)."""
+    targets = [(n - 1) % PAGES, (n + 1) % PAGES] + [(n * k + 3) % PAGES for k in (7, 13, 31)]
+    return list(dict.fromkeys(t for t in targets if t != n))
+
+
+def render(title, links, articles):
+    items = "".join(f'<li><a href="/page/{k}">Page {k}</a></li>' for k in links)
+    if articles is None:
+        news = "<p><em>articles unavailable</em></p>"
+    else:
+        news = "<ul>" + "".join(f"<li>{html.escape(a['title'])}</li>" for a in articles) + "</ul>"
+    return (f'<!doctype html><html><head><title>{title}</title>'
+            f'<link rel="stylesheet" href="/static/site.css"></head><body>'
+            f'<h1>{title}</h1><p><a href="/">Home</a></p><ul>{items}</ul>'
+            f'<h2>Articles</h2>{news}<footer>version {html.escape(VERSION)} '
+            f'served by {html.escape(SERVER_ID)}</footer></body></html>\n')
+
+
+async def fetch_articles(app):
+    """Article list from the backend, or None if it cannot be had right now."""
+    if not LB_BACKEND:
+        return None
+    try:
+        async with app[SESSION].get(f"http://{LB_BACKEND}/api/articles") as resp:
+            resp.raise_for_status()
+            return (await resp.json())["articles"]
+    except (ClientError, asyncio.TimeoutError, ValueError, KeyError):
+        return None
+
+
+async def page(request):
+    if "n" in request.match_info:
+        n = int(request.match_info["n"])
+        if n >= PAGES:
+            raise web.HTTPNotFound()
+        title, links = f"Page {n}", links_of(n)
+    else:
+        title, links = "Home", range(PAGES)
+    path, cache = request.path, request.app[CACHE]
+    if path in cache:
+        return html_page(cache[path], "HIT")
+    # One lock per path: concurrent misses wait for a single render.
+    async with request.app[LOCKS].setdefault(path, asyncio.Lock()):
+        if path in cache:  # rendered by the request we were waiting for
+            return html_page(cache[path], "HIT")
+        articles = await fetch_articles(request.app)
+        await asyncio.sleep(RENDER_DELAY)  # uncached renders are slow
+        body = render(title, links, articles)
+        if articles is not None:  # never cache a degraded page
+            cache[path] = body
+    return html_page(body, "MISS")
+
+
+def html_page(body, cache_status):
+    return web.Response(text=body, content_type="text/html", headers={"X-Cache": cache_status})
+
+
+async def css(request):
+    return web.Response(text=CSS, content_type="text/css")
+
+
+async def sitemap(request):
+    base = f"{request.scheme}://{request.host}"
+    paths = ["/"] + [f"/page/{n}" for n in range(PAGES)]
+    urls = "".join(f"<url><loc>{html.escape(base + p)}</loc></url>" for p in paths)
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">{urls}</urlset>\n')
+    return web.Response(text=body, content_type="application/xml")
+
+
+async def backend_session(app):
+    # One client session for the whole life of the server: keeps connections alive.
+    async with ClientSession(timeout=ClientTimeout(total=5)) as session:
+        app[SESSION] = session
+        yield
+
+
+# ---------------------------------------------------------------- backend
+
+def read_articles():
+    articles = []
+    for path in sorted(CONTENT_DIR.glob("*.txt")):
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        articles.append({"name": path.stem, "title": lines[0] if lines else ""})
+    return articles
+
+
+async def list_articles(request):
+    # File reads go to a thread so a slow disk does not stall the event loop.
+    articles = await asyncio.to_thread(read_articles)
+    return web.json_response({"articles": articles, "version": VERSION})
+
+
+async def get_article(request):
+    name = article_name(request)
+    try:
+        body = await asyncio.to_thread((CONTENT_DIR / f"{name}.txt").read_text, encoding="utf-8")
+    except FileNotFoundError:
+        raise web.HTTPNotFound(text=f"no article {name}\n")
+    return web.json_response({"name": name, "body": body})
+
+
+# ---------------------------------------------------------------- edit
+
+FORM = """<!doctype html><html><head><title>Edit</title></head><body><h1>Edit an article</h1>
+<form method="post" onsubmit="this.action='/api/articles/'+this.elements.article.value">
+<p><input name="article" pattern="[a-z0-9-]{1,64}" placeholder="name" required></p>
+<p><textarea name="body" rows="12" cols="60"></textarea></p><p><button>Save</button></p>
+</form></body></html>
+"""
+
+
+async def edit_form(request):
+    return web.Response(text=FORM, content_type="text/html")
+
+
+def write_atomically(path, text):
+    # Readers see the old file or the new one, never a half-written one.
+    # The temp name does not end in .txt so the backend never lists it.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; articles are public
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+async def put_article(request):
+    name = article_name(request)
+    text = await request.text()
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        form = await request.post()  # the HTML form sends its textarea as "body"
+        text = form.get("body", text)
+    await asyncio.to_thread(write_atomically, CONTENT_DIR / f"{name}.txt", text)
+    return web.json_response({"name": name, "bytes": len(text.encode()), "server": SERVER_ID},
+                             status=201)
+
+
+# ---------------------------------------------------------------- main
+
+def make_app():
+    app = web.Application(middlewares=[identify])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/version", version)
+    if ROLE == "frontend":
+        app[CACHE], app[LOCKS] = {}, {}
+        app.cleanup_ctx.append(backend_session)
+        app.router.add_get("/", page)
+        app.router.add_get(r"/page/{n:\d+}", page)
+        app.router.add_get("/static/site.css", css)
+        app.router.add_get("/sitemap.xml", sitemap)
+    elif ROLE == "backend":
+        app.router.add_get("/api/articles", list_articles)
+        app.router.add_get("/api/articles/{name}", get_article)
+    else:  # edit
+        app.router.add_get("/", edit_form)
+        app.router.add_put("/api/articles/{name}", put_article)
+        app.router.add_post("/api/articles/{name}", put_article)
+    return app
+
+
+def main():
+    global VERSION
+    if ROLE not in ROLES:
+        print(f"server.py: PHOENIX_ROLE must be one of {', '.join(ROLES)} (got {ROLE!r})",
+              file=sys.stderr)
+        sys.exit(2)
+    VERSION = Path("VERSION").read_text().strip()
+    if ROLE in ("backend", "edit"):
+        CONTENT_DIR.mkdir(parents=True, exist_ok=True)
+    host = os.environ.get("PHOENIX_ADDRESS", "127.0.0.1")
+    port = int(os.environ.get("PHOENIX_PORT", "8080"))
+
+    def announce(_banner):
+        # run_app calls `print` once the socket is bound: the right moment to say so.
+        print(f"{SERVER_ID} {ROLE} {VERSION} listening on {host}:{port}", flush=True)
+
+    # run_app turns SIGTERM into a graceful shutdown: stop accepting, let
+    # in-flight requests finish (up to 5 s), then exit with status 0.
+    web.run_app(make_app(), host=host, port=port, access_log=None,
+                print=announce, shutdown_timeout=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,585 @@
+"""The executor: carries out plans against the drivers.
+
+Every wait has a deadline and a defined failure path; every step is written to the state
+store before and after it happens. A new server enters service only when its process is
+up, its own health check passes and the load balancer's check reports it UP. Retiring a
+server is: stop new traffic at the balancer -> wait for its sessions to reach zero ->
+remove it -> stop -> destroy. A failed batch destroys its new servers; the old ones keep
+serving."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+
+from . import drivers
+from .boot import BootConfig, boot_config
+from .deadline import Deadline, DeadlineExceeded
+from .drivers.base import LaunchRequest
+from .errors import GateFailed, PhoenixError, SpecError
+from .lock import EnvironmentLock
+from .plan import Batch, ObservedServer, RolePlan, plan_role
+from .spec import LoadedSpec, load_spec
+from .state import ImageRow, LoadBalancerRow, ServerRow, StateStore, utcnow
+
+PHASES = ("bake", "launch", "boot", "health", "swap", "drain", "destroy")
+
+
+class Reporter:
+    """Where the executor tells what it does; the CLI shows it with rich, tests ignore it."""
+
+    def info(self, message: str) -> None:  # a line worth showing
+        pass
+
+    def planned(self, steps: int) -> None:  # more steps to come (progress total)
+        pass
+
+    def advanced(self, steps: int = 1) -> None:  # steps done
+        pass
+
+
+@dataclass
+class OperationResult:
+    id: str
+    env: str
+    kind: str
+    launched: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
+    baked: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.launched or self.retired or self.removed or self.destroyed)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.launched)} launched", f"{len(self.retired)} retired"]
+        if self.destroyed:
+            parts = [f"{len(self.destroyed)} server(s) destroyed"]
+        if self.removed:
+            parts.append(f"{len(self.removed)} dead removed")
+        if self.baked:
+            parts.append(f"{len(self.baked)} image(s) baked")
+        return ", ".join(parts)
+
+
+class Operation:
+    """One command's run on one environment; records per-phase timings."""
+
+    def __init__(self, store: StateStore, result: OperationResult):
+        self.store = store
+        self.result = result
+        self.id = result.id
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def phase(self, name: str, server_id: str | None = None) -> Iterator[None]:
+        started_at, started = utcnow(), time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            self.store.record_phase(self.id, name, time.monotonic() - started, server_id, ok, started_at)
+
+    def note(self, attribute: str, value: str) -> None:
+        with self._lock:
+            getattr(self.result, attribute).append(value)
+
+
+class Project:
+    """A spec file, its `.phoenix/` directory, its state store and its drivers."""
+
+    def __init__(self, spec_path: str | Path | None = None):
+        self.loaded: LoadedSpec = load_spec(spec_path)
+        self.spec = self.loaded.spec
+        self.dir = self.loaded.project_dir
+        self.workdir = self.dir / ".phoenix"
+        provider = self.spec.provider.name
+        try:
+            self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project)
+            self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project)
+        except KeyError:
+            raise SpecError(f"{self.loaded.where('provider')}: provider: unknown provider {provider!r}") from None
+        self.store = StateStore(self.workdir / "state.db")
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class Executor:
+    def __init__(self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0):
+        self.project = project
+        self.spec = project.spec
+        self.store = project.store
+        self.compute = project.compute
+        self.lbs = project.load_balancers
+        self.reporter = reporter or Reporter()
+        self.lock_timeout = lock_timeout
+        self._address_lock = threading.Lock()
+        # Each project gets its own second octet of 127/8, so two copies rarely meet.
+        self._octet = 64 + int(hashlib.sha256(str(project.dir).encode()).hexdigest(), 16) % 190
+
+    # --- operations -----------------------------------------------------------------------
+    @contextmanager
+    def operation(self, env: str, kind: str) -> Iterator[Operation]:
+        self.project.loaded.environment(env)
+        with EnvironmentLock(self.project.workdir, env, kind, self.lock_timeout):
+            op_id = f"op-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+            self.store.start_operation(op_id, env, kind)
+            operation = Operation(self.store, OperationResult(op_id, env, kind))
+            started = time.monotonic()
+            try:
+                yield operation
+            except BaseException as exc:
+                operation.result.seconds = time.monotonic() - started
+                reason = str(exc) or type(exc).__name__
+                self.store.finish_operation(op_id, "failed", f"{operation.result.summary()}; failed: {reason}")
+                raise
+            operation.result.seconds = time.monotonic() - started
+            self.store.finish_operation(op_id, "succeeded", operation.result.summary())
+
+    def bake(self, names: list[str] | None = None) -> list[tuple[str, str, bool, float]]:
+        """Bake the named images (all by default): (name, image id, cached, seconds)."""
+        names = names or list(self.spec.images)
+        for name in names:
+            if name not in self.spec.images:
+                known = ", ".join(sorted(self.spec.images))
+                raise SpecError(f"{self.project.loaded.path.name}: unknown image {name!r} (images: {known})")
+        return [self._bake_one(name, None) for name in names]
+
+    def _bake_one(self, name: str, op: Operation | None) -> tuple[str, str, bool, float]:
+        recipe = self.spec.images[name]
+        deadline = Deadline(recipe.bake_timeout, f"bake of image {name}")
+        if op:
+            with op.phase("bake"):
+                result = self.compute.bake(name, recipe, self.project.dir, deadline)
+        else:
+            result = self.compute.bake(name, recipe, self.project.dir, deadline)
+        if not result.cached:
+            self.store.save_image(
+                ImageRow(id=result.image_id, name=name, provider=self.compute.name, location=result.location, bake_seconds=result.seconds)
+            )
+            if op:
+                op.note("baked", result.image_id)
+        elif self.store.image(result.image_id) is None:
+            self.store.save_image(ImageRow(id=result.image_id, name=name, provider=self.compute.name, location=result.location))
+        self.reporter.info(f"image {name}: {result.image_id} ({'cache hit' if result.cached else f'baked in {result.seconds:.2f}s'})")
+        return name, result.image_id, result.cached, result.seconds
+
+    def up(self, env: str) -> OperationResult:
+        """Create the environment from nothing, or complete it; changes nothing when complete."""
+        with self.operation(env, "up") as op:
+            self._converge(op, env, roles=None, replace_outdated=False, replace_all=False)
+            return op.result
+
+    def deploy(self, env: str) -> OperationResult:
+        """Bake, then replace every server whose fingerprint changed."""
+        with self.operation(env, "deploy") as op:
+            self._converge(op, env, roles=None, replace_outdated=True, replace_all=False)
+            return op.result
+
+    def rotate(self, env: str, role: str | None = None) -> OperationResult:
+        """Replace every server even if nothing changed: the phoenix rebirth."""
+        if role:
+            self.project.loaded.environment(env)
+            self._check_env_role(env, role)
+        with self.operation(env, "rotate") as op:
+            self._converge(op, env, roles=[role] if role else None, replace_outdated=True, replace_all=True)
+            return op.result
+
+    def destroy(self, env: str) -> OperationResult:
+        """Stop and remove every server and load balancer of the environment."""
+        with self.operation(env, "destroy") as op:
+            deadlines = self.spec.deadlines(env)
+            servers = self.store.servers(env)
+            self.reporter.planned(len(servers))
+            lbs = {row.role: row for row in self.store.load_balancers(env)}
+            for server in servers:
+                lb = lbs.get(server.role)
+                if lb and self.lbs.is_alive(lb.handle_data):
+                    self.lbs.remove_member(lb.handle_data, server.id, Deadline(deadlines.swap, f"removal of {server.id}"))
+            self._parallel([lambda s=s: self._destroy_server(op, s, deadlines.stop) for s in servers])
+            for server in servers:
+                op.note("destroyed", server.id)
+            for lb in lbs.values():
+                self.lbs.destroy(lb.handle_data, Deadline(deadlines.stop, f"stop of the {lb.role} load balancer"))
+                self.store.delete_load_balancer(env, lb.role)
+                self.reporter.info(f"load balancer {lb.role} at {lb.address}:{lb.port} stopped")
+            return op.result
+
+    # --- converging an environment --------------------------------------------------------
+    def _check_env_role(self, env: str, role: str) -> None:
+        self.project.loaded.check_role(role)
+        if role not in self.spec.environments[env].roles:
+            raise SpecError(f"{self.project.loaded.path.name}: environment {env!r} has no role {role!r}")
+
+    def desired_boot(self, env: str, image_ids: dict[str, str], lb_addresses: dict[str, str]) -> dict[str, BootConfig]:
+        return {
+            role: boot_config(self.spec, self.project.workdir, env, role, image_ids[self.spec.roles[role].image], lb_addresses)
+            for role in self.spec.environments[env].roles
+        }
+
+    def _converge(self, op: Operation, env: str, roles: list[str] | None, replace_outdated: bool, replace_all: bool) -> None:
+        env_spec = self.spec.environments[env]
+        image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
+        image_ids = {name: image_id for name, image_id, _, _ in (self._bake_one(n, op) for n in image_names)}
+        lbs = {role: self._ensure_load_balancer(op, env, role) for role in env_spec.roles}
+        boots = self.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
+        plans: list[RolePlan] = []
+        for role, env_role in env_spec.roles.items():
+            if roles and role not in roles:
+                continue
+            boot = boots[role]
+            observed = [self._observe(row) for row in self.store.servers(env, role)]
+            plan = plan_role(
+                role,
+                env_role.count,
+                boot.fingerprint,
+                boot.image_id,
+                observed,
+                self.spec.rollout(env),
+                replace_all=replace_all,
+                replace_outdated=replace_outdated,
+            )
+            plans.append(plan)
+            self.reporter.planned(sum(b.launch for b in plan.batches) + len(plan.replace) + len(plan.retire_extra) + len(plan.remove_dead))
+        # Roles have their own servers and balancers: converge them side by side.
+        self._parallel([lambda p=p: self._execute_role(op, env, p, lbs[p.role], boots[p.role]) for p in plans])
+
+    def _observe(self, row: ServerRow) -> ObservedServer:
+        return ObservedServer(
+            id=row.id,
+            role=row.role,
+            image_id=row.image_id,
+            fingerprint=row.fingerprint,
+            alive=self.compute.is_alive(row.handle_data),
+            in_service=row.in_service,
+            launched_at=row.launched_at,
+        )
+
+    def _execute_role(self, op: Operation, env: str, plan: RolePlan, lb: LoadBalancerRow, boot: BootConfig) -> None:
+        deadlines = self.spec.deadlines(env)
+        for dead in plan.remove_dead:
+            self.reporter.info(f"{plan.role}: removing {dead.server_id}: {dead.reason}")
+            self.lbs.remove_member(lb.handle_data, dead.server_id, Deadline(deadlines.swap, f"removal of {dead.server_id}"))
+            self._destroy_server(op, self.store.server(dead.server_id), deadlines.stop)
+            op.note("removed", dead.server_id)
+        for replacement in plan.replace:
+            self.reporter.info(f"{plan.role}: will replace {replacement.server_id}: {replacement.reason}")
+        for batch in plan.batches:
+            self._run_batch(op, env, plan.role, batch, lb, boot)
+        self._retire_all(op, env, plan.role, [r.server_id for r in plan.retire_extra], lb)
+
+    def _run_batch(self, op: Operation, env: str, role: str, batch: Batch, lb: LoadBalancerRow, boot: BootConfig) -> None:
+        self._retire_all(op, env, role, list(batch.retire_first), lb)
+        outcomes = self._parallel([lambda: self._launch_and_gate(op, env, role, boot) for _ in range(batch.launch)], raise_first=False)
+        ready = [o for o in outcomes if isinstance(o, ServerRow)]
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            # Nothing of this batch has taken traffic yet: destroy it all, the old servers keep serving.
+            self._parallel([lambda s=s: self._destroy_server(op, s, self.spec.deadlines(env).stop) for s in ready])
+            raise failures[0]
+        outcomes = self._parallel([lambda s=s: self._swap_in(op, env, s, lb) for s in ready], raise_first=False)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            swapped = [s for s, o in zip(ready, outcomes) if not isinstance(o, BaseException)]
+            self._retire_all(op, env, role, [s.id for s in swapped], lb)
+            raise failures[0]
+        for server in ready:
+            op.note("launched", server.id)
+        self._retire_all(op, env, role, list(batch.retire_after), lb)
+
+    # --- one new server -------------------------------------------------------------------
+    def _reserve_address(self, port: int) -> str:
+        """A loopback address nobody uses on this port (checked by binding to it)."""
+        with self._address_lock:
+            used = self.store.used_addresses()
+            for _ in range(2000):
+                n = self.store.next_counter("address") % 65024 + 256  # skips 127.x.0.*
+                address = f"127.{self._octet}.{n >> 8}.{n & 255}"
+                if n & 255 in (0, 255) or address in used:
+                    continue
+                with socket.socket() as probe:
+                    try:
+                        probe.bind((address, port))
+                        return address
+                    except OSError:
+                        continue
+        raise PhoenixError(f"no free loopback address for port {port}")
+
+    def _launch_and_gate(self, op: Operation, env: str, role: str, boot: BootConfig) -> ServerRow:
+        server_id = f"{role}-{secrets.token_hex(3)}"
+        deadlines = self.spec.deadlines(env)
+        row = ServerRow(
+            id=server_id, env=env, role=role, image_id=boot.image_id, fingerprint=boot.fingerprint,
+            address="", port=boot.port, state="launching", operation_id=op.id,
+        )
+        self.store.add_server(row)
+        image = self.store.image(boot.image_id)
+        try:
+            with op.phase("launch", server_id):
+                launched = self.compute.launch(
+                    LaunchRequest(
+                        server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
+                        port=boot.port, command=boot.command, boot_env=boot.for_server(server_id),
+                    ),
+                    self._reserve_address,
+                )
+            row = self.store.update_server(server_id, address=launched.address, handle=launched.handle, state="booting")
+            with op.phase("boot", server_id):
+                self._wait_listening(row, Deadline(deadlines.boot, f"{server_id} to listen"))
+            self.store.update_server(server_id, state="checking")
+            with op.phase("health", server_id):
+                self._wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
+            row = self.store.update_server(server_id, state="ready")
+            self.reporter.info(f"{role}: {server_id} on {row.address}:{row.port} is healthy")
+            self.reporter.advanced()
+            return row
+        except BaseException as exc:
+            self.reporter.info(f"{role}: {server_id} failed: {exc}")
+            self._destroy_server(op, self.store.server(server_id), deadlines.stop, failed=True)
+            if isinstance(exc, GateFailed):
+                raise
+            raise GateFailed(server_id, "launch", str(exc)) from exc
+
+    def _wait_listening(self, row: ServerRow, deadline: Deadline) -> None:
+        def listening() -> bool:
+            self._check_alive(row, "boot")
+            try:
+                with socket.create_connection((row.address, row.port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        try:
+            deadline.poll(listening, interval=0.02, max_interval=0.1)
+        except DeadlineExceeded as exc:
+            raise GateFailed(row.id, "boot", str(exc)) from None
+
+    def _wait_healthy(self, row: ServerRow, deadline: Deadline) -> None:
+        health = self.spec.roles[row.role].health
+        url = f"http://{row.address}:{row.port}{health.path}"
+        last = "no answer"
+
+        def healthy() -> bool:
+            nonlocal last
+            self._check_alive(row, "health")
+            try:
+                response = httpx.get(url, timeout=health.timeout)
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+                return False
+            last = f"HTTP {response.status_code}"
+            return 200 <= response.status_code < 400
+
+        try:
+            deadline.poll(healthy, interval=0.05, max_interval=0.5)
+        except DeadlineExceeded:
+            raise GateFailed(row.id, "health", f"GET {health.path} still answered {last} after {deadline.seconds:g}s") from None
+
+    def _check_alive(self, row: ServerRow, gate: str) -> None:
+        if not self.compute.is_alive(row.handle_data):
+            tail = self.compute.log_tail(row.handle_data)
+            raise GateFailed(row.id, gate, f"its process exited{': ' + tail if tail else ''}")
+
+    def _swap_in(self, op: Operation, env: str, row: ServerRow, lb: LoadBalancerRow) -> None:
+        deadline = Deadline(self.spec.deadlines(env).swap, f"the {row.role} load balancer to report {row.id} UP")
+        with op.phase("swap", row.id):
+            try:
+                self.lbs.add_member(lb.handle_data, row.id, row.address, row.port)
+                self.store.update_server(row.id, state="joining")
+                deadline.poll(lambda: self._member_up(lb, row), interval=0.02, max_interval=0.1)
+            except BaseException as exc:
+                self.lbs.remove_member(lb.handle_data, row.id, Deadline(5, f"removal of {row.id}"))
+                self._destroy_server(op, row, self.spec.deadlines(env).stop, failed=True)
+                raise GateFailed(row.id, "load balancer", str(exc)) from None
+        self.store.update_server(row.id, state="in_service", in_service=True)
+        self.reporter.info(f"{row.role}: {row.id} in service")
+
+    def _member_up(self, lb: LoadBalancerRow, row: ServerRow) -> bool:
+        self._check_alive(row, "load balancer")
+        member = self.lbs.members(lb.handle_data).get(row.id)
+        return bool(member and member.up)
+
+    # --- retiring -------------------------------------------------------------------------
+    def _retire_all(self, op: Operation, env: str, role: str, server_ids: list[str], lb: LoadBalancerRow) -> None:
+        if server_ids:
+            self._parallel([lambda sid=sid: self._retire(op, env, role, sid, lb) for sid in server_ids])
+
+    def _retire(self, op: Operation, env: str, role: str, server_id: str, lb: LoadBalancerRow) -> None:
+        """Drain, then remove from the balancer, then stop and destroy."""
+        deadlines = self.spec.deadlines(env)
+        members = self.lbs.members(lb.handle_data)
+        others_up = [name for name, m in members.items() if name != server_id and m.up]
+        if server_id in members and not others_up and self.spec.environments[env].roles[role].count > 0:
+            raise PhoenixError(f"refusing to drain {server_id}: it is the last {role} server in service")
+        self.store.update_server(server_id, state="draining", in_service=False)
+        with op.phase("drain", server_id):
+            if server_id in members:
+                self.lbs.drain_member(lb.handle_data, server_id)
+                try:
+                    Deadline(deadlines.drain, f"sessions on {server_id} to reach zero").poll(
+                        lambda: self.lbs.members(lb.handle_data).get(server_id, _NO_SESSIONS).sessions == 0,
+                        interval=0.02,
+                        max_interval=0.2,
+                    )
+                except DeadlineExceeded as exc:
+                    self.reporter.info(f"{role}: {exc}; removing it anyway")
+        with op.phase("destroy", server_id):
+            self.lbs.remove_member(lb.handle_data, server_id, Deadline(deadlines.swap, f"removal of {server_id}"))
+            self._destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
+        op.note("retired", server_id)
+        self.reporter.info(f"{role}: {server_id} retired")
+
+    def _destroy_server(self, op: Operation, row: ServerRow | None, stop_seconds: float, failed: bool = False, record: bool = True) -> None:
+        if row is None:
+            return
+        self.store.update_server(row.id, state="stopping", in_service=False)
+        if record:
+            with op.phase("destroy", row.id):
+                self.compute.destroy(row.handle_data, Deadline(stop_seconds, f"{row.id} to stop"))
+        else:
+            self.compute.destroy(row.handle_data, Deadline(stop_seconds, f"{row.id} to stop"))
+        self.store.update_server(row.id, state="destroyed", retired_at=utcnow())
+        if not failed:
+            self.reporter.advanced()
+
+    # --- load balancers -------------------------------------------------------------------
+    def _ensure_load_balancer(self, op: Operation, env: str, role: str) -> LoadBalancerRow:
+        row = self.store.load_balancer(env, role)
+        if row and self.lbs.is_alive(row.handle_data):
+            return row
+        env_role = self.spec.environments[env].roles[role]
+        if env_role.lb_address:
+            address, port = env_role.lb_address.rsplit(":", 1)
+            port = int(port)
+        elif row:
+            address, port = row.address, row.port  # a balancer that died comes back where it was
+        else:
+            port = self.spec.roles[role].port
+            address = self._reserve_address(port)
+        handle = self.lbs.create(env, role, address, port, self.spec.roles[role].health.path)
+        row = LoadBalancerRow(env=env, role=role, address=address, port=port, handle=json.dumps(handle))
+        self.store.save_load_balancer(row)
+        self.reporter.info(f"load balancer {role} listening on {address}:{port}")
+        # Members were in the dead balancer's memory only: whatever served must come back in.
+        for server in self.store.servers(env, role):
+            if server.in_service and self.compute.is_alive(server.handle_data):
+                self._swap_in(op, env, server, row)
+        return row
+
+    # --- reading --------------------------------------------------------------------------
+    def status(self, env: str) -> dict:
+        self.project.loaded.environment(env)
+        now = utcnow()
+        servers = []
+        for row in self.store.servers(env):
+            alive = self.compute.is_alive(row.handle_data)
+            servers.append(
+                {
+                    "id": row.id,
+                    "role": row.role,
+                    "address": f"{row.address}:{row.port}",
+                    "image": row.image_id,
+                    "state": row.state if alive else "dead",
+                    "in_service": row.in_service and alive,
+                    "launched_at": row.launched_at.isoformat(timespec="seconds") + "Z",
+                    "age_s": round((now - row.launched_at).total_seconds(), 1),
+                    "fingerprint": row.fingerprint,
+                    **self.compute.describe(row.handle_data),
+                }
+            )
+        load_balancers = []
+        for row in self.store.load_balancers(env):
+            alive = self.lbs.is_alive(row.handle_data)
+            members = self.lbs.members(row.handle_data) if alive else {}
+            load_balancers.append(
+                {
+                    "role": row.role,
+                    "address": f"{row.address}:{row.port}",
+                    "alive": alive,
+                    "members_up": sum(1 for m in members.values() if m.up),
+                    "pid": row.handle_data.get("pid"),
+                }
+            )
+        return {"environment": env, "servers": servers, "load_balancers": load_balancers}
+
+    def history(self, env: str, limit: int = 20) -> list[dict]:
+        self.project.loaded.environment(env)
+        return [operation_report(self.store, op) for op in self.store.operations(env, limit)]
+
+    # --- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _parallel(tasks: list[Callable], raise_first: bool = True) -> list:
+        """Run tasks in threads; return results (or exceptions, with raise_first=False)."""
+        if not tasks:
+            return []
+        outcomes: list = []
+        with ThreadPoolExecutor(max_workers=min(32, len(tasks))) as pool:
+            futures = [pool.submit(task) for task in tasks]
+            for future in futures:
+                try:
+                    outcomes.append(future.result())
+                except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                    outcomes.append(exc)
+        if raise_first:
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        return outcomes
+
+
+class _NoSessions:
+    sessions = 0
+
+
+_NO_SESSIONS = _NoSessions()
+
+
+def operation_report(store: StateStore, op) -> dict:
+    """One operation with per-phase timings: servers, wall-clock span and slowest server."""
+    phases: dict[str, dict] = {}
+    for row in store.phases(op.id):
+        entry = phases.setdefault(row.phase, {"count": 0, "failed": 0, "first": None, "last": None, "max_s": 0.0, "total_s": 0.0})
+        end = row.started_at.timestamp() + row.seconds
+        entry["count"] += 1
+        entry["failed"] += 0 if row.ok else 1
+        entry["first"] = min(filter(None, [entry["first"], row.started_at.timestamp()]))
+        entry["last"] = max(filter(None, [entry["last"], end]))
+        entry["max_s"] = max(entry["max_s"], row.seconds)
+        entry["total_s"] += row.seconds
+    ordered = {}
+    for name in [p for p in PHASES if p in phases] + [p for p in phases if p not in PHASES]:
+        entry = phases[name]
+        ordered[name] = {
+            "count": entry["count"],
+            "failed": entry["failed"],
+            "span_s": round(entry["last"] - entry["first"], 3),
+            "max_s": round(entry["max_s"], 3),
+            "total_s": round(entry["total_s"], 3),
+        }
+    seconds = (op.ended_at - op.started_at).total_seconds() if op.ended_at else None
+    return {
+        "id": op.id,
+        "kind": op.kind,
+        "status": op.status,
+        "started_at": op.started_at.isoformat(timespec="seconds") + "Z",
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "summary": op.summary,
+        "phases": ordered,
+    }
+

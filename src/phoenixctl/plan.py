@@ -1,0 +1,136 @@
+"""The plan: a pure function from (spec, observed fleet) to ordered actions with reasons.
+
+No I/O here. The surge/unavailable arithmetic follows the Kubernetes deployment controller
+(`rolling.go`): plain functions over counts, so every case is a unit test."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .spec import RolloutSpec, resolve_quantity
+
+
+@dataclass(frozen=True)
+class ObservedServer:
+    id: str
+    role: str
+    image_id: str
+    fingerprint: str
+    alive: bool
+    in_service: bool
+    launched_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Replacement:
+    server_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Launch `launch` new servers; retire `retire_first` before and `retire_after` once they serve."""
+
+    launch: int
+    retire_first: tuple[str, ...] = ()
+    retire_after: tuple[str, ...] = ()
+
+
+@dataclass
+class RolePlan:
+    role: str
+    desired: int
+    fingerprint: str
+    image_id: str
+    remove_dead: list[Replacement] = field(default_factory=list)
+    replace: list[Replacement] = field(default_factory=list)
+    retire_extra: list[Replacement] = field(default_factory=list)
+    batches: list[Batch] = field(default_factory=list)
+
+    @property
+    def changes_nothing(self) -> bool:
+        return not (self.remove_dead or self.replace or self.retire_extra or self.batches)
+
+
+def rollout_limits(desired: int, rollout: RolloutSpec) -> tuple[int, int]:
+    """(surge, unavailable) in servers. Surge rounds up and unavailability down, as in
+    Kubernetes; when both come to zero the surge becomes one, so a rotation of N=1 with
+    `max_surge: 10%` still launches a server instead of stalling."""
+    surge = resolve_quantity(rollout.max_surge, desired, round_up=True)
+    unavailable = resolve_quantity(rollout.max_unavailable, desired, round_up=False)
+    if surge == 0 and unavailable == 0:
+        surge = 1
+    return surge, unavailable
+
+
+def rolling_batches(outdated: list[str], serving: int, surge: int, unavailable: int) -> list[Batch]:
+    """Split the outdated servers into batches of `surge + unavailable`.
+
+    Within a batch up to `unavailable` old servers may retire before their replacements
+    launch, but never the last one serving (the traffic guard); the rest retire only after
+    the new servers are in service. So at most `surge` extra servers run at any time and at
+    most `unavailable` are missing, and every batch launches at least one server."""
+    step = max(1, surge + unavailable)
+    batches = []
+    for start in range(0, len(outdated), step):
+        chunk = outdated[start : start + step]
+        first = min(unavailable, len(chunk), max(serving - 1, 0))
+        batches.append(Batch(launch=len(chunk), retire_first=tuple(chunk[:first]), retire_after=tuple(chunk[first:])))
+    return batches
+
+
+def ideal_batches(outdated: int, surge: int, unavailable: int) -> int:
+    return -(-outdated // max(1, surge + unavailable)) if outdated else 0
+
+
+def plan_role(
+    role: str,
+    desired: int,
+    fingerprint: str,
+    image_id: str,
+    observed: list[ObservedServer],
+    rollout: RolloutSpec,
+    replace_all: bool = False,
+    replace_outdated: bool = True,
+) -> RolePlan:
+    """Decide what happens to one role.
+
+    - dead servers, and live ones that never entered service, are removed (and replaced,
+      since they do not count);
+    - missing servers are launched first, in one batch;
+    - with `replace_outdated`, servers whose fingerprint differs are replaced, with reasons;
+      with `replace_all` (rotate), every live server is replaced;
+    - servers beyond the desired count are retired, oldest first."""
+    plan = RolePlan(role=role, desired=desired, fingerprint=fingerprint, image_id=image_id)
+    live = [s for s in observed if s.alive and s.in_service]
+    plan.remove_dead = [
+        Replacement(s.id, "dead: its process is gone" if not s.alive else "never put into service (left over)")
+        for s in observed
+        if not (s.alive and s.in_service)
+    ]
+
+    # Keep the newest servers when there are too many; retire the oldest beyond the count.
+    by_age = sorted(live, key=lambda s: (s.launched_at or datetime.min, s.id))
+    extra = len(live) - desired
+    if extra > 0:
+        # Prefer retiring outdated servers over current ones.
+        ranked = sorted(by_age, key=lambda s: (s.fingerprint == fingerprint and not replace_all, s.launched_at or datetime.min))
+        plan.retire_extra = [Replacement(s.id, f"more than the {desired} wanted") for s in ranked[:extra]]
+    retiring = {r.server_id for r in plan.retire_extra}
+    kept = [s for s in by_age if s.id not in retiring]
+
+    for server in kept:
+        if replace_all:
+            plan.replace.append(Replacement(server.id, "rotation requested"))
+        elif replace_outdated and server.fingerprint != fingerprint:
+            reason = "image changed" if server.image_id != image_id else "boot configuration changed"
+            plan.replace.append(Replacement(server.id, reason))
+
+    missing = desired - len(kept)
+    if missing > 0:
+        plan.batches.append(Batch(launch=missing))
+    surge, unavailable = rollout_limits(desired, rollout)
+    serving = len(kept) + max(missing, 0)
+    plan.batches.extend(rolling_batches([r.server_id for r in plan.replace], serving, surge, unavailable))
+    return plan

@@ -1,0 +1,317 @@
+"""The declarative spec (`phoenix.yaml`), validated into typed models.
+
+Everything else in Phoenix reads these models, never raw YAML. Errors name the file, the
+line and the field: `phoenix.yaml:14: environments.ci.roles.frontnd: unknown role ...`."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import SpecError
+
+SPEC_FILENAME = "phoenix.yaml"
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """`500ms`, `30s`, `2m`, `1h`, `7d` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 500ms or 2m")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 500ms, 2m)")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return seconds
+
+
+def parse_quantity(value: Any) -> int | str:
+    """A count (`2`) or a percentage of the role's size (`25%`)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a count or a percentage such as 25%")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return value
+    text = str(value).strip()
+    if re.fullmatch(r"\d+", text):
+        return int(text)
+    if re.fullmatch(r"\d+(\.\d+)?%", text) and float(text[:-1]) <= 100:
+        return text
+    raise ValueError(f"{value!r} is not a count or a percentage between 0% and 100%")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Quantity = Annotated[int | str, BeforeValidator(parse_quantity)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+
+
+def resolve_quantity(quantity: int | str, total: int, round_up: bool) -> int:
+    """Turn a count or percentage into a number of servers (percentages round as asked)."""
+    if isinstance(quantity, int):
+        return quantity
+    exact = float(quantity[:-1]) * total / 100
+    return math.ceil(exact - 1e-9) if round_up else math.floor(exact + 1e-9)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ImageSpec(Model):
+    """How to bake an image: files copied from the project, shell steps, the start command."""
+
+    files: list[str] = Field(default_factory=list, description="Paths relative to phoenix.yaml, copied into the image")
+    steps: list[str] = Field(default_factory=list, description="Shell commands run inside the image at bake time")
+    start: str = Field(description="The command that starts a server from this image (run in the server's root)")
+    bake_timeout: Duration = 300.0
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, files: list[str]) -> list[str]:
+        for path in files:
+            if Path(path).is_absolute() or ".." in Path(path).parts:
+                raise ValueError(f"{path!r} must be a path inside the project")
+        return files
+
+
+class HealthSpec(Model):
+    path: str = "/healthz"
+    timeout: Duration = 2.0
+
+
+class RoleSpec(Model):
+    image: str
+    port: int = Field(ge=1, le=65535)
+    command: str | None = Field(None, description="Overrides the image's start command")
+    health: HealthSpec = HealthSpec()
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables given at boot")
+    persistent: list[Name] = Field(
+        default_factory=list,
+        description="Named directories of the persistent layer (outside every server) attached at boot; "
+        "roles of one environment that name the same directory share it",
+    )
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_strings(cls, env: Any) -> Any:
+        if isinstance(env, dict):
+            for key, value in env.items():
+                if not isinstance(value, str):
+                    raise ValueError(f"{key}: value must be a string (quote it in YAML)")
+        return env
+
+
+class RolloutSpec(Model):
+    max_surge: Quantity = 1
+    max_unavailable: Quantity = 0
+
+
+class DeadlinesSpec(Model):
+    """How long each wait may take before the server (or the step) is given up."""
+
+    boot: Duration = 30.0
+    health: Duration = 30.0
+    swap: Duration = 20.0
+    drain: Duration = 30.0
+    stop: Duration = 10.0
+
+
+class DefaultsSpec(Model):
+    rollout: RolloutSpec = RolloutSpec()
+    deadlines: DeadlinesSpec = DeadlinesSpec()
+
+
+class EnvRoleSpec(Model):
+    count: int = Field(ge=0)
+    lb_address: str | None = Field(
+        None, pattern=r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5}$", description="Fixed host:port on loopback"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # `frontend: 3` is short for `frontend: {count: 3}`
+        return {"count": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class EnvironmentSpec(Model):
+    roles: dict[str, EnvRoleSpec]
+    rollout: RolloutSpec | None = None
+    deadlines: DeadlinesSpec | None = None
+
+
+class ProviderSpec(Model):
+    name: Name = "local"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+class Spec(Model):
+    """The whole `phoenix.yaml`."""
+
+    project: Name = "phoenix"
+    provider: ProviderSpec = ProviderSpec()
+    defaults: DefaultsSpec = DefaultsSpec()
+    images: dict[Name, ImageSpec]
+    roles: dict[Name, RoleSpec]
+    environments: dict[Name, EnvironmentSpec]
+
+    def rollout(self, env: str) -> RolloutSpec:
+        return self.environments[env].rollout or self.defaults.rollout
+
+    def deadlines(self, env: str) -> DeadlinesSpec:
+        return self.environments[env].deadlines or self.defaults.deadlines
+
+
+class LoadedSpec:
+    """A validated spec plus where it came from, so later errors can still name lines."""
+
+    def __init__(self, spec: Spec, path: Path, lines: dict[tuple, int]):
+        self.spec = spec
+        self.path = path
+        self.project_dir = path.parent
+        self._lines = lines
+
+    def where(self, *loc: Any) -> str:
+        return f"{self.path.name}:{_line_for(self._lines, loc)}"
+
+    def environment(self, env: str) -> EnvironmentSpec:
+        if env not in self.spec.environments:
+            known = ", ".join(sorted(self.spec.environments))
+            raise SpecError(f"{self.path.name}: unknown environment {env!r} (environments: {known})")
+        return self.spec.environments[env]
+
+    def check_role(self, role: str) -> None:
+        if role not in self.spec.roles:
+            known = ", ".join(sorted(self.spec.roles))
+            raise SpecError(f"{self.path.name}: unknown role {role!r} (roles: {known})")
+
+
+# --- loading with line numbers -------------------------------------------------------------
+
+
+def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], filename: str) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise SpecError(
+                    f"{filename}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key"
+                )
+            seen.add(key)
+            _index_lines(value_node, path + (key,), lines, filename)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, path + (index,), lines, filename)
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
+    loc = tuple(loc)
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # pydantic inserts validator names such as 'function-before[...]' and 'int' into locations
+    return tuple(part for part in loc if not (isinstance(part, str) and ("[" in part or part in ("int", "str"))))
+
+
+def load_spec(path: str | Path | None = None) -> LoadedSpec:
+    """Find, parse and validate the spec. Raises SpecError with file:line: field: reason."""
+    spec_path = Path(path) if path else Path.cwd() / SPEC_FILENAME
+    name = spec_path.name if path is None else str(path)
+    try:
+        text = spec_path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{name}: no such file (create one with `phoenix init DIR`, or pass -f PATH)") from None
+    except OSError as exc:
+        raise SpecError(f"{name}: cannot read: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{name}:{line}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{name}:1: expected a mapping with images, roles and environments")
+    lines: dict[tuple, int] = {}
+    _index_lines(root, (), lines, name)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = _clean_loc(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        raise SpecError(f"{name}:{_line_for(lines, loc)}: {_dotted(loc)}: {message}") from None
+    loaded = LoadedSpec(spec, spec_path.resolve(), lines)
+    loaded.path_display = name  # type: ignore[attr-defined]
+    _check_references(loaded, name)
+    return loaded
+
+
+def _check_references(loaded: LoadedSpec, name: str) -> None:
+    spec = loaded.spec
+
+    def fail(loc: tuple, message: str) -> None:
+        raise SpecError(f"{name}:{_line_for(loaded._lines, loc)}: {_dotted(loc)}: {message}")
+
+    for role_name, role in spec.roles.items():
+        if role.image not in spec.images:
+            fail(("roles", role_name, "image"), f"unknown image {role.image!r} (images: {', '.join(sorted(spec.images))})")
+    for env_name, env in spec.environments.items():
+        for role_name in env.roles:
+            if role_name not in spec.roles:
+                fail(
+                    ("environments", env_name, "roles", role_name),
+                    f"unknown role {role_name!r} (roles: {', '.join(sorted(spec.roles))})",
+                )
+    for image_name, image in spec.images.items():
+        for index, file in enumerate(image.files):
+            if not (loaded.project_dir / file).exists():
+                fail(("images", image_name, "files", index), f"{file!r} does not exist next to {name}")
+
+
+def json_schema() -> dict:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "phoenix.yaml"
+    return schema

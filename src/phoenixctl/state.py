@@ -1,0 +1,213 @@
+"""The state store: images, servers, load balancers, operations and their phase timings.
+
+SQLite (WAL) through SQLAlchemy at `.phoenix/state.db`; every change is its own short
+transaction, written before and after the step it records, so another command (or a later
+recovery) always sees what exists."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    provider: Mapped[str] = mapped_column(String)
+    location: Mapped[str] = mapped_column(Text)  # provider-specific: a directory, an AMI id
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    bake_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ServerRow(Base):
+    __tablename__ = "servers"
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    env: Mapped[str] = mapped_column(String, index=True)
+    role: Mapped[str] = mapped_column(String)
+    image_id: Mapped[str] = mapped_column(String)
+    fingerprint: Mapped[str] = mapped_column(String)
+    address: Mapped[str] = mapped_column(String)
+    port: Mapped[int] = mapped_column(Integer)
+    # launching -> booting -> checking -> ready -> in_service -> draining -> stopping -> destroyed
+    # (or failed -> destroyed)
+    state: Mapped[str] = mapped_column(String, default="launching")
+    in_service: Mapped[bool] = mapped_column(Boolean, default=False)
+    launched_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    operation_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    handle: Mapped[str] = mapped_column(Text, default="{}")  # provider data: pid, root, log...
+
+    @property
+    def handle_data(self) -> dict:
+        return json.loads(self.handle)
+
+
+class LoadBalancerRow(Base):
+    __tablename__ = "load_balancers"
+    env: Mapped[str] = mapped_column(String, primary_key=True)
+    role: Mapped[str] = mapped_column(String, primary_key=True)
+    address: Mapped[str] = mapped_column(String)
+    port: Mapped[int] = mapped_column(Integer)
+    handle: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def handle_data(self) -> dict:
+        return json.loads(self.handle)
+
+
+class OperationRow(Base):
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String, primary_key=True)
+    env: Mapped[str] = mapped_column(String, index=True)
+    kind: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String, default="running")  # running, succeeded, failed
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    summary: Mapped[str] = mapped_column(Text, default="")
+
+
+class PhaseRow(Base):
+    __tablename__ = "phases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    phase: Mapped[str] = mapped_column(String)  # bake, launch, boot, health, swap, drain, destroy
+    server_id: Mapped[str | None] = mapped_column(String, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seconds: Mapped[float] = mapped_column(Float)
+    ok: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class CounterRow(Base):
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StateStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(self.engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # WAL: readers never block the writer
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- images -------------------------------------------------------------------------
+    def image(self, image_id: str) -> ImageRow | None:
+        with self.session() as s:
+            return s.get(ImageRow, image_id)
+
+    def save_image(self, row: ImageRow) -> None:
+        with self.session() as s:
+            s.merge(row)
+
+    # --- servers ------------------------------------------------------------------------
+    def add_server(self, row: ServerRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def update_server(self, server_id: str, **fields) -> ServerRow:
+        with self.session() as s:
+            row = s.get(ServerRow, server_id)
+            for key, value in fields.items():
+                setattr(row, key, json.dumps(value) if key == "handle" else value)
+            return row
+
+    def server(self, server_id: str) -> ServerRow | None:
+        with self.session() as s:
+            return s.get(ServerRow, server_id)
+
+    def servers(self, env: str, role: str | None = None, include_destroyed: bool = False) -> list[ServerRow]:
+        query = select(ServerRow).where(ServerRow.env == env)
+        if role:
+            query = query.where(ServerRow.role == role)
+        if not include_destroyed:
+            query = query.where(ServerRow.state != "destroyed")
+        with self.session() as s:
+            return list(s.scalars(query.order_by(ServerRow.launched_at, ServerRow.id)))
+
+    def used_addresses(self) -> set[str]:
+        with self.session() as s:
+            servers = s.scalars(select(ServerRow.address).where(ServerRow.state != "destroyed"))
+            lbs = s.scalars(select(LoadBalancerRow.address))
+            return set(servers) | set(lbs)
+
+    def next_counter(self, name: str) -> int:
+        with self.session() as s:
+            row = s.get(CounterRow, name) or CounterRow(name=name, value=0)
+            row.value += 1
+            s.merge(row)
+            return row.value
+
+    # --- load balancers -----------------------------------------------------------------
+    def load_balancers(self, env: str) -> list[LoadBalancerRow]:
+        with self.session() as s:
+            return list(s.scalars(select(LoadBalancerRow).where(LoadBalancerRow.env == env).order_by(LoadBalancerRow.role)))
+
+    def load_balancer(self, env: str, role: str) -> LoadBalancerRow | None:
+        with self.session() as s:
+            return s.get(LoadBalancerRow, (env, role))
+
+    def save_load_balancer(self, row: LoadBalancerRow) -> None:
+        with self.session() as s:
+            s.merge(row)
+
+    def delete_load_balancer(self, env: str, role: str) -> None:
+        with self.session() as s:
+            row = s.get(LoadBalancerRow, (env, role))
+            if row:
+                s.delete(row)
+
+    # --- operations and phases ----------------------------------------------------------
+    def start_operation(self, op_id: str, env: str, kind: str) -> None:
+        with self.session() as s:
+            s.add(OperationRow(id=op_id, env=env, kind=kind))
+
+    def finish_operation(self, op_id: str, status: str, summary: str) -> None:
+        with self.session() as s:
+            row = s.get(OperationRow, op_id)
+            row.status, row.summary, row.ended_at = status, summary, utcnow()
+
+    def record_phase(self, op_id: str, phase: str, seconds: float, server_id: str | None, ok: bool, started_at: datetime) -> None:
+        with self.session() as s:
+            s.add(PhaseRow(operation_id=op_id, phase=phase, seconds=seconds, server_id=server_id, ok=ok, started_at=started_at))
+
+    def operations(self, env: str, limit: int = 50) -> list[OperationRow]:
+        with self.session() as s:
+            query = select(OperationRow).where(OperationRow.env == env).order_by(OperationRow.started_at.desc()).limit(limit)
+            return list(s.scalars(query))
+
+    def phases(self, op_id: str) -> list[PhaseRow]:
+        with self.session() as s:
+            return list(s.scalars(select(PhaseRow).where(PhaseRow.operation_id == op_id).order_by(PhaseRow.id)))
