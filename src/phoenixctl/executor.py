@@ -115,8 +115,11 @@ class Project:
         except KeyError:
             raise SpecError(f"{self.loaded.where('provider')}: provider: unknown provider {provider!r}") from None
         self.store = StateStore(self.workdir / "state.db")
+        # One client for every health check: building one per request costs a TLS context each time.
+        self.http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
     def close(self) -> None:
+        self.http.close()
         self.store.close()
 
 
@@ -379,7 +382,7 @@ class Executor:
             nonlocal last
             self._check_alive(row, "health")
             try:
-                response = httpx.get(url, timeout=health.timeout)
+                response = self.project.http.get(url, timeout=health.timeout)
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
                 return False
@@ -402,7 +405,7 @@ class Executor:
             try:
                 self.lbs.add_member(lb.handle_data, row.id, row.address, row.port)
                 self.store.update_server(row.id, state="joining")
-                deadline.poll(lambda: self._member_up(lb, row), interval=0.02, max_interval=0.1)
+                deadline.poll(lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
                 self.lbs.remove_member(lb.handle_data, row.id, Deadline(5, f"removal of {row.id}"))
                 self._destroy_server(op, row, self.spec.deadlines(env).stop, failed=True)

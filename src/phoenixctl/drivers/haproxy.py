@@ -51,7 +51,9 @@ backend {backend}
 """
 
 # `default-server` lines do not apply to servers added at run time: every option goes here.
-MEMBER_OPTIONS = "check inter 250ms fastinter 100ms downinter 500ms rise 1 fall 2"
+# A new member starts DOWN, so `downinter` paces its first checks: it is UP within ~50ms of
+# passing one; `inter` then keeps steady-state checking light.
+MEMBER_OPTIONS = "check inter 1s fastinter 100ms downinter 50ms rise 1 fall 2"
 
 _OK_REPLIES = ("", "New server registered.", "Server deleted.")
 

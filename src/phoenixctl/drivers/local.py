@@ -163,30 +163,25 @@ class LocalCompute(ComputeDriver):
         handle = {"pid": process.pid, "started": started, "root": str(root), "dir": str(server_dir), "log": str(log_path)}
         return Launched(address=address, port=request.port, handle=handle)
 
-    def _process(self, handle: dict) -> psutil.Process | None:
-        """The server's process if it is still the one we started and not a zombie."""
+    def is_alive(self, handle: dict) -> bool:
+        """True while the server's process is the one we started and not a zombie."""
         pid = handle.get("pid")
         if not pid:
-            return None
+            return False
         child = self._children.get(pid)
-        if child is not None and child.poll() is not None:
-            return None
+        if child is not None:
+            # Our own child: its pid cannot be recycled before we reap it, and waitpid is cheap.
+            return child.poll() is None
         try:
             process = psutil.Process(pid)
             if abs(process.create_time() - handle.get("started", 0)) > 0.05:
-                return None  # the pid was recycled by another process
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return None
-            return process
+                return False  # the pid was recycled by another process
+            return process.status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
-            return None
-
-    def is_alive(self, handle: dict) -> bool:
-        return self._process(handle) is not None
+            return False
 
     def destroy(self, handle: dict, deadline: Deadline) -> None:
-        process = self._process(handle)
-        if process is not None:
+        if self.is_alive(handle):
             pgid = handle["pid"]
             self._signal_group(pgid, signal.SIGTERM)
             try:
@@ -202,12 +197,17 @@ class LocalCompute(ComputeDriver):
         shutil.rmtree(handle.get("dir") or handle.get("root", ""), ignore_errors=True)
 
     def _group_alive(self, pgid: int, handle: dict) -> bool:
-        if self._process(handle) is not None:
+        """Is anything left of the server's process group (children it forked included)?"""
+        if self.is_alive(handle):
             return True
-        # The leader is gone; make sure no other member of its group (a child it forked) is left.
-        for process in psutil.process_iter(["pid"]):
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        # Something is left: maybe only zombies waiting for init to reap them.
+        for process in psutil.process_iter(["pid", "status"]):
             try:
-                if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
                     return True
             except (ProcessLookupError, psutil.Error):
                 continue

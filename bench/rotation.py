@@ -1,0 +1,169 @@
+"""Rotation benchmark: rotate N = 1, 5 and 20 servers of one role under steady load.
+
+For each N, in one run side by side: bring up an environment with N backend servers of
+the example (max_surge 100%), drive steady keep-alive load through its load balancer,
+rotate every server, and report the rotation's wall time, the critical path of a single
+server (launch + boot + health + swap of the slowest new server, then drain + destroy of
+the slowest old one), the ratio of wall time to critical path x ideal batches, the ratio
+to N=1, and failed requests.
+
+Target (issue 2): zero failed requests; rotating 20 takes at most 1.5x rotating 1.
+
+    .venv/bin/python bench/rotation.py --write bench/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from phoenixctl.cli import example_dir
+from phoenixctl.executor import Executor, Project
+from phoenixctl.load import LoadGenerator
+from phoenixctl.plan import ideal_batches, rollout_limits
+from phoenixctl.spec import RolloutSpec
+
+NEW_PHASES = ("launch", "boot", "health", "swap")
+OLD_PHASES = ("drain", "destroy")
+
+
+def make_project(directory: Path, sizes: list[int]) -> Path:
+    shutil.copytree(example_dir(), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    spec_path = directory / "phoenix.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["environments"] = {
+        f"n{n}": {"roles": {"backend": n}, "rollout": {"max_surge": "100%", "max_unavailable": 0}} for n in sizes
+    }
+    spec["defaults"]["deadlines"] = {"boot": "60s", "health": "60s", "swap": "30s", "drain": "30s", "stop": "10s"}
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return spec_path
+
+
+def critical_path(executor: Executor, op_id: str) -> float:
+    per_server: dict[str, dict[str, float]] = {}
+    for row in executor.store.phases(op_id):
+        if row.server_id:
+            per_server.setdefault(row.server_id, {})[row.phase] = row.seconds
+    new = [sum(p.get(name, 0) for name in NEW_PHASES) for p in per_server.values() if "launch" in p]
+    old = [sum(p.get(name, 0) for name in OLD_PHASES) for p in per_server.values() if "drain" in p]
+    return max(new, default=0) + max(old, default=0)
+
+
+def run_one(spec_path: Path, n: int, rate: float) -> dict:
+    env = f"n{n}"
+    project = Project(spec_path)
+    executor = Executor(project)
+    try:
+        executor.up(env)
+        lb = executor.status(env)["load_balancers"][0]["address"]
+        with LoadGenerator([f"http://{lb}/api/articles", f"http://{lb}/healthz"], concurrency=16, rate=rate, max_seconds=300) as load:
+            load.wait_for_requests(int(rate))
+            started = time.monotonic()
+            result = executor.rotate(env)
+            wall = time.monotonic() - started
+            load.wait_for_requests(load.stats.sent + int(rate / 4))
+        stats = load.stats
+        surge, unavailable = rollout_limits(n, RolloutSpec(max_surge="100%"))
+        return {
+            "n": n,
+            "wall": wall,
+            "critical": critical_path(executor, result.id),
+            "batches": ideal_batches(n, surge, unavailable),
+            "replaced": len(result.retired),
+            "sent": stats.sent,
+            "failed": stats.failed,
+            "errors": dict(stats.errors),
+        }
+    finally:
+        executor.destroy(env)
+        project.close()
+
+
+def markdown(rows: list[dict], repeats: int, rate: float, command: str) -> str:
+    by_n: dict[int, list[dict]] = {}
+    for row in rows:
+        by_n.setdefault(row["n"], []).append(row)
+    base = statistics.median(r["wall"] for r in by_n[min(by_n)])
+    haproxy = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    lines = [
+        "## Rotation (`bench/rotation.py`)",
+        "",
+        f"Command: `{command}`  ",
+        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, Python {platform.python_version()}, {haproxy}  ",
+        f"Load: {rate:g} requests/s over 16 keep-alive connections through the role's HAProxy during every rotation; "
+        f"`max_surge: 100%`; median of {repeats} run(s) per N, sizes interleaved in one run.",
+        "",
+        "| N | ideal batches | wall (s) | critical path of one server (s) | wall / (critical x batches) | wall / wall(N=1) | replaced | requests | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, runs in sorted(by_n.items()):
+        wall = statistics.median(r["wall"] for r in runs)
+        critical = statistics.median(r["critical"] for r in runs)
+        batches = runs[0]["batches"]
+        lines.append(
+            f"| {n} | {batches} | {wall:.2f} | {critical:.2f} | {wall / (critical * batches):.2f} | {wall / base:.2f} | "
+            f"{sum(r['replaced'] for r in runs)}/{n * len(runs)} | {sum(r['sent'] for r in runs)} | {sum(r['failed'] for r in runs)} |"
+        )
+    biggest = max(by_n)
+    ratio = statistics.median(r["wall"] for r in by_n[biggest]) / base
+    failed = sum(r["failed"] for r in rows)
+    lines += [
+        "",
+        f"Target: zero failed requests -> **{failed} failed** ({'met' if failed == 0 else 'NOT met'}); "
+        f"rotating {biggest} at most 1.5x rotating {min(by_n)} -> **{ratio:.2f}x** ({'met' if ratio <= 1.5 else 'NOT met'}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_section(path: Path, section: str) -> None:
+    start, end = "<!-- rotation:start -->", "<!-- rotation:end -->"
+    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its benchmark; numbers come from one run on one machine.\n\n"
+    block = f"{start}\n{section}{end}\n"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1 :]
+    else:
+        text += block
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,5,20", help="comma-separated server counts")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size (the median is reported)")
+    parser.add_argument("--rate", type=float, default=200.0, help="requests per second during each rotation")
+    parser.add_argument("--write", type=Path, help="update this RESULTS.md section")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    command = "python bench/rotation.py " + " ".join(sys.argv[1:])
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
+        spec_path = make_project(Path(tmp), sizes)
+        for attempt in range(args.repeat):
+            for n in sizes:  # interleaved, so machine noise hits every size alike
+                row = run_one(spec_path, n, args.rate)
+                rows.append(row)
+                print(
+                    f"run {attempt + 1} N={n}: wall {row['wall']:.2f}s critical {row['critical']:.2f}s "
+                    f"replaced {row['replaced']} requests {row['sent']} failed {row['failed']} {row['errors'] or ''}",
+                    flush=True,
+                )
+    section = markdown(rows, args.repeat, args.rate, command)
+    print(section)
+    if args.write:
+        write_section(args.write, section)
+    return 0 if sum(r["failed"] for r in rows) == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Shared fixtures and helpers for the integration tests.
+
+Everything here is real: copies of the example project, real server processes, real
+HAProxy. Waits poll with a deadline; whatever a fixture starts, its finalizer destroys,
+even when the test failed."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import psutil
+import pytest
+
+import phoenixctl
+from phoenixctl.executor import Executor, OperationResult, Project
+
+T = TypeVar("T")
+
+EXAMPLE_DIR = Path(phoenixctl.__file__).resolve().parent / "examples" / "website"
+
+# Desired servers per role, as the example's phoenix.yaml says.
+PRODUCTION_COUNTS = {"frontend": 3, "backend": 2, "edit": 1}
+CI_COUNTS = {"frontend": 1, "backend": 1, "edit": 1}
+
+
+def copy_example(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A private copy of the example project; returns the path of its phoenix.yaml."""
+    target = tmp_path_factory.mktemp(name) / "website"
+    shutil.copytree(EXAMPLE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    return target / "phoenix.yaml"
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `check` until it returns something truthy; fail the test at the deadline."""
+    expires = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= expires:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def process_gone(pid: int, create_time: float | None = None) -> bool:
+    """True when `pid` no longer runs: no such process, a zombie, or a recycled pid."""
+    try:
+        process = psutil.Process(pid)
+        if create_time is not None and abs(process.create_time() - create_time) > 0.05:
+            return True
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def process_alive(pid: int) -> bool:
+    return not process_gone(pid)
+
+
+def destroy_quietly(spec_path: Path, env: str) -> None:
+    """Tear an environment down with a fresh Project (finalizers: whatever state it is in)."""
+    project = Project(spec_path)
+    try:
+        Executor(project, lock_timeout=60).destroy(env)
+    finally:
+        project.close()
+
+
+@dataclass
+class Environment:
+    """A copy of the example brought `up` once, shared by the tests of a module, in order."""
+
+    env: str
+    spec_path: Path
+    project: Project
+    executor: Executor
+    up_result: OperationResult
+
+    @property
+    def project_dir(self) -> Path:
+        return self.spec_path.parent
+
+    @property
+    def workdir(self) -> Path:
+        return self.project_dir / ".phoenix"
+
+    def status(self) -> dict:
+        return self.executor.status(self.env)
+
+    def lb_addresses(self) -> dict[str, str]:
+        return {lb["role"]: lb["address"] for lb in self.status()["load_balancers"]}
+
+    def load_urls(self) -> list[str]:
+        """URLs that go through all three load balancers."""
+        lbs = self.lb_addresses()
+        urls = [f"http://{lbs['frontend']}/"] + [f"http://{lbs['frontend']}/page/{n}" for n in range(10)]
+        return urls + [f"http://{lbs['backend']}/api/articles", f"http://{lbs['edit']}/healthz"]
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Environment]:
+    """A copy of the example with `production` up (3 frontend, 2 backend, 1 edit)."""
+    spec_path = copy_example(tmp_path_factory, "production")
+    original_spec = spec_path.read_text()
+    project = Project(spec_path)
+    executor = Executor(project, lock_timeout=60)
+    try:
+        result = executor.up("production")
+        yield Environment("production", spec_path, project, executor, result)
+    finally:
+        try:
+            # A test may have left an edited spec behind; tear down with the one we brought up.
+            spec_path.write_text(original_spec)
+            executor.destroy("production")
+        finally:
+            project.close()
+
+
+@pytest.fixture
+def ci_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh copy of the example for `ci`; whatever ran in it is destroyed afterwards."""
+    spec_path = copy_example(tmp_path_factory, "ci")
+    try:
+        yield spec_path
+    finally:
+        if (spec_path.parent / ".phoenix" / "state.db").exists():
+            destroy_quietly(spec_path, "ci")
+
+
+@pytest.fixture
+def bake_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh copy of the example that nothing has been baked in yet."""
+    yield copy_example(tmp_path_factory, "bake")

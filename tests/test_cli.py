@@ -1,0 +1,167 @@
+"""Bad input: one line naming the place, exit code 2, no traceback, nothing started."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from phoenixctl.cli import example_dir, main
+
+EXAMPLE = example_dir()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    return tmp_path / "phoenix.yaml"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_validate_example_ok(capsys, project):
+    code, out, _ = run(capsys, "validate", "-f", str(project))
+    assert code == 0 and "ok" in out
+
+
+def test_missing_file(capsys, tmp_path):
+    code, _, err = run(capsys, "validate", "-f", str(tmp_path / "nope.yaml"))
+    assert_one_line_error(code, err, "nope.yaml", "no such file")
+
+
+def test_invalid_yaml_names_line(capsys, project):
+    replace_in(project, "  frontend:                # public", "  frontend: [unclosed\n  x:")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, "phoenix.yaml:", "invalid YAML")
+
+
+def test_unknown_field_names_line_and_field(capsys, project):
+    replace_in(project, "    port: 8081\n", "    port: 8081\n    prot: 1\n")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f"phoenix.yaml:{line_of(project, 'prot: 1')}:", "roles.backend.prot", "unknown field")
+
+
+def test_unknown_role_in_environment(capsys, project):
+    replace_in(project, "roles: {backend: 1, edit: 1, frontend: 1}", "roles: {backend: 1, edit: 1, frontnd: 1}")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f":{line_of(project, 'frontnd')}:", "environments.ci.roles.frontnd", "unknown role 'frontnd'")
+
+
+def test_unknown_image(capsys, project):
+    replace_in(project, "    image: web\n    port: 8082", "    image: wbe\n    port: 8082")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f":{line_of(project, 'image: wbe')}:", "roles.edit.image", "unknown image 'wbe'")
+
+
+def test_bad_duration(capsys, project):
+    replace_in(project, "boot: 20s", "boot: soon")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f":{line_of(project, 'boot: soon')}:", "defaults.deadlines.boot", "not a duration")
+
+
+def test_bad_percentage(capsys, project):
+    replace_in(project, "max_surge: 100%", "max_surge: 150%")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, "environments.production.rollout.max_surge", "percentage")
+
+
+def test_non_string_env_value(capsys, project):
+    replace_in(project, "    port: 8081\n", "    port: 8081\n    env:\n      WORKERS: 4\n")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, "roles.backend.env", "WORKERS", "must be a string")
+
+
+def test_duplicate_key(capsys, project):
+    replace_in(project, "    port: 8081\n", "    port: 8081\n    port: 9000\n")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f":{line_of(project, 'port: 9000')}:", "roles.backend.port", "duplicate key")
+
+
+def test_missing_image_file(capsys, project):
+    replace_in(project, "files: [app, VERSION]", "files: [app, VERSION, missing.txt]")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, "images.web.files.2", "'missing.txt' does not exist")
+
+
+def test_unknown_environment_starts_nothing(capsys, project):
+    code, _, err = run(capsys, "up", "staging", "-f", str(project))
+    assert_one_line_error(code, err, "unknown environment 'staging'", "ci, production")
+    assert not (project.parent / ".phoenix" / "lb").exists()
+    assert not (project.parent / ".phoenix" / "servers").exists()
+
+
+def test_unknown_role_option(capsys, project):
+    code, _, err = run(capsys, "rotate", "ci", "--role", "cache", "-f", str(project))
+    assert_one_line_error(code, err, "unknown role 'cache'")
+
+
+def test_bad_option_is_one_line(capsys, project):
+    code, _, err = run(capsys, "up", "ci", "--surge", "3")
+    assert_one_line_error(code, err, "phoenix up: error:", "--surge")
+
+
+def test_missing_argument(capsys):
+    code, _, err = run(capsys, "up")
+    assert_one_line_error(code, err, "ENV")
+
+
+def test_every_command_has_help(capsys):
+    for command in ("validate", "schema", "bake", "up", "deploy", "rotate", "status", "history", "destroy", "demo", "init"):
+        code, out, _ = run(capsys, command, "--help")
+        assert code == 0 and "Usage:" in out, command
+
+
+def test_schema_is_json_schema(capsys):
+    code, out, _ = run(capsys, "schema")
+    schema = json.loads(out)
+    assert code == 0
+    assert {"images", "roles", "environments"} <= set(schema["properties"])
+    assert set(schema["required"]) == {"images", "roles", "environments"}
+
+
+def test_init_copies_example_and_refuses_to_overwrite(capsys, tmp_path):
+    code, _, _ = run(capsys, "init", str(tmp_path / "site"))
+    assert code == 0 and (tmp_path / "site" / "phoenix.yaml").is_file() and (tmp_path / "site" / "app" / "server.py").is_file()
+    code, _, err = run(capsys, "init", str(tmp_path / "site"))
+    assert code == 1 and "already exists" in err
+
+
+def test_bake_cache_hit(capsys, project):
+    code, first, _ = run(capsys, "bake", "--json", "-f", str(project))
+    code2, second, _ = run(capsys, "bake", "--json", "-f", str(project))
+    first, second = json.loads(first), json.loads(second)
+    assert code == code2 == 0
+    assert first[0]["cached"] is False and second[0]["cached"] is True
+    assert first[0]["id"] == second[0]["id"]
+    (project.parent / "VERSION").write_text("9.9.9\n")
+    _, third, _ = run(capsys, "bake", "--json", "-f", str(project))
+    assert json.loads(third)[0]["id"] != first[0]["id"]
+
+
+def test_failing_bake_step_is_one_line(capsys, project):
+    replace_in(project, "- python -m py_compile app/server.py", "- sh -c 'echo broken >&2; exit 3'")
+    code, _, err = run(capsys, "bake", "-f", str(project))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "step 1" in err and "exited 3" in err and "broken" in err
