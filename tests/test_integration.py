@@ -291,9 +291,10 @@ def test_destroy_leaves_no_process_behind(production: Environment):
     assert server_cwd_pids(production.workdir / "servers") == set()
     # Logs were shipped off the servers: they survive destruction.
     roles = {s["id"]: s["role"] for s in before["servers"]}
+    version = (production.project_dir / "VERSION").read_text().strip()  # what they were launched with
     for server_id, log in logs.items():
         assert log.is_file(), log
-        assert f"{server_id} {roles[server_id]} 2.0.0 listening on" in log.read_text()
+        assert f"{server_id} {roles[server_id]} {version} listening on" in log.read_text()
 
 
 # --- the CLI, in processes of its own -----------------------------------------------------
