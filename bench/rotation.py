@@ -35,7 +35,9 @@ import yaml
 
 from phoenixctl.cli import example_dir
 from phoenixctl.executor import Executor, Project
-from phoenixctl.load import LoadGenerator
+import psutil
+
+from phoenixctl.load import LoadProcess
 from phoenixctl.plan import ideal_batches, rollout_limits
 from phoenixctl.spec import RolloutSpec
 
@@ -81,13 +83,21 @@ def run_one(spec_path: Path, role: str, n: int, rate: float) -> dict:
     try:
         executor.up(env)
         lb = executor.status(env)["load_balancers"][0]["address"]
-        with LoadGenerator([f"http://{lb}{path}" for path in ROLES[role]], concurrency=16, rate=rate, max_seconds=300) as load:
+        with LoadProcess([f"http://{lb}{path}" for path in ROLES[role]], concurrency=16, rate=rate, max_seconds=300) as load:
             load.wait_for_requests(int(rate))
             started = time.monotonic()
             result = executor.rotate(env)
             wall = time.monotonic() - started
-            load.wait_for_requests(load.stats.sent + int(rate / 4))
+            load.wait_for_requests(load.answered + int(rate / 4))
         stats = load.stats
+        # CPU the new servers burnt so far (mostly starting up): a floor no orchestration beats on these cores.
+        server_cpu = 0.0
+        for server in executor.status(env)["servers"]:
+            try:
+                times = psutil.Process(server["pid"]).cpu_times()
+                server_cpu += times.user + times.system
+            except psutil.Error:
+                pass
         surge, unavailable = rollout_limits(n, RolloutSpec(max_surge="100%"))
         return {
             "role": role,
@@ -96,6 +106,7 @@ def run_one(spec_path: Path, role: str, n: int, rate: float) -> dict:
             "critical": critical_path(executor, result.id),
             "batches": ideal_batches(n, surge, unavailable),
             "replaced": len(result.retired),
+            "server_cpu": server_cpu,
             "sent": stats.sent,
             "failed": stats.failed,
             "errors": dict(stats.errors),
@@ -115,8 +126,8 @@ def markdown(rows: list[dict], repeats: int, rate: float, command: str) -> str:
         f"Load: {rate:g} requests/s over 16 keep-alive connections through the role's HAProxy during every rotation; "
         f"`max_surge: 100%`; median of {repeats} run(s) per N, all sizes and roles interleaved in one run.",
         "",
-        "| server | N | ideal batches | wall (s) | critical path of one server (s) | wall / (critical x batches) | wall / wall(N=1) | replaced | requests | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| server | N | ideal batches | wall (s) | critical path of one server (s) | wall / (critical x batches) | wall / wall(N=1) | CPU of the new servers (s) | CPU floor = CPU / cores (s) | replaced | requests | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     verdicts = []
     for role in ROLES:
@@ -131,8 +142,10 @@ def markdown(rows: list[dict], repeats: int, rate: float, command: str) -> str:
             wall = statistics.median(r["wall"] for r in runs)
             critical = statistics.median(r["critical"] for r in runs)
             batches = runs[0]["batches"]
+            cpu = statistics.median(r["server_cpu"] for r in runs)
             lines.append(
                 f"| {role} | {n} | {batches} | {wall:.2f} | {critical:.2f} | {wall / (critical * batches):.2f} | {wall / base:.2f} | "
+                f"{cpu:.2f} | {cpu / (os.cpu_count() or 1):.2f} | "
                 f"{sum(r['replaced'] for r in runs)}/{n * len(runs)} | {sum(r['sent'] for r in runs)} | {sum(r['failed'] for r in runs)} |"
             )
         ratio = statistics.median(r["wall"] for r in by_n[max(by_n)]) / base

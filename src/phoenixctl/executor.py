@@ -84,16 +84,25 @@ class Operation:
         self.result = result
         self.id = result.id
         self._lock = threading.Lock()
+        self._phases: list[dict] = []
 
     @contextmanager
     def phase(self, name: str, server_id: str | None = None) -> Iterator[None]:
+        """Time a phase. Timings are kept in memory and written when the operation ends
+        (they are measurements, not the journal: server states are written as they change)."""
         started_at, started = utcnow(), time.monotonic()
         ok = False
         try:
             yield
             ok = True
         finally:
-            self.store.record_phase(self.id, name, time.monotonic() - started, server_id, ok, started_at)
+            with self._lock:
+                self._phases.append(dict(phase=name, seconds=time.monotonic() - started, server_id=server_id, ok=ok, started_at=started_at))
+
+    def flush_phases(self) -> None:
+        with self._lock:
+            phases, self._phases = self._phases, []
+        self.store.record_phases(self.id, phases)
 
     def note(self, attribute: str, value: str) -> None:
         with self._lock:
@@ -150,9 +159,11 @@ class Executor:
             except BaseException as exc:
                 operation.result.seconds = time.monotonic() - started
                 reason = str(exc) or type(exc).__name__
+                operation.flush_phases()
                 self.store.finish_operation(op_id, "failed", f"{operation.result.summary()}; failed: {reason}")
                 raise
             operation.result.seconds = time.monotonic() - started
+            operation.flush_phases()
             self.store.finish_operation(op_id, "succeeded", operation.result.summary())
 
     def bake(self, names: list[str] | None = None) -> list[tuple[str, str, bool, float]]:
@@ -262,6 +273,21 @@ class Executor:
             self.reporter.planned(sum(b.launch for b in plan.batches) + len(plan.replace) + len(plan.retire_extra) + len(plan.remove_dead))
         # Roles have their own servers and balancers: converge them side by side.
         self._parallel([lambda p=p: self._execute_role(op, env, p, lbs[p.role], boots[p.role]) for p in plans])
+        if roles is None:
+            self._retire_removed_roles(op, env)
+
+    def _retire_removed_roles(self, op: Operation, env: str) -> None:
+        """A role taken out of the environment's spec: retire its servers, stop its balancer."""
+        wanted = set(self.spec.environments[env].roles)
+        deadlines = self.spec.deadlines(env)
+        for lb in self.store.load_balancers(env):
+            if lb.role in wanted:
+                continue
+            servers = self.store.servers(env, lb.role)
+            self.reporter.info(f"{lb.role}: no longer in environment {env}; retiring {len(servers)} server(s)")
+            self._retire_all(op, env, lb.role, [s.id for s in servers], lb)
+            self.lbs.destroy(lb.handle_data, Deadline(deadlines.stop, f"stop of the {lb.role} load balancer"))
+            self.store.delete_load_balancer(env, lb.role)
 
     def _observe(self, row: ServerRow) -> ObservedServer:
         return ObservedServer(
@@ -342,21 +368,22 @@ class Executor:
                     ),
                     self._reserve_address,
                 )
-            row = self.store.update_server(server_id, address=launched.address, handle=launched.handle, state="booting")
+            self.store.update_server(server_id, address=launched.address, handle=launched.handle, state="booting")
+            row = self.store.server(server_id)
             with op.phase("boot", server_id):
                 self._wait_listening(row, Deadline(deadlines.boot, f"{server_id} to listen"))
             self.store.update_server(server_id, state="checking")
             with op.phase("health", server_id):
                 self._wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
-            row = self.store.update_server(server_id, state="ready")
+            self.store.update_server(server_id, state="ready")
             self.reporter.info(f"{role}: {server_id} on {row.address}:{row.port} is healthy")
             self.reporter.advanced()
             return row
         except BaseException as exc:
             self.reporter.info(f"{role}: {server_id} failed: {exc}")
             self._destroy_server(op, self.store.server(server_id), deadlines.stop, failed=True)
-            if isinstance(exc, GateFailed):
-                raise
+            if isinstance(exc, GateFailed) or not isinstance(exc, Exception):
+                raise  # an interrupt stays an interrupt
             raise GateFailed(server_id, "launch", str(exc)) from exc
 
     def _wait_listening(self, row: ServerRow, deadline: Deadline) -> None:
@@ -409,6 +436,8 @@ class Executor:
             except BaseException as exc:
                 self.lbs.remove_member(lb.handle_data, row.id, Deadline(5, f"removal of {row.id}"))
                 self._destroy_server(op, row, self.spec.deadlines(env).stop, failed=True)
+                if not isinstance(exc, Exception):
+                    raise
                 raise GateFailed(row.id, "load balancer", str(exc)) from None
         self.store.update_server(row.id, state="in_service", in_service=True)
         self.reporter.info(f"{row.role}: {row.id} in service")
@@ -428,7 +457,8 @@ class Executor:
         deadlines = self.spec.deadlines(env)
         members = self.lbs.members(lb.handle_data)
         others_up = [name for name, m in members.items() if name != server_id and m.up]
-        if server_id in members and not others_up and self.spec.environments[env].roles[role].count > 0:
+        wanted = self.spec.environments[env].roles.get(role)
+        if server_id in members and not others_up and wanted and wanted.count > 0:
             raise PhoenixError(f"refusing to drain {server_id}: it is the last {role} server in service")
         self.store.update_server(server_id, state="draining", in_service=False)
         with op.phase("drain", server_id):

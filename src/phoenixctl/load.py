@@ -121,3 +121,59 @@ class LoadGenerator:
                 else:
                     self.stats.failed += 1
                     self.stats.errors[f"HTTP {status}"] += 1
+
+
+def _load_process_main(urls, options, stop, answered, results) -> None:
+    generator = LoadGenerator(urls, **options)
+    generator.start()
+    while not stop.wait(0.02) and generator._thread.is_alive():
+        answered.value = generator.stats.ok + generator.stats.failed
+    stats = generator.stop()
+    answered.value = stats.ok + stats.failed
+    results.put(stats)
+
+
+class LoadProcess:
+    """The same load from a second process, so the client never competes with the
+    process it measures for Python's GIL (the benchmarks use this)."""
+
+    def __init__(self, urls: list[str], **options):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._stop = context.Event()
+        self._answered = context.Value("q", 0)
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=_load_process_main, args=(urls, options, self._stop, self._answered, self._results), daemon=True
+        )
+        self.stats = LoadStats()
+
+    def __enter__(self) -> "LoadProcess":
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def answered(self) -> int:
+        return self._answered.value
+
+    def wait_for_requests(self, count: int, timeout: float = 30.0) -> None:
+        expires = time.monotonic() + timeout
+        while self.answered < count:
+            if time.monotonic() > expires or not self._process.is_alive():
+                raise TimeoutError(f"load process answered {self.answered} of {count} requests")
+            time.sleep(0.02)
+
+    def stop(self) -> LoadStats:
+        if self._process.is_alive() or not self._stop.is_set():
+            self._stop.set()
+            try:
+                self.stats = self._results.get(timeout=30)
+            finally:
+                self._process.join(timeout=10)
+                if self._process.is_alive():
+                    self._process.kill()
+        return self.stats

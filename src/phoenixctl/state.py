@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, select
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, insert, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -137,12 +137,12 @@ class StateStore:
         with self.session() as s:
             s.add(row)
 
-    def update_server(self, server_id: str, **fields) -> ServerRow:
-        with self.session() as s:
-            row = s.get(ServerRow, server_id)
-            for key, value in fields.items():
-                setattr(row, key, json.dumps(value) if key == "handle" else value)
-            return row
+    def update_server(self, server_id: str, **fields) -> None:
+        """One UPDATE by primary key: the executor journals every state change of a server."""
+        if "handle" in fields:
+            fields["handle"] = json.dumps(fields["handle"])
+        with self.engine.begin() as connection:
+            connection.execute(update(ServerRow).where(ServerRow.id == server_id).values(**fields))
 
     def server(self, server_id: str) -> ServerRow | None:
         with self.session() as s:
@@ -199,9 +199,11 @@ class StateStore:
             row = s.get(OperationRow, op_id)
             row.status, row.summary, row.ended_at = status, summary, utcnow()
 
-    def record_phase(self, op_id: str, phase: str, seconds: float, server_id: str | None, ok: bool, started_at: datetime) -> None:
-        with self.session() as s:
-            s.add(PhaseRow(operation_id=op_id, phase=phase, seconds=seconds, server_id=server_id, ok=ok, started_at=started_at))
+    def record_phases(self, op_id: str, phases: list[dict]) -> None:
+        """Phase timings of an operation, in one transaction."""
+        if phases:
+            with self.engine.begin() as connection:
+                connection.execute(insert(PhaseRow), [{"operation_id": op_id, **phase} for phase in phases])
 
     def operations(self, env: str, limit: int = 50) -> list[OperationRow]:
         with self.session() as s:

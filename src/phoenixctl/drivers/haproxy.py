@@ -82,9 +82,9 @@ class RuntimeAPI:
             raise PhoenixError(f"haproxy refused `{command}`: {reply.splitlines()[0]}")
         return reply
 
-    def server_stats(self) -> list[dict[str, str]]:
-        # `-1 4 -1`: every proxy, servers only
-        text = self.send("show stat -1 4 -1").lstrip("# ")
+    def server_stats(self, proxy: str) -> list[dict[str, str]]:
+        # `<proxy> 4 -1`: that proxy's servers only
+        text = self.send(f"show stat {proxy} 4 -1").lstrip("# ")
         return list(csv.DictReader(io.StringIO(text)))
 
 
@@ -139,9 +139,7 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
 
     def members(self, handle: dict) -> dict[str, MemberState]:
         members = {}
-        for row in RuntimeAPI(handle["socket"]).server_stats():
-            if row.get("pxname") != BACKEND:
-                continue
+        for row in RuntimeAPI(handle["socket"]).server_stats(BACKEND):
             members[row["svname"]] = MemberState(
                 status=row.get("status", ""),
                 check_ok=row.get("check_status", "").startswith("L7OK"),
