@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from phoenixctl.cli import example_dir
+from phoenixctl.example import init_example
 from phoenixctl.executor import Executor, Project
 import psutil
 
@@ -47,7 +46,7 @@ OLD_PHASES = ("drain", "destroy")
 
 
 def make_project(directory: Path, sizes: list[int]) -> Path:
-    shutil.copytree(example_dir(), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    init_example(directory)
     spec_path = directory / "phoenix.yaml"
     spec = yaml.safe_load(spec_path.read_text())
     spec["images"]["static"] = {

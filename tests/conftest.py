@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 import phoenixctl
+from phoenixctl.example import init_example
 from phoenixctl.executor import Executor, OperationResult, Project
 
 T = TypeVar("T")
@@ -30,7 +31,7 @@ CI_COUNTS = {"frontend": 1, "backend": 1, "edit": 1}
 def copy_example(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """A private copy of the example project; returns the path of its phoenix.yaml."""
     target = tmp_path_factory.mktemp(name) / "website"
-    shutil.copytree(EXAMPLE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    init_example(target)  # the example plus a TLS pair per environment
     return target / "phoenix.yaml"
 
 

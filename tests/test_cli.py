@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from phoenixctl.cli import example_dir, main
+from phoenixctl.cli import main
+from phoenixctl.example import example_dir, init_example
 
 EXAMPLE = example_dir()
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    init_example(tmp_path)
     return tmp_path / "phoenix.yaml"
 
 

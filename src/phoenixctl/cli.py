@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +18,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import config
 from .errors import PhoenixError
+from .example import example_dir, init_example
 from .executor import PHASES, Executor, OperationResult, Project, Reporter
 from .spec import json_schema, load_spec
 
@@ -221,6 +223,128 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
 
 
+def _lb_addresses(executor: Executor, env: str) -> dict[str, str]:
+    return {lb.role: f"{lb.address}:{lb.port}" for lb in executor.store.load_balancers(env)}
+
+
+def _env_role(executor: Executor, env: str, role: str) -> None:
+    executor.project.loaded.environment(env)
+    executor._check_env_role(env, role)
+
+
+@app.command("config")
+@env_argument
+@click.argument("role")
+@spec_option
+@json_option
+def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -> None:
+    """The merged boot configuration of one server, secrets redacted, with where each value came from."""
+    with executor_for(spec_file, "config", quiet=True) as executor:
+        _env_role(executor, env, role)
+        loaded = executor.project.loaded
+        merged = config.merge(loaded, executor.project.workdir, env, role, _lb_addresses(executor, env))
+        config.check_isolation(loaded, env, [merged])
+
+    def origin(item: config.Item) -> dict:
+        return {"from": item.origin, "line": None if item.loc == ("phoenix",) else int(loaded.where(*item.loc).rsplit(":", 1)[1])}
+
+    def shown(item: config.Item) -> str:
+        value = config.variable_value(item, None, "redact", None)
+        return "(assigned at up)" if value == config.PLACEHOLDER_LB else value
+
+    report = {
+        "environment": env,
+        "role": role,
+        "layers": ["defaults", f"roles.{role}", f"environments.{env}", f"environments.{env}.roles.{role}"],
+        "env": {name: {"value": shown(item), **origin(item)} for name, item in sorted(merged.variables.items())},
+        "files": {
+            path: {
+                "mode": item.value.permissions,
+                "owner": item.value.owner,
+                "content": f"<redacted secret {item.value.secret}>" if item.value.secret else (
+                    f"<file {item.value.source}>" if item.value.source else f"<{len(item.value.content.encode())} bytes>"
+                ),
+                **origin(item),
+            }
+            for path, item in sorted(merged.files.items())
+        },
+        "runcmd": [{"command": item.value, **origin(item)} for item in merged.runcmd],
+        "scripts": [{"script": item.value, **origin(item)} for item in merged.scripts],
+        "cloud_config": {key: {"value": item.value, **origin(item)} for key, item in sorted(merged.cloud_config.items())},
+        "secrets": {name: source.describe() for name, source in sorted(loaded.spec.environments[env].secrets.items())},
+    }
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    out.print(f"[bold]{env}/{role}[/]: configuration at boot (later wins: {' -> '.join(report['layers'])})")
+    table = Table(show_header=True, box=None, pad_edge=False)
+    for column in ("", "name", "value", "from"):
+        table.add_column(column)
+    where = lambda entry: entry["from"] + (f" ({loaded.path.name}:{entry['line']})" if entry["line"] else "")  # noqa: E731
+    for name, entry in report["env"].items():
+        table.add_row("env", name, entry["value"], where(entry))
+    for path, entry in report["files"].items():
+        table.add_row("file", path, f"{entry['mode']} {entry['owner']} {entry['content']}", where(entry))
+    for entry in report["runcmd"]:
+        table.add_row("runcmd", "", entry["command"], where(entry))
+    for entry in report["scripts"]:
+        table.add_row("script", "", entry["script"], where(entry))
+    for key, entry in report["cloud_config"].items():
+        table.add_row("cloud-config", key, json.dumps(entry["value"]), where(entry))
+    for name, source in report["secrets"].items():
+        table.add_row("secret", name, f"from {source}", f"environments.{env}.secrets")
+    out.print(table, markup=False)
+
+
+@app.command()
+@env_argument
+@click.argument("role")
+@spec_option
+def userdata(env: str, role: str, spec_file: Path | None) -> None:
+    """The cloud-init user-data a server of ENV/ROLE boots with, secrets redacted."""
+    from .userdata import USERDATA_LIMIT, render
+
+    with executor_for(spec_file, "userdata", quiet=True) as executor:
+        _env_role(executor, env, role)
+        project = executor.project
+        merged = config.merge(project.loaded, project.workdir, env, role, _lb_addresses(executor, env))
+        config.check_isolation(project.loaded, env, [merged])
+        secrets = project.secrets.resolve(env)
+        rendered = render(project.loaded, merged, secrets, "deliver", project.secrets.key)  # the real size and checks
+        shown = render(project.loaded, merged, secrets, "redact", project.secrets.key, check=False)
+    sys.stdout.write(shown.text)
+    size = f"{rendered.raw_size} bytes" + (f", {len(rendered.document)} gzipped" if rendered.gzipped else "")
+    err.print(f"user-data for {env}/{role}: {size} (limit {USERDATA_LIMIT}); schema: valid", markup=False)
+
+
+@app.group()
+def secrets() -> None:
+    """Per-environment secrets."""
+
+
+@secrets.command("tls")
+@env_argument
+@click.option("--host", required=True, help="The name the certificate is for (CN and subjectAltName)")
+@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing pair")
+@spec_option
+def secrets_tls(env: str, host: str, days: int, force: bool, spec_file: Path | None) -> None:
+    """Create a self-signed TLS certificate and key for ENV (mode 0600) under secrets/ENV/."""
+    from .secrets import create_tls_pair
+
+    loaded = load_spec(spec_file)
+    loaded.environment(env)
+    directory = loaded.project_dir / "secrets" / env
+    cert, key = create_tls_pair(directory, host, days, force)
+    relative = lambda path: path.relative_to(loaded.project_dir)  # noqa: E731
+    out.print(f"wrote {relative(cert)} and {relative(key)} (mode 0600) for {host}; reference them in {loaded.path.name}:")
+    out.print(
+        f"  environments:\n    {env}:\n      secrets:\n        tls_cert: {{file: {relative(cert)}}}\n"
+        f"        tls_key: {{file: {relative(key)}}}",
+        markup=False,
+    )
+
+
 def phase_table(operations: list[dict], title: str) -> Table:
     """One row per operation; per phase the slowest server's time (×servers)."""
     table = Table(title=title, title_justify="left")
@@ -234,18 +358,15 @@ def phase_table(operations: list[dict], title: str) -> Table:
     return table
 
 
-def example_dir() -> Path:
-    return Path(str(resources.files("phoenixctl") / "examples" / "website"))
-
-
 @app.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 def init(directory: Path) -> None:
     """Copy the example website project out as a starting point."""
     if (directory / "phoenix.yaml").exists():
         raise PhoenixError(f"{directory / 'phoenix.yaml'} already exists; not overwriting it")
-    shutil.copytree(example_dir(), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
-    out.print(f"example project copied to {directory}; next: cd {directory} && phoenix up ci")
+    made = init_example(directory)
+    out.print(f"example project copied to {directory}, with a self-signed TLS pair per environment ({len(made)} files under secrets/)")
+    out.print(f"next: cd {directory} && phoenix up ci")
 
 
 @app.command()
@@ -257,7 +378,7 @@ def demo(env: str, rate: float, keep: bool) -> None:
     from .load import LoadGenerator
 
     workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
-    shutil.copytree(example_dir(), workdir, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix"))
+    init_example(workdir)
     spec_file = workdir / "phoenix.yaml"
     out.print(f"[bold]phoenix demo[/]: the example website in {workdir}, environment {env}")
     failed = 0

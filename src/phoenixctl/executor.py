@@ -24,10 +24,12 @@ from typing import Callable, Iterator
 import httpx
 
 from . import drivers
-from .boot import BootConfig, boot_config
+from . import config
+from .config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
 from .drivers.base import LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
+from .secrets import SecretResolver
 from .lock import EnvironmentLock
 from .plan import Batch, ObservedServer, RolePlan, plan_role
 from .spec import LoadedSpec, load_spec
@@ -124,6 +126,7 @@ class Project:
         except KeyError:
             raise SpecError(f"{self.loaded.where('provider')}: provider: unknown provider {provider!r}") from None
         self.store = StateStore(self.workdir / "state.db")
+        self.secrets = SecretResolver(self.loaded, self.workdir)
         # One client for every health check: building one per request costs a TLS context each time.
         self.http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
@@ -243,12 +246,29 @@ class Executor:
 
     def desired_boot(self, env: str, image_ids: dict[str, str], lb_addresses: dict[str, str]) -> dict[str, BootConfig]:
         return {
-            role: boot_config(self.spec, self.project.workdir, env, role, image_ids[self.spec.roles[role].image], lb_addresses)
+            role: config.boot_config(
+                self.project.loaded, self.project.workdir, self.project.secrets, env, role,
+                image_ids[self.spec.roles[role].image], lb_addresses,
+            )
             for role in self.spec.environments[env].roles
         }
 
+    def preflight(self, env: str) -> None:
+        """Everything that can be wrong with the input, checked before anything is started:
+        secret isolation, secret resolution, user-data schema and size."""
+        loaded, workdir = self.project.loaded, self.project.workdir
+        roles = list(self.spec.environments[env].roles)
+        merged = [config.merge(loaded, workdir, env, role, {}) for role in roles]
+        config.check_isolation(loaded, env, merged)
+        own = self.project.secrets.hashes(env)  # resolves every secret of the environment
+        config.check_values_isolated(env, own, self.store.secret_hashes())
+        image_ids = {name: "img-preflight" for name in self.spec.images}
+        self.desired_boot(env, image_ids, {})  # renders and validates each role's user-data
+        self.store.save_secret_hashes(env, own)
+
     def _converge(self, op: Operation, env: str, roles: list[str] | None, replace_outdated: bool, replace_all: bool) -> None:
         env_spec = self.spec.environments[env]
+        self.preflight(env)
         image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
         image_ids = {name: image_id for name, image_id, _, _ in (self._bake_one(n, op) for n in image_names)}
         lbs = {role: self._ensure_load_balancer(op, env, role) for role in env_spec.roles}
@@ -364,7 +384,8 @@ class Executor:
                 launched = self.compute.launch(
                     LaunchRequest(
                         server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
-                        port=boot.port, command=boot.command, boot_env=boot.for_server(server_id),
+                        port=boot.port, command=boot.command, userdata=boot.userdata,
+                        boot_env={"PHOENIX_SERVER_ID": server_id},
                     ),
                     self._reserve_address,
                 )
@@ -430,7 +451,7 @@ class Executor:
         deadline = Deadline(self.spec.deadlines(env).swap, f"the {row.role} load balancer to report {row.id} UP")
         with op.phase("swap", row.id):
             try:
-                self.lbs.add_member(lb.handle_data, row.id, row.address, row.port)
+                self.lbs.add_member(lb.handle_data, row.id, row.address, row.port, self.spec.roles[row.role].tls_port)
                 self.store.update_server(row.id, state="joining")
                 deadline.poll(lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
@@ -505,7 +526,8 @@ class Executor:
         else:
             port = self.spec.roles[role].port
             address = self._reserve_address(port)
-        handle = self.lbs.create(env, role, address, port, self.spec.roles[role].health.path)
+        role_spec = self.spec.roles[role]
+        handle = self.lbs.create(env, role, address, port, role_spec.health.path, role_spec.tls_port)
         row = LoadBalancerRow(env=env, role=role, address=address, port=port, handle=json.dumps(handle))
         self.store.save_load_balancer(row)
         self.reporter.info(f"load balancer {role} listening on {address}:{port}")

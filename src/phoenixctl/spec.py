@@ -101,26 +101,115 @@ class HealthSpec(Model):
     timeout: Duration = 2.0
 
 
-class RoleSpec(Model):
+SecretName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MODE = re.compile(r"^0?[0-7]{3}$")
+
+
+class SecretRef(Model):
+    """`{secret: NAME}`: the value of a secret of the server's own environment."""
+
+    secret: SecretName
+
+
+class SecretSource(Model):
+    """Where an environment's secret comes from: never the value itself."""
+
+    file: str | None = Field(None, description="A file (relative to phoenix.yaml) holding the secret")
+    env: str | None = Field(None, description="An environment variable of the phoenix command holding the secret")
+    command: str | None = Field(None, description="A shell command whose standard output is the secret")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SecretSource":
+        given = [name for name in ("file", "env", "command") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of file, env or command (never the secret's value)")
+        return self
+
+    def describe(self) -> str:
+        if self.file is not None:
+            return f"file {self.file}"
+        if self.env is not None:
+            return f"environment variable {self.env}"
+        return f"command {self.command!r}"
+
+
+class FileSpec(Model):
+    """A file written into the server at boot (cloud-init `write_files`)."""
+
+    path: str = Field(description="Relative to the server's root; it must stay inside the server")
+    content: str | None = None
+    secret: SecretName | None = Field(None, description="Write this secret of the environment (mode 0600)")
+    source: str | None = Field(None, description="Copy this project file (relative to phoenix.yaml)")
+    mode: str | None = Field(None, description="Octal string such as '0644' (secrets: '0600')")
+    owner: str = "root:root"
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, path: str) -> str:
+        if Path(path).is_absolute() or ".." in Path(path).parts or not path.strip():
+            raise ValueError(f"{path!r} is outside the server: use a path relative to its root, without '..'")
+        return path
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _octal(cls, mode: Any) -> Any:
+        if mode is not None and (not isinstance(mode, str) or not _MODE.match(mode)):
+            raise ValueError("must be a quoted octal string such as '0600' (unquoted, YAML reads a number)")
+        return mode
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "FileSpec":
+        given = [name for name in ("content", "secret", "source") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of content, secret or source")
+        if self.secret and self.mode and int(self.mode, 8) & 0o077:
+            raise ValueError(f"secret files must not be readable by group or others (mode {self.mode}); use '0600'")
+        return self
+
+    @property
+    def permissions(self) -> str:
+        return "0" + (self.mode or ("600" if self.secret else "644")).lstrip("0").rjust(3, "0")
+
+
+class ConfigLayer(Model):
+    """What a server gets at boot. Layers, later wins: defaults -> role -> environment ->
+    environment x role. `env` and `files` merge by name and path, `runcmd` and `scripts`
+    add up, `cloud_config` merges by top-level key."""
+
+    env: dict[str, str | SecretRef] = Field(default_factory=dict, description="Environment variables given at boot")
+    files: list[FileSpec] = Field(default_factory=list, description="Files written into the server at boot")
+    runcmd: list[str] = Field(default_factory=list, description="Commands run at boot, before the start command")
+    scripts: list[str] = Field(default_factory=list, description="Project files delivered as shell parts of the user-data")
+    cloud_config: dict[str, Any] = Field(
+        default_factory=dict, description="More cloud-config modules (validated against cloud-init's schema)"
+    )
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values(cls, env: Any) -> Any:
+        if isinstance(env, dict):
+            for key, value in env.items():
+                if not isinstance(key, str) or not _ENV_KEY.match(key):
+                    raise ValueError(f"{key!r} is not a valid environment variable name")
+                if not isinstance(value, (str, dict)):
+                    raise ValueError(f"{key}: value must be a string (quote it in YAML) or {{secret: NAME}}")
+        return env
+
+
+class RoleSpec(ConfigLayer):
     image: str
     port: int = Field(ge=1, le=65535)
+    tls_port: int | None = Field(
+        None, ge=1, le=65535, description="A TLS port the servers serve themselves; the load balancer passes it through"
+    )
     command: str | None = Field(None, description="Overrides the image's start command")
     health: HealthSpec = HealthSpec()
-    env: dict[str, str] = Field(default_factory=dict, description="Environment variables given at boot")
     persistent: list[Name] = Field(
         default_factory=list,
         description="Named directories of the persistent layer (outside every server) attached at boot; "
         "roles of one environment that name the same directory share it",
     )
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_strings(cls, env: Any) -> Any:
-        if isinstance(env, dict):
-            for key, value in env.items():
-                if not isinstance(value, str):
-                    raise ValueError(f"{key}: value must be a string (quote it in YAML)")
-        return env
 
 
 class RolloutSpec(Model):
@@ -138,12 +227,12 @@ class DeadlinesSpec(Model):
     stop: Duration = 10.0
 
 
-class DefaultsSpec(Model):
+class DefaultsSpec(ConfigLayer):
     rollout: RolloutSpec = RolloutSpec()
     deadlines: DeadlinesSpec = DeadlinesSpec()
 
 
-class EnvRoleSpec(Model):
+class EnvRoleSpec(ConfigLayer):
     count: int = Field(ge=0)
     lb_address: str | None = Field(
         None, pattern=r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5}$", description="Fixed host:port on loopback"
@@ -156,8 +245,11 @@ class EnvRoleSpec(Model):
         return {"count": value} if isinstance(value, int) and not isinstance(value, bool) else value
 
 
-class EnvironmentSpec(Model):
+class EnvironmentSpec(ConfigLayer):
     roles: dict[str, EnvRoleSpec]
+    secrets: dict[SecretName, SecretSource] = Field(
+        default_factory=dict, description="This environment's secrets, by reference; they never reach another environment"
+    )
     rollout: RolloutSpec | None = None
     deadlines: DeadlinesSpec | None = None
 

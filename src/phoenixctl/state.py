@@ -93,6 +93,16 @@ class PhaseRow(Base):
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class SecretHashRow(Base):
+    """A keyed hash (HMAC) of a secret value: never the value. Lets planning refuse a value
+    that another environment already uses."""
+
+    __tablename__ = "secret_hashes"
+    env: Mapped[str] = mapped_column(String, primary_key=True)
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    digest: Mapped[str] = mapped_column(String)
+
+
 class CounterRow(Base):
     __tablename__ = "counters"
     name: Mapped[str] = mapped_column(String, primary_key=True)
@@ -169,6 +179,18 @@ class StateStore:
             row.value += 1
             s.merge(row)
             return row.value
+
+    def secret_hashes(self) -> dict[tuple[str, str], str]:
+        with self.session() as s:
+            return {(row.env, row.name): row.digest for row in s.scalars(select(SecretHashRow))}
+
+    def save_secret_hashes(self, env: str, digests: dict[str, str]) -> None:
+        with self.session() as s:
+            for row in s.scalars(select(SecretHashRow).where(SecretHashRow.env == env)):
+                if row.name not in digests:
+                    s.delete(row)
+            for name, digest in digests.items():
+                s.merge(SecretHashRow(env=env, name=name, digest=digest))
 
     # --- load balancers -----------------------------------------------------------------
     def load_balancers(self, env: str) -> list[LoadBalancerRow]:

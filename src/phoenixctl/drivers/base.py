@@ -32,7 +32,11 @@ class LaunchRequest:
     image_location: str
     port: int
     command: str
-    boot_env: dict[str, str] = field(default_factory=dict)
+    userdata: bytes  # cloud-init user-data (MIME); holds secret values: never log or store it
+    boot_env: dict[str, str] = field(default_factory=dict)  # per-server values: id, ...
+
+    def __repr__(self) -> str:
+        return f"LaunchRequest({self.server_id}, {self.env}/{self.role}, image {self.image_id})"
 
 
 @dataclass(frozen=True)
@@ -105,13 +109,14 @@ class LoadBalancerDriver(ABC):
         self.project = project
 
     @abstractmethod
-    def create(self, env: str, role: str, address: str, port: int, health_path: str) -> dict: ...
+    def create(self, env: str, role: str, address: str, port: int, health_path: str, tls_port: int | None = None) -> dict:
+        """Start the balancer; with `tls_port`, it also passes TLS through to the members."""
 
     @abstractmethod
     def is_alive(self, handle: dict) -> bool: ...
 
     @abstractmethod
-    def add_member(self, handle: dict, name: str, address: str, port: int) -> None:
+    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None) -> None:
         """Register the member and ask for traffic once the balancer's own check passes."""
 
     @abstractmethod

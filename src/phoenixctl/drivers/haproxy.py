@@ -50,6 +50,22 @@ backend {backend}
     http-check send meth GET uri {health_path}
 """
 
+# TLS passthrough: the servers hold their environment's certificate and terminate TLS
+# themselves; the balancer never sees a key. Members are checked over TLS on that port.
+TLS_CONFIG = """
+frontend public_tls
+    mode tcp
+    bind {address}:{tls_port}
+    default_backend {backend}
+
+backend {backend}
+    mode tcp
+    balance roundrobin
+    option httpchk
+    http-check send meth GET uri {health_path}
+"""
+TLS_BACKEND = "servers_tls"
+
 # `default-server` lines do not apply to servers added at run time: every option goes here.
 # A new member starts DOWN, so `downinter` paces its first checks: it is UP within ~50ms of
 # passing one; `inter` then keeps steady-state checking light.
@@ -94,7 +110,7 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
     def _dir(self, env: str, role: str) -> Path:
         return self.workdir / "lb" / env / role
 
-    def create(self, env: str, role: str, address: str, port: int, health_path: str) -> dict:
+    def create(self, env: str, role: str, address: str, port: int, health_path: str, tls_port: int | None = None) -> dict:
         if shutil.which("haproxy") is None:
             raise PhoenixError("haproxy is not installed (run `make setup`, or apt-get install haproxy)")
         directory = self._dir(env, role)
@@ -102,9 +118,10 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         socket_path, pid_path, config_path = directory / "admin.sock", directory / "haproxy.pid", directory / "haproxy.cfg"
         for stale in (socket_path, pid_path):
             stale.unlink(missing_ok=True)
-        config_path.write_text(
-            CONFIG.format(env=env, role=role, socket=socket_path, address=address, port=port, backend=BACKEND, health_path=health_path)
-        )
+        config = CONFIG.format(env=env, role=role, socket=socket_path, address=address, port=port, backend=BACKEND, health_path=health_path)
+        if tls_port:
+            config += TLS_CONFIG.format(address=address, tls_port=tls_port, backend=TLS_BACKEND, health_path=health_path)
+        config_path.write_text(config)
         # -D: daemonize, so the balancer outlives this command like a cloud load balancer does.
         result = subprocess.run(
             ["haproxy", "-D", "-q", "-f", str(config_path), "-p", str(pid_path)], capture_output=True, text=True, timeout=30
@@ -115,7 +132,17 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         pid = int(Deadline(10, f"haproxy pid file {pid_path}").poll(lambda: pid_path.exists() and pid_path.read_text().strip()))
         api = RuntimeAPI(str(socket_path))
         Deadline(10, f"haproxy admin socket for {env}/{role}").poll(lambda: self._answers(api))
-        return {"pid": pid, "started": psutil.Process(pid).create_time(), "socket": str(socket_path), "dir": str(directory)}
+        return {
+            "pid": pid,
+            "started": psutil.Process(pid).create_time(),
+            "socket": str(socket_path),
+            "dir": str(directory),
+            "tls_port": tls_port,
+        }
+
+    @staticmethod
+    def _backends(handle: dict) -> list[str]:
+        return [BACKEND, TLS_BACKEND] if handle.get("tls_port") else [BACKEND]
 
     @staticmethod
     def _answers(api: RuntimeAPI) -> bool:
@@ -131,43 +158,63 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         except (psutil.Error, KeyError):
             return False
 
-    def add_member(self, handle: dict, name: str, address: str, port: int) -> None:
+    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None) -> None:
         api = RuntimeAPI(handle["socket"])
-        api.command(f"add server {BACKEND}/{name} {address}:{port} {MEMBER_OPTIONS}")
-        api.command(f"enable health {BACKEND}/{name}")
-        api.command(f"set server {BACKEND}/{name} state ready")
+        targets = [(BACKEND, port, "")]
+        if handle.get("tls_port"):
+            targets.append((TLS_BACKEND, tls_port or handle["tls_port"], " check-ssl verify none"))
+        for backend, member_port, extra in targets:
+            api.command(f"add server {backend}/{name} {address}:{member_port} {MEMBER_OPTIONS}{extra}")
+            api.command(f"enable health {backend}/{name}")
+            api.command(f"set server {backend}/{name} state ready")
 
     def members(self, handle: dict) -> dict[str, MemberState]:
-        members = {}
-        for row in RuntimeAPI(handle["socket"]).server_stats(BACKEND):
-            members[row["svname"]] = MemberState(
-                status=row.get("status", ""),
-                check_ok=row.get("check_status", "").startswith("L7OK"),
-                sessions=int(row.get("scur") or 0),
-            )
+        """Each member as the balancer sees it; with TLS passthrough, UP only when UP on both
+        ports, and its sessions counted on both."""
+        api = RuntimeAPI(handle["socket"])
+        members: dict[str, MemberState] = {}
+        for backend in self._backends(handle):
+            for row in api.server_stats(backend):
+                state = MemberState(
+                    status=row.get("status", ""),
+                    # "* L7OK": a new check is running, the last one passed
+                    check_ok=row.get("check_status", "").removeprefix("* ").startswith("L7OK"),
+                    sessions=int(row.get("scur") or 0),
+                )
+                seen = members.get(row["svname"])
+                if seen is not None:
+                    state = MemberState(
+                        status=seen.status if not seen.up else state.status,
+                        check_ok=seen.check_ok and state.check_ok,
+                        sessions=seen.sessions + state.sessions,
+                    )
+                members[row["svname"]] = state
         return members
 
     def drain_member(self, handle: dict, name: str) -> None:
-        RuntimeAPI(handle["socket"]).command(f"set server {BACKEND}/{name} state drain")
+        api = RuntimeAPI(handle["socket"])
+        for backend in self._backends(handle):
+            api.command(f"set server {backend}/{name} state drain")
 
     def remove_member(self, handle: dict, name: str, deadline: Deadline) -> None:
         api = RuntimeAPI(handle["socket"])
-        if name not in self.members(handle):
-            return
-        api.command(f"set server {BACKEND}/{name} state maint")
+        for backend in self._backends(handle):
+            if not any(row["svname"] == name for row in api.server_stats(backend)):
+                continue
+            api.command(f"set server {backend}/{name} state maint")
 
-        def deleted() -> bool:
-            reply = api.send(f"del server {BACKEND}/{name}")
-            if reply == "Server deleted." or "No such server" in reply:
-                return True
-            # Connections still attached (idle keep-alive ones included): cut them and retry.
-            api.send(f"shutdown sessions server {BACKEND}/{name}")
-            return False
+            def deleted(backend: str = backend) -> bool:
+                reply = api.send(f"del server {backend}/{name}")
+                if reply == "Server deleted." or "No such server" in reply:
+                    return True
+                # Connections still attached (idle keep-alive ones included): cut them and retry.
+                api.send(f"shutdown sessions server {backend}/{name}")
+                return False
 
-        try:
-            deadline.poll(deleted, interval=0.05, max_interval=0.25)
-        except DeadlineExceeded:
-            raise PhoenixError(f"haproxy would not delete member {name}: {api.send(f'del server {BACKEND}/{name}')}") from None
+            try:
+                deadline.poll(deleted, interval=0.05, max_interval=0.25)
+            except DeadlineExceeded:
+                raise PhoenixError(f"haproxy would not delete member {name}: {api.send(f'del server {backend}/{name}')}") from None
 
     def destroy(self, handle: dict, deadline: Deadline) -> None:
         if self.is_alive(handle):

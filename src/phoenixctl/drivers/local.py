@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import userdata
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..spec import ImageSpec
@@ -134,34 +135,94 @@ class LocalCompute(ComputeDriver):
         address = reserve_address(request.port)
         server_dir = self.servers_dir / request.env / request.server_id
         root = server_dir / "root"
-        shutil.copytree(Path(request.image_location) / "rootfs", root, symlinks=True)
         log_path = self.logs_dir / request.env / request.role / f"{request.server_id}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "HOME": str(server_dir),
-            "LANG": os.environ.get("LANG", "C.UTF-8"),
-            "PYTHONUNBUFFERED": "1",
-            "PHOENIX_ADDRESS": address,
-            **request.boot_env,
-        }
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                ["/bin/sh", "-c", f"exec {request.command}"],
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: it outlives us and dies whole
-            )
+        handle = {"pid": None, "started": 0.0, "root": str(root), "dir": str(server_dir), "log": str(log_path)}
+        try:
+            shutil.copytree(Path(request.image_location) / "rootfs", root, symlinks=True)
+            env = {
+                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "HOME": str(server_dir),
+                "LANG": os.environ.get("LANG", "C.UTF-8"),
+                "PYTHONUNBUFFERED": "1",
+                "PHOENIX_ADDRESS": address,
+            }
+            with log_path.open("ab") as log:
+                env.update(self._apply_userdata(request, root, server_dir, env, log))
+                env.update(request.boot_env)
+                process = subprocess.Popen(
+                    ["/bin/sh", "-c", f"exec {request.command}"],
+                    cwd=root,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: it outlives us and dies whole
+                )
+        except BaseException:
+            shutil.rmtree(server_dir, ignore_errors=True)
+            raise
         self._children[process.pid] = process
         try:
             started = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
             started = 0.0
-        handle = {"pid": process.pid, "started": started, "root": str(root), "dir": str(server_dir), "log": str(log_path)}
+        handle.update(pid=process.pid, started=started)
         return Launched(address=address, port=request.port, handle=handle)
+
+    def _apply_userdata(self, request: LaunchRequest, root: Path, server_dir: Path, env: dict, log) -> dict[str, str]:
+        """Do what cloud-init would: write_files into the server's copy, then runcmd, then
+        the shell parts. Returns the boot variables for the start command."""
+        parsed = userdata.parse(request.userdata)
+        variables: dict[str, str] = {}
+        for entry in parsed.cloud_config.get("write_files", []):
+            target = self._inside(root, entry["path"])
+            content = userdata.decode_content(entry)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            mode = int(entry.get("permissions", "0644"), 8)
+            target.unlink(missing_ok=True)
+            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(content)
+            os.chmod(target, mode)  # exactly as asked, whatever the umask
+            owner = entry.get("owner", "root:root")
+            if owner != "root:root":
+                user, _, group = owner.partition(":")
+                shutil.chown(target, user or None, group or None)
+            if entry["path"] == f"{userdata.SERVER_ROOT}/{userdata.ENV_FILE}":
+                variables = userdata.read_env_file(content)
+        boot_env = {**env, **variables, **request.boot_env}
+        deadline = Deadline(120, f"boot commands of {request.server_id}")
+        for index, command in enumerate(parsed.cloud_config.get("runcmd", [])):
+            argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(part) for part in command]
+            self._run_boot_step(request, f"runcmd {index + 1}", argv, root, boot_env, log, deadline)
+        scripts_dir = server_dir / "scripts"
+        for name, script in parsed.scripts:
+            scripts_dir.mkdir(mode=0o700, exist_ok=True)
+            path = scripts_dir / name
+            path.write_bytes(script)
+            path.chmod(0o700)
+            self._run_boot_step(request, f"script {name}", [str(path)], root, boot_env, log, deadline)
+        return variables
+
+    @staticmethod
+    def _inside(root: Path, path: str) -> Path:
+        relative = path.removeprefix(userdata.SERVER_ROOT).lstrip("/")
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root.resolve()):
+            raise PhoenixError(f"user-data writes {path}, outside the server")
+        return target
+
+    @staticmethod
+    def _run_boot_step(request: LaunchRequest, what: str, argv: list[str], root: Path, env: dict, log, deadline: Deadline) -> None:
+        log.write(f"phoenix: {what}\n".encode())
+        log.flush()
+        try:
+            result = subprocess.run(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=deadline.remaining() or 0.1)
+        except subprocess.TimeoutExpired:
+            raise PhoenixError(f"{request.server_id}: {what} ran out of time") from None
+        if result.returncode != 0:
+            raise PhoenixError(f"{request.server_id}: {what} exited {result.returncode} (see its log)")
 
     def is_alive(self, handle: dict) -> bool:
         """True while the server's process is the one we started and not a zombie."""

@@ -4,12 +4,18 @@ Started as `python app/server.py` from the server's root (which holds VERSION).
 Everything else comes from the environment: PHOENIX_ROLE (frontend|backend|edit),
 PHOENIX_ADDRESS, PHOENIX_PORT, PHOENIX_ENV, PHOENIX_SERVER_ID, PHOENIX_LB_BACKEND,
 PHOENIX_PERSISTENT_CONTENT, HEALTH_FAIL, PAGES and RENDER_DELAY_MS.
+
+HTTPS is optional: when TLS_CERT_FILE and TLS_KEY_FILE (PEM paths, relative to the
+server root or absolute) are set, the same app also listens with TLS on
+PHOENIX_ADDRESS:TLS_PORT; plain HTTP on PHOENIX_PORT stays (health checks use it).
 """
 
 import asyncio
 import html
 import os
 import re
+import signal
+import ssl
 import sys
 import tempfile
 from pathlib import Path
@@ -36,8 +42,9 @@ LOCKS = web.AppKey("locks", dict)
 
 @web.middleware
 async def identify(request, handler):
-    # Every answer, errors included, tells which server and build produced it.
-    ids = {"X-Server": SERVER_ID, "X-Version": VERSION}
+    # Every answer, errors included, tells which server and build produced it,
+    # and whether the request reached this process over TLS (proves passthrough).
+    ids = {"X-Server": SERVER_ID, "X-Version": VERSION, "X-TLS": "on" if request.secure else "off"}
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -232,26 +239,103 @@ def make_app():
     return app
 
 
+def fail(message):
+    """Configuration error: one line on stderr, exit status 2."""
+    print(f"server.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _encrypted_key(*_):
+    raise ValueError("passphrase-protected key")
+
+
+def tls_config():
+    """(ssl_context, port) from TLS_CERT_FILE, TLS_KEY_FILE and TLS_PORT, or None if TLS is off.
+
+    Error messages name the variable and the path, never what the files contain.
+    """
+    cert, key = os.environ.get("TLS_CERT_FILE", ""), os.environ.get("TLS_KEY_FILE", "")
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        missing = "TLS_KEY_FILE" if cert else "TLS_CERT_FILE"
+        fail(f"TLS_CERT_FILE and TLS_KEY_FILE must be set together ({missing} is not set)")
+    # TLS_PORT, or the tls_port Phoenix announces for the role
+    raw_port = os.environ.get("TLS_PORT") or os.environ.get("PHOENIX_TLS_PORT", "")
+    if not raw_port:
+        fail("TLS_PORT must be set when TLS_CERT_FILE and TLS_KEY_FILE are set")
+    try:
+        port = int(raw_port)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        fail(f"TLS_PORT must be a port number (got {raw_port!r})")
+    for var, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            fail(f"cannot read {var}={path}: {exc.strerror or type(exc).__name__}")
+    try:  # parse the certificate alone first, so an error can say which file is wrong
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert)
+    except (ssl.SSLError, ValueError):
+        fail(f"TLS_CERT_FILE={cert} holds no valid PEM certificate")
+    except OSError as exc:
+        fail(f"cannot read TLS_CERT_FILE={cert}: {exc.strerror or type(exc).__name__}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        # A passphrase callback that refuses: OpenSSL would otherwise prompt on the tty.
+        context.load_cert_chain(cert, key, password=_encrypted_key)
+    except ssl.SSLError as exc:
+        # Only our own words or OpenSSL's short reason code: never file data.
+        problem = ("does not match the certificate in TLS_CERT_FILE"
+                   if exc.reason == "KEY_VALUES_MISMATCH" else "holds no valid PEM private key")
+        fail(f"TLS_KEY_FILE={key} {problem}")
+    except ValueError:  # raised by _encrypted_key
+        fail(f"TLS_KEY_FILE={key} is passphrase-protected, which is not supported")
+    except OSError as exc:
+        fail(f"cannot load TLS_CERT_FILE={cert} / TLS_KEY_FILE={key}: "
+             f"{exc.strerror or type(exc).__name__}")
+    return context, port
+
+
+async def serve(app, host, port, tls):
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    try:
+        sites = [web.TCPSite(runner, host, port)]
+        listening = f"{host}:{port}"
+        if tls:
+            context, tls_port = tls
+            # TLS first: once plain HTTP (the health check) answers, HTTPS is up too.
+            sites.insert(0, web.TCPSite(runner, host, tls_port, ssl_context=context))
+            listening += f" (https {host}:{tls_port})"
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        for site in sites:
+            await site.start()
+        print(f"{SERVER_ID} {ROLE} {VERSION} listening on {listening}", flush=True)
+        await stop.wait()
+    finally:
+        # Graceful shutdown: stop accepting on every listener, let in-flight
+        # requests finish (up to 5 s), run the app's cleanup, then exit 0.
+        await runner.cleanup()
+
+
 def main():
     global VERSION
     if ROLE not in ROLES:
-        print(f"server.py: PHOENIX_ROLE must be one of {', '.join(ROLES)} (got {ROLE!r})",
-              file=sys.stderr)
-        sys.exit(2)
+        fail(f"PHOENIX_ROLE must be one of {', '.join(ROLES)} (got {ROLE!r})")
     VERSION = Path("VERSION").read_text().strip()
     if ROLE in ("backend", "edit"):
         CONTENT_DIR.mkdir(parents=True, exist_ok=True)
     host = os.environ.get("PHOENIX_ADDRESS", "127.0.0.1")
     port = int(os.environ.get("PHOENIX_PORT", "8080"))
-
-    def announce(_banner):
-        # run_app calls `print` once the socket is bound: the right moment to say so.
-        print(f"{SERVER_ID} {ROLE} {VERSION} listening on {host}:{port}", flush=True)
-
-    # run_app turns SIGTERM into a graceful shutdown: stop accepting, let
-    # in-flight requests finish (up to 5 s), then exit with status 0.
-    web.run_app(make_app(), host=host, port=port, access_log=None,
-                print=announce, shutdown_timeout=5)
+    tls = tls_config()
+    asyncio.run(serve(make_app(), host, port, tls))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""What a server gets at boot, where each value came from, and its fingerprint.
+
+Layers, later wins: defaults -> role -> environment -> environment x role. The merged
+result is rendered as cloud-init user-data (see `userdata.py`), the format real clouds
+consume; the local provider applies the same document. The fingerprint covers the image,
+the role, the environment and the rendered user-data, with each secret replaced by its
+keyed hash: change any value, or rotate a secret, and exactly the affected servers are
+outdated."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SpecError
+from .secrets import SecretResolver, keyed_hash, same_source
+from .spec import ConfigLayer, FileSpec, LoadedSpec, SecretRef
+
+PLACEHOLDER_LB = "127.255.255.255:65535"  # the longest address, for checks made before balancers exist
+
+
+def env_key(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+@dataclass(frozen=True)
+class Item:
+    """One merged value and the place in the spec it came from."""
+
+    value: Any
+    loc: tuple
+
+    @property
+    def origin(self) -> str:
+        return ".".join(str(part) for part in self.loc)
+
+
+@dataclass
+class MergedConfig:
+    env: str
+    role: str
+    variables: dict[str, Item] = field(default_factory=dict)
+    files: dict[str, Item] = field(default_factory=dict)  # by path in the server
+    runcmd: list[Item] = field(default_factory=list)
+    scripts: list[Item] = field(default_factory=list)
+    cloud_config: dict[str, Item] = field(default_factory=dict)
+
+    def secret_refs(self) -> list[tuple[str, tuple]]:
+        refs = [(item.value.secret, item.loc) for item in self.variables.values() if isinstance(item.value, SecretRef)]
+        refs += [(item.value.secret, item.loc) for item in self.files.values() if item.value.secret]
+        return refs
+
+
+def layers(loaded: LoadedSpec, env: str, role: str) -> list[tuple[tuple, ConfigLayer]]:
+    spec = loaded.spec
+    environment = spec.environments[env]
+    return [
+        (("defaults",), spec.defaults),
+        (("roles", role), spec.roles[role]),
+        (("environments", env), environment),
+        (("environments", env, "roles", role), environment.roles[role]),
+    ]
+
+
+def system_variables(loaded: LoadedSpec, workdir: Path, env: str, role: str, lb_addresses: dict[str, str]) -> dict[str, str]:
+    """What Phoenix itself tells every server: who it is and where the rest is."""
+    spec = loaded.spec
+    role_spec = spec.roles[role]
+    variables = {
+        "PHOENIX_PROJECT": spec.project,
+        "PHOENIX_ENV": env,
+        "PHOENIX_ROLE": role,
+        "PHOENIX_PORT": str(role_spec.port),
+    }
+    if role_spec.tls_port:
+        variables["PHOENIX_TLS_PORT"] = str(role_spec.tls_port)
+    for name in spec.environments[env].roles:
+        variables[f"PHOENIX_LB_{env_key(name)}"] = lb_addresses.get(name, PLACEHOLDER_LB)
+    for name in role_spec.persistent:
+        variables[f"PHOENIX_PERSISTENT_{env_key(name)}"] = str(persistent_dir(workdir, env, name))
+    return variables
+
+
+def persistent_dir(workdir: Path, env: str, name: str) -> Path:
+    """The persistent layer: directories outside every server, kept across replacements."""
+    return workdir / "persistent" / env / name
+
+
+def merge(loaded: LoadedSpec, workdir: Path, env: str, role: str, lb_addresses: dict[str, str]) -> MergedConfig:
+    merged = MergedConfig(env=env, role=role)
+    for name, value in system_variables(loaded, workdir, env, role, lb_addresses).items():
+        merged.variables[name] = Item(value, ("phoenix",))
+    for prefix, layer in layers(loaded, env, role):
+        for name, value in layer.env.items():
+            merged.variables[name] = Item(value, prefix + ("env", name))
+        for index, file in enumerate(layer.files):
+            merged.files[file.path] = Item(file, prefix + ("files", index))
+        merged.runcmd += [Item(command, prefix + ("runcmd", index)) for index, command in enumerate(layer.runcmd)]
+        merged.scripts += [Item(script, prefix + ("scripts", index)) for index, script in enumerate(layer.scripts)]
+        for key, value in layer.cloud_config.items():
+            merged.cloud_config[key] = Item(value, prefix + ("cloud_config", key))
+    return merged
+
+
+def place(loaded: LoadedSpec, loc: tuple) -> str:
+    """`phoenix.yaml:LINE: dotted.field`, for errors about a merged value."""
+    return f"{loaded.where(*loc)}: {'.'.join(str(part) for part in loc)}"
+
+
+def check_isolation(loaded: LoadedSpec, env: str, merged: list[MergedConfig]) -> None:
+    """Before anything is resolved or launched: a secret belongs to exactly one environment."""
+    spec = loaded.spec
+    declared = spec.environments[env].secrets
+    for config in merged:
+        for name, loc in config.secret_refs():
+            if name in declared:
+                continue
+            owners = [other for other, environment in spec.environments.items() if name in environment.secrets]
+            if owners:
+                raise SpecError(
+                    f"{place(loaded, loc)}: secret {name!r} belongs to environment {owners[0]}; "
+                    f"it would reach the {config.role} servers of environment {env}"
+                )
+            known = ", ".join(sorted(declared)) or "none"
+            raise SpecError(f"{place(loaded, loc)}: unknown secret {name!r} (environment {env} declares: {known})")
+    for name, source in declared.items():
+        for other, environment in spec.environments.items():
+            if other == env:
+                continue
+            for other_name, other_source in environment.secrets.items():
+                if same_source(source, other_source, loaded.project_dir):
+                    raise SpecError(
+                        f"{place(loaded, ('environments', env, 'secrets', name))}: secret {name!r} of environment {env} "
+                        f"reads the same {source.describe()} as secret {other_name!r} of environment {other}: "
+                        "a secret belongs to exactly one environment"
+                    )
+
+
+def check_values_isolated(env: str, own: dict[str, str], recorded: dict[tuple[str, str], str]) -> None:
+    """A value (by keyed hash) already used by another environment must not be reused here."""
+    by_hash = {digest: (other_env, name) for (other_env, name), digest in recorded.items() if other_env != env}
+    for name, digest in own.items():
+        if digest in by_hash:
+            other_env, other_name = by_hash[digest]
+            raise SpecError(
+                f"secret {name!r} of environment {env} has the same value as secret {other_name!r} of environment "
+                f"{other_env}: a secret belongs to exactly one environment"
+            )
+
+
+def file_content(loaded: LoadedSpec, item: Item, secrets: dict[str, bytes] | None, mode: str, key: bytes | None) -> bytes:
+    """A file's bytes for delivery; for `redact` and `fingerprint`, a stand-in for secrets."""
+    spec: FileSpec = item.value
+    if spec.secret:
+        return secret_repr(spec.secret, secrets, mode, key).encode() if mode != "deliver" else secrets[spec.secret]
+    if spec.content is not None:
+        return spec.content.encode()
+    path = loaded.project_dir / spec.source
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise SpecError(f"{place(loaded, item.loc + ('source',))}: {spec.source!r} does not exist next to {loaded.path.name}") from None
+
+
+def secret_repr(name: str, secrets: dict[str, bytes] | None, mode: str, key: bytes | None) -> str:
+    if mode == "redact":
+        return f"<redacted secret {name}>"
+    if mode == "fingerprint":
+        return f"<secret {name} {keyed_hash(key, secrets[name])}>"
+    return secrets[name].decode()
+
+
+def variable_value(item: Item, secrets: dict[str, bytes] | None, mode: str, key: bytes | None) -> str:
+    return secret_repr(item.value.secret, secrets, mode, key) if isinstance(item.value, SecretRef) else item.value
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """Everything one role's servers in one environment get at boot."""
+
+    env: str
+    role: str
+    image_id: str
+    command: str
+    port: int
+    tls_port: int | None
+    health_path: str
+    userdata: bytes  # delivered as is: holds secret values, never stored or shown
+    digest: str  # of the user-data with secrets as keyed hashes
+
+    @property
+    def fingerprint(self) -> str:
+        payload = json.dumps(
+            {
+                "image": self.image_id,
+                "env": self.env,
+                "role": self.role,
+                "command": self.command,
+                "port": self.port,
+                "tls_port": self.tls_port,
+                "health": self.health_path,
+                "userdata": self.digest,
+            },
+            sort_keys=True,
+        )
+        return "fp-" + hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:  # never print the user-data: it holds secrets
+        return f"BootConfig({self.env}/{self.role}, {self.fingerprint})"
+
+
+def boot_config(
+    loaded: LoadedSpec,
+    workdir: Path,
+    resolver: SecretResolver,
+    env: str,
+    role: str,
+    image_id: str,
+    lb_addresses: dict[str, str],
+) -> BootConfig:
+    from .userdata import render
+
+    spec = loaded.spec
+    role_spec = spec.roles[role]
+    merged = merge(loaded, workdir, env, role, lb_addresses)
+    secrets = resolver.resolve(env)
+    key = resolver.key
+    delivered = render(loaded, merged, secrets, "deliver", key)
+    fingerprinted = render(loaded, merged, secrets, "fingerprint", key, check=False)
+    return BootConfig(
+        env=env,
+        role=role,
+        image_id=image_id,
+        command=role_spec.command or spec.images[role_spec.image].start,
+        port=role_spec.port,
+        tls_port=role_spec.tls_port,
+        health_path=role_spec.health.path,
+        userdata=delivered.document,
+        digest=hashlib.sha256(fingerprinted.document).hexdigest(),
+    )

@@ -1,0 +1,26 @@
+"""The example website that ships inside the package (`phoenix init`, `phoenix demo`)."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from .secrets import create_tls_pair
+from .spec import load_spec
+
+
+def example_dir() -> Path:
+    return Path(str(resources.files("phoenixctl") / "examples" / "website"))
+
+
+def init_example(directory: Path) -> list[Path]:
+    """Copy the example to `directory` and give each environment its own TLS pair
+    (what `phoenix secrets tls ENV` does), so it runs as it is. Returns the files made."""
+    shutil.copytree(example_dir(), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix", "secrets"))
+    loaded = load_spec(directory / "phoenix.yaml")
+    made: list[Path] = []
+    for env in loaded.spec.environments:
+        if not (directory / "secrets" / env / "tls.crt").exists():
+            made += create_tls_pair(directory / "secrets" / env, f"{env}.{loaded.spec.project}.test")
+    return made

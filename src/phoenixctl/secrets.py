@@ -1,0 +1,144 @@
+"""Per-environment secrets: resolved by reference at plan time, never stored, never shown.
+
+A secret is declared in exactly one environment (`environments.E.secrets`), by a file, an
+environment variable or a command. Values live in memory only while servers are launched.
+What Phoenix keeps is a keyed hash (HMAC with a per-project key in `.phoenix/secret.key`),
+so a rotated secret changes the fingerprint of the servers that use it and a value copied
+into another environment is caught, without the value ever being written down."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets as stdlib_secrets
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from .errors import SpecError
+from .spec import LoadedSpec, SecretSource
+
+COMMAND_TIMEOUT = 30.0
+
+
+def project_key(workdir: Path) -> bytes:
+    """The project's HMAC key, created on first use with mode 0600."""
+    path = workdir / "secret.key"
+    if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(stdlib_secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def keyed_hash(key: bytes, value: bytes) -> str:
+    return hmac.new(key, value, hashlib.sha256).hexdigest()[:32]
+
+
+class SecretResolver:
+    """Resolves an environment's secrets; errors name the place, never the value."""
+
+    def __init__(self, loaded: LoadedSpec, workdir: Path):
+        self.loaded = loaded
+        self.workdir = workdir
+        self._cache: dict[str, dict[str, bytes]] = {}
+
+    @property
+    def key(self) -> bytes:
+        return project_key(self.workdir)
+
+    def resolve(self, env: str) -> dict[str, bytes]:
+        if env not in self._cache:
+            declared = self.loaded.spec.environments[env].secrets
+            self._cache[env] = {name: self._resolve_one(env, name, source) for name, source in declared.items()}
+        return self._cache[env]
+
+    def hashes(self, env: str) -> dict[str, str]:
+        key = self.key
+        return {name: keyed_hash(key, value) for name, value in self.resolve(env).items()}
+
+    def _resolve_one(self, env: str, name: str, source: SecretSource) -> bytes:
+        where = self.loaded.where("environments", env, "secrets", name)
+        place = f"{where}: environments.{env}.secrets.{name}"
+        if source.file is not None:
+            path = self.loaded.project_dir / source.file
+            try:
+                value = path.read_bytes()
+            except FileNotFoundError:
+                raise SpecError(
+                    f"{place}: file {source.file} does not exist"
+                    f" (for a TLS pair: phoenix secrets tls {env} --host NAME)"
+                ) from None
+            except OSError as exc:
+                raise SpecError(f"{place}: cannot read file {source.file}: {exc.strerror}") from None
+        elif source.env is not None:
+            if source.env not in os.environ:
+                raise SpecError(f"{place}: environment variable {source.env} is not set")
+            value = os.environ[source.env].encode()
+        else:
+            try:
+                result = subprocess.run(
+                    ["/bin/sh", "-c", source.command], capture_output=True, timeout=COMMAND_TIMEOUT, cwd=self.loaded.project_dir
+                )
+            except subprocess.TimeoutExpired:
+                raise SpecError(f"{place}: command did not finish within {COMMAND_TIMEOUT:g}s") from None
+            if result.returncode != 0:
+                # Its output is not shown: it may hold part of the secret.
+                raise SpecError(f"{place}: command exited {result.returncode}")
+            value = result.stdout
+        if not value.strip():
+            raise SpecError(f"{place}: the secret is empty")
+        return value
+
+
+def same_source(a: SecretSource, b: SecretSource, project_dir: Path) -> bool:
+    if a.file is not None and b.file is not None:
+        return (project_dir / a.file).resolve() == (project_dir / b.file).resolve()
+    return (a.env is not None and a.env == b.env) or (a.command is not None and a.command == b.command)
+
+
+def create_tls_pair(directory: Path, host: str, days: int = 365, force: bool = False) -> tuple[Path, Path]:
+    """A self-signed certificate and key for one environment, written with mode 0600."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
+    if not force and (cert_path.exists() or key_path.exists()):
+        raise SpecError(f"{cert_path} or {key_path} already exists (pass --force to replace them)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    alt_names: list[x509.GeneralName] = [x509.DNSName(host)]
+    try:
+        alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+    except ValueError:
+        pass
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    _write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    _write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(data)
