@@ -201,10 +201,10 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
         )
     out.print(table)
     lbs = Table(title=f"{env}: load balancers", title_justify="left")
-    for column in ("role", "address", "alive", "members up"):
+    for column in ("role", "address", "tls (passthrough)", "alive", "members up"):
         lbs.add_column(column)
     for lb in report["load_balancers"]:
-        lbs.add_row(lb["role"], lb["address"], "yes" if lb["alive"] else "no", str(lb["members_up"]))
+        lbs.add_row(lb["role"], lb["address"], lb.get("tls_address", ""), "yes" if lb["alive"] else "no", str(lb["members_up"]))
     out.print(lbs)
 
 

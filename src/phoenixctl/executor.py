@@ -569,6 +569,7 @@ class Executor:
                     "alive": alive,
                     "members_up": sum(1 for m in members.values() if m.up),
                     "pid": row.handle_data.get("pid"),
+                    **({"tls_address": f"{row.address}:{row.handle_data['tls_port']}"} if row.handle_data.get("tls_port") else {}),
                 }
             )
         return {"environment": env, "servers": servers, "load_balancers": load_balancers}
