@@ -221,6 +221,17 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
         out.print_json(json.dumps(operations))
         return
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
+    warmed = [(op["id"], w) for op in operations for w in op["warmups"]]
+    if warmed:
+        table = Table(title=f"{env}: warm-up per server", title_justify="left")
+        for column in ("operation", "server", "pages warmed", "failures", "bytes", "seconds", "gate"):
+            table.add_column(column, justify="left" if column in ("operation", "server", "gate") else "right")
+        for op_id, w in warmed:
+            table.add_row(
+                op_id, w["server"], f"{w['succeeded']}/{w['planned']}", str(w["failures"]), str(w["bytes"]),
+                f"{w['seconds']:.2f}", "passed" if w["passed"] else "failed",
+            )
+        out.print(table)
 
 
 def _lb_addresses(executor: Executor, env: str) -> dict[str, str]:

@@ -32,10 +32,11 @@ from .errors import GateFailed, PhoenixError, SpecError
 from .secrets import SecretResolver
 from .lock import EnvironmentLock
 from .plan import Batch, ObservedServer, RolePlan, plan_role
-from .spec import LoadedSpec, load_spec
-from .state import ImageRow, LoadBalancerRow, ServerRow, StateStore, utcnow
+from .spec import LoadedSpec, load_spec, role_waves
+from . import warmup
+from .state import ImageRow, LoadBalancerRow, ServerRow, StateStore, WarmupRow, utcnow
 
-PHASES = ("bake", "launch", "boot", "health", "swap", "drain", "destroy")
+PHASES = ("bake", "launch", "boot", "health", "warmup", "swap", "drain", "destroy")
 
 
 class Reporter:
@@ -291,8 +292,11 @@ class Executor:
             )
             plans.append(plan)
             self.reporter.planned(sum(b.launch for b in plan.batches) + len(plan.replace) + len(plan.retire_extra) + len(plan.remove_dead))
-        # Roles have their own servers and balancers: converge them side by side.
-        self._parallel([lambda p=p: self._execute_role(op, env, p, lbs[p.role], boots[p.role]) for p in plans])
+        # Roles have their own servers and balancers: converge them side by side, each after
+        # the roles it depends on (a frontend warms its cache from a backend in service).
+        by_role = {p.role: p for p in plans}
+        for wave in role_waves(self.spec, list(by_role)):
+            self._parallel([lambda p=by_role[r]: self._execute_role(op, env, p, lbs[p.role], boots[p.role]) for r in wave])
         if roles is None:
             self._retire_removed_roles(op, env)
 
@@ -396,6 +400,11 @@ class Executor:
             self.store.update_server(server_id, state="checking")
             with op.phase("health", server_id):
                 self._wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
+            warmup_spec = self.spec.warmup(env, role)
+            if warmup_spec:
+                self.store.update_server(server_id, state="warming")
+                with op.phase("warmup", server_id):
+                    self._warm(op, row, warmup_spec)
             self.store.update_server(server_id, state="ready")
             self.reporter.info(f"{role}: {server_id} on {row.address}:{row.port} is healthy")
             self.reporter.advanced()
@@ -441,6 +450,21 @@ class Executor:
             deadline.poll(healthy, interval=0.05, max_interval=0.5)
         except DeadlineExceeded:
             raise GateFailed(row.id, "health", f"GET {health.path} still answered {last} after {deadline.seconds:g}s") from None
+
+    def _warm(self, op: Operation, row: ServerRow, spec) -> None:
+        result = warmup.warm(f"http://{row.address}:{row.port}", spec)
+        passed = result.passed(spec)
+        self.store.record_warmup(
+            WarmupRow(
+                operation_id=op.id, server_id=row.id, planned=result.planned, fetched=result.fetched,
+                succeeded=result.succeeded, bytes=result.bytes, seconds=result.seconds, passed=passed,
+                summary=result.summary(),
+            )
+        )
+        self._check_alive(row, "warm-up")
+        if not passed:
+            raise GateFailed(row.id, "warm-up", f"{result.summary()}; {spec.min_success:.0%} needed")
+        self.reporter.info(f"{row.role}: {row.id} warmed: {result.summary()}")
 
     def _check_alive(self, row: ServerRow, gate: str) -> None:
         if not self.compute.is_alive(row.handle_data):
@@ -628,6 +652,13 @@ def operation_report(store: StateStore, op) -> dict:
             "max_s": round(entry["max_s"], 3),
             "total_s": round(entry["total_s"], 3),
         }
+    warmups = [
+        {
+            "server": w.server_id, "planned": w.planned, "fetched": w.fetched, "succeeded": w.succeeded,
+            "failures": w.fetched - w.succeeded, "bytes": w.bytes, "seconds": round(w.seconds, 3), "passed": w.passed,
+        }
+        for w in store.warmups(op.id)
+    ]
     seconds = (op.ended_at - op.started_at).total_seconds() if op.ended_at else None
     return {
         "id": op.id,
@@ -637,5 +668,6 @@ def operation_report(store: StateStore, op) -> dict:
         "seconds": round(seconds, 3) if seconds is not None else None,
         "summary": op.summary,
         "phases": ordered,
+        "warmups": warmups,
     }
 

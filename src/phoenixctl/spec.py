@@ -197,6 +197,39 @@ class ConfigLayer(Model):
         return env
 
 
+def parse_share(value: Any) -> float:
+    """`0.95` or `95%`."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        value = float(value.strip()[:-1]) / 100
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{value!r} is not a share between 0 and 1 (or 0% and 100%)")
+    return float(value)
+
+
+class WarmupSpec(Model):
+    """Crawl each new server on its own address before it takes traffic (a gate)."""
+
+    enabled: bool = True
+    paths: list[str] = Field(default_factory=lambda: ["/"], description="Where the crawl starts")
+    sitemap: str | None = Field(None, description="A sitemap (or sitemap index) whose pages are warmed too")
+    max_pages: int = Field(500, ge=1, description="Pages at most")
+    concurrency: int = Field(4, ge=1, le=64)
+    timeout: Duration = Field(60.0, description="The whole crawl's time limit")
+    request_timeout: Duration = 10.0
+    success_codes: list[int] = Field(default_factory=lambda: [200, 203, 204, 301, 302, 304])
+    min_success: Annotated[float, BeforeValidator(parse_share)] = Field(
+        0.95, description="Share of the planned pages that must succeed in time (0.95 or 95%)"
+    )
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute_paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} must start with /")
+        return paths
+
+
 class RoleSpec(ConfigLayer):
     image: str
     port: int = Field(ge=1, le=65535)
@@ -205,6 +238,10 @@ class RoleSpec(ConfigLayer):
     )
     command: str | None = Field(None, description="Overrides the image's start command")
     health: HealthSpec = HealthSpec()
+    warmup: WarmupSpec | None = Field(None, description="Warm each new server before it takes traffic")
+    depends_on: list[str] = Field(
+        default_factory=list, description="Roles converged before this one (e.g. the backend a frontend calls)"
+    )
     persistent: list[Name] = Field(
         default_factory=list,
         description="Named directories of the persistent layer (outside every server) attached at boot; "
@@ -234,6 +271,7 @@ class DefaultsSpec(ConfigLayer):
 
 class EnvRoleSpec(ConfigLayer):
     count: int = Field(ge=0)
+    warmup: WarmupSpec | None = Field(None, description="Replaces the role's warm-up in this environment")
     lb_address: str | None = Field(
         None, pattern=r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5}$", description="Fixed host:port on loopback"
     )
@@ -275,6 +313,10 @@ class Spec(Model):
 
     def rollout(self, env: str) -> RolloutSpec:
         return self.environments[env].rollout or self.defaults.rollout
+
+    def warmup(self, env: str, role: str) -> WarmupSpec | None:
+        chosen = self.environments[env].roles[role].warmup or self.roles[role].warmup
+        return chosen if chosen and chosen.enabled else None
 
     def deadlines(self, env: str) -> DeadlinesSpec:
         return self.environments[env].deadlines or self.defaults.deadlines
@@ -389,6 +431,14 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
     for role_name, role in spec.roles.items():
         if role.image not in spec.images:
             fail(("roles", role_name, "image"), f"unknown image {role.image!r} (images: {', '.join(sorted(spec.images))})")
+    for role_name, role in spec.roles.items():
+        for index, other in enumerate(role.depends_on):
+            if other not in spec.roles:
+                fail(("roles", role_name, "depends_on", index), f"unknown role {other!r} (roles: {', '.join(sorted(spec.roles))})")
+    try:
+        role_waves(spec, list(spec.roles))
+    except ValueError as exc:
+        fail(("roles",), str(exc))
     for env_name, env in spec.environments.items():
         for role_name in env.roles:
             if role_name not in spec.roles:
@@ -400,6 +450,19 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
         for index, file in enumerate(image.files):
             if not (loaded.project_dir / file).exists():
                 fail(("images", image_name, "files", index), f"{file!r} does not exist next to {name}")
+
+
+def role_waves(spec: Spec, roles: list[str]) -> list[list[str]]:
+    """Roles in waves: each after the roles it depends on (those among `roles`)."""
+    remaining, done, waves = [r for r in spec.roles if r in roles], set(), []
+    while remaining:
+        wave = [r for r in remaining if all(d in done or d not in roles for d in spec.roles[r].depends_on)]
+        if not wave:
+            raise ValueError(f"depends_on forms a cycle among {', '.join(remaining)}")
+        waves.append(wave)
+        done.update(wave)
+        remaining = [r for r in remaining if r not in done]
+    return waves
 
 
 def json_schema() -> dict:

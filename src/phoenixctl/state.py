@@ -93,6 +93,22 @@ class PhaseRow(Base):
     ok: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class WarmupRow(Base):
+    """What warming one new server did: pages, failures, bytes, time."""
+
+    __tablename__ = "warmups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    server_id: Mapped[str] = mapped_column(String)
+    planned: Mapped[int] = mapped_column(Integer)
+    fetched: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer)
+    bytes: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    summary: Mapped[str] = mapped_column(Text, default="")
+
+
 class SecretHashRow(Base):
     """A keyed hash (HMAC) of a secret value: never the value. Lets planning refuse a value
     that another environment already uses."""
@@ -226,6 +242,14 @@ class StateStore:
         if phases:
             with self.engine.begin() as connection:
                 connection.execute(insert(PhaseRow), [{"operation_id": op_id, **phase} for phase in phases])
+
+    def record_warmup(self, row: WarmupRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def warmups(self, op_id: str) -> list[WarmupRow]:
+        with self.session() as s:
+            return list(s.scalars(select(WarmupRow).where(WarmupRow.operation_id == op_id).order_by(WarmupRow.id)))
 
     def operations(self, env: str, limit: int = 50) -> list[OperationRow]:
         with self.session() as s:

@@ -3,7 +3,7 @@
 Started as `python app/server.py` from the server's root (which holds VERSION).
 Everything else comes from the environment: PHOENIX_ROLE (frontend|backend|edit),
 PHOENIX_ADDRESS, PHOENIX_PORT, PHOENIX_ENV, PHOENIX_SERVER_ID, PHOENIX_LB_BACKEND,
-PHOENIX_PERSISTENT_CONTENT, HEALTH_FAIL, PAGES and RENDER_DELAY_MS.
+PHOENIX_PERSISTENT_CONTENT, HEALTH_FAIL, PAGE_ERRORS, PAGES and RENDER_DELAY_MS.
 
 HTTPS is optional: when TLS_CERT_FILE and TLS_KEY_FILE (PEM paths, relative to the
 server root or absolute) are set, the same app also listens with TLS on
@@ -31,6 +31,7 @@ SERVER_ID = os.environ.get("PHOENIX_SERVER_ID", "unknown")
 ENV = os.environ.get("PHOENIX_ENV", "")
 LB_BACKEND = os.environ.get("PHOENIX_LB_BACKEND", "")
 PAGES = max(1, int(os.environ.get("PAGES", "30")))
+PAGE_ERRORS = os.environ.get("PAGE_ERRORS") == "1"
 RENDER_DELAY = int(os.environ.get("RENDER_DELAY_MS", "50")) / 1000
 CONTENT_DIR = Path(os.environ.get("PHOENIX_PERSISTENT_CONTENT", "content"))
 VERSION = ""  # read once in main(), after the role is known to be valid
@@ -106,6 +107,8 @@ async def fetch_articles(app):
 
 
 async def page(request):
+    if PAGE_ERRORS:  # a broken build whose health check still passes
+        raise web.HTTPInternalServerError(text="page rendering is broken in this build")
     if "n" in request.match_info:
         n = int(request.match_info["n"])
         if n >= PAGES:
