@@ -25,6 +25,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/rotation.py --write bench/RESULTS.md
+	$(BIN)/python bench/warmup.py --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .phoenix build src/*.egg-info

@@ -160,8 +160,9 @@ def markdown(rows: list[dict], repeats: int, rate: float, command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    start, end = "<!-- rotation:start -->", "<!-- rotation:end -->"
+def write_section(path: Path, section: str, name: str = "rotation") -> None:
+    """Replace this benchmark's section of RESULTS.md (between its markers), keep the rest."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its benchmark; numbers come from one run on one machine.\n\n"
     block = f"{start}\n{section}{end}\n"
     if start in text:

@@ -21,14 +21,22 @@ class LoadStats:
     failed: int = 0
     errors: Counter = field(default_factory=Counter)  # "HTTP 503", "ClientConnectorError", ...
     versions: Counter = field(default_factory=Counter)  # X-Version of the answers
-    latencies: list[float] = field(default_factory=list)
+    samples: list[tuple[float, float]] = field(default_factory=list)  # (time.monotonic() sent, latency s)
     seconds: float = 0.0
 
-    def percentile(self, p: float) -> float:
-        if not self.latencies:
+    @property
+    def latencies(self) -> list[float]:
+        return [latency for _, latency in self.samples]
+
+    def percentile(self, p: float, start: float = float("-inf"), end: float = float("inf")) -> float:
+        """The p-th percentile latency of the requests sent between `start` and `end`."""
+        ordered = sorted(latency for sent, latency in self.samples if start <= sent < end)
+        if not ordered:
             return 0.0
-        ordered = sorted(self.latencies)
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+    def count(self, start: float = float("-inf"), end: float = float("inf")) -> int:
+        return sum(1 for sent, _ in self.samples if start <= sent < end)
 
     def as_dict(self) -> dict:
         return {
@@ -102,7 +110,7 @@ class LoadGenerator:
                     await asyncio.sleep(delay)
                 next_at = max(next_at + interval, time.monotonic() - 1.0)
                 url = self.urls[turn % len(self.urls)]
-                turn += 1
+                turn += self.concurrency  # workers interleave: together they walk the list in order
                 self.stats.sent += 1
                 begun = time.monotonic()
                 try:
@@ -114,7 +122,7 @@ class LoadGenerator:
                     self.stats.failed += 1
                     self.stats.errors[type(exc).__name__] += 1
                     continue
-                self.stats.latencies.append(time.monotonic() - begun)
+                self.stats.samples.append((begun, time.monotonic() - begun))
                 if 200 <= status < 400:
                     self.stats.ok += 1
                     self.stats.versions[version] += 1
