@@ -97,11 +97,14 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
                     "destroyed": result.destroyed,
                     "baked": result.baked,
                     "seconds": round(result.seconds, 3),
+                    "paused": result.paused,
                 }
             )
         )
     elif result.changed or result.baked:
         out.print(f"{result.kind} {result.env}: {result.summary()} in {result.seconds:.1f}s ({result.id})")
+        if result.paused:
+            out.print(f"paused after the canary: `phoenix promote {result.env}` or `phoenix rollback {result.env}`")
     else:
         out.print(f"{result.kind} {result.env}: nothing to change ({result.seconds:.1f}s)")
 
@@ -149,25 +152,82 @@ def up(env: str, spec_file: Path | None, as_json: bool) -> None:
         _print_result(executor.up(env), as_json)
 
 
+dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan (servers, batches, reasons) and change nothing")
+
+
+def _print_plan(plan: dict, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(plan))
+        return
+    head = f"{plan['kind']} {plan['environment']}" + (f" ({plan['strategy']})" if "strategy" in plan else "")
+    out.print(f"[bold]plan[/]: {head}" + (f": {plan['action']}" if "action" in plan else "") + " — nothing was changed")
+    if "servers" in plan:
+        out.print(f"  servers: {', '.join(plan['servers']) or 'none'}")
+    for role in plan.get("roles", []):
+        changes = role["remove"] + role["replace"] + role["retire_extra"]
+        if not changes and not any("launch" in step and "launch 0" not in step for step in role["steps"]):
+            out.print(f"  {role['role']}: nothing to change ({role['desired']} wanted)")
+            continue
+        out.print(f"  {role['role']}: {role['desired']} wanted, image {role['image']}")
+        for item in changes:
+            out.print(f"    {item['server']}: {item['reason']}")
+        for step in role["steps"]:
+            out.print(f"    - {step}")
+
+
 @app.command()
 @env_argument
+@click.option("--strategy", type=click.Choice(["rolling", "blue-green", "canary"]), default=None, help="Instead of the environment's")
+@click.option("--pause", is_flag=True, help="canary: stop after the canary and wait for `promote` or `rollback`")
+@dry_run_option
 @spec_option
 @json_option
-def deploy(env: str, spec_file: Path | None, as_json: bool) -> None:
+def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, spec_file: Path | None, as_json: bool) -> None:
     """Bake, then replace every server whose image or boot configuration changed."""
-    with executor_for(spec_file, f"deploy {env}", quiet=as_json) as executor:
-        _print_result(executor.deploy(env), as_json)
+    with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run) as executor:
+        if dry_run:
+            _print_plan(executor.describe(env, "deploy", strategy), as_json)
+            return
+        _print_result(executor.deploy(env, strategy, pause), as_json)
 
 
 @app.command()
 @env_argument
 @click.option("--role", "-r", default=None, help="Only this role")
+@dry_run_option
 @spec_option
 @json_option
-def rotate(env: str, role: str | None, spec_file: Path | None, as_json: bool) -> None:
+def rotate(env: str, role: str | None, dry_run: bool, spec_file: Path | None, as_json: bool) -> None:
     """Replace every server even if nothing changed: the phoenix rebirth."""
-    with executor_for(spec_file, f"rotate {env}", quiet=as_json) as executor:
+    with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run) as executor:
+        if dry_run:
+            _print_plan(executor.describe(env, "rotate", role=role), as_json)
+            return
         _print_result(executor.rotate(env, role), as_json)
+
+
+@app.command()
+@env_argument
+@dry_run_option
+@spec_option
+@json_option
+def rollback(env: str, dry_run: bool, spec_file: Path | None, as_json: bool) -> None:
+    """Back to the previous build: a kept blue-green group at once, else a redeploy."""
+    with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run) as executor:
+        if dry_run:
+            _print_plan(executor.describe(env, "rollback"), as_json)
+            return
+        _print_result(executor.rollback(env), as_json)
+
+
+@app.command()
+@env_argument
+@spec_option
+@json_option
+def promote(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """After a paused canary: roll the rest of the new build."""
+    with executor_for(spec_file, f"promote {env}", quiet=as_json) as executor:
+        _print_result(executor.promote(env), as_json)
 
 
 @app.command()

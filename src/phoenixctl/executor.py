@@ -32,11 +32,11 @@ from .errors import GateFailed, PhoenixError, SpecError
 from .secrets import SecretResolver
 from .lock import EnvironmentLock
 from .plan import Batch, ObservedServer, RolePlan, plan_role
-from .spec import LoadedSpec, load_spec, role_waves
-from . import warmup
-from .state import ImageRow, LoadBalancerRow, ServerRow, StateStore, WarmupRow, utcnow
+from .spec import LoadedSpec, load_spec, parse_spec, resolve_quantity, role_waves
+from . import strategies, warmup
+from .state import ImageRow, LoadBalancerRow, ReleaseRow, ServerRow, StateStore, WarmupRow, utcnow
 
-PHASES = ("bake", "launch", "boot", "health", "warmup", "swap", "drain", "destroy")
+PHASES = ("bake", "launch", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
 
 
 class Reporter:
@@ -63,6 +63,7 @@ class OperationResult:
     destroyed: list[str] = field(default_factory=list)
     baked: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    paused: bool = False  # a canary in service, waiting for promote or rollback
 
     @property
     def changed(self) -> bool:
@@ -86,6 +87,7 @@ class Operation:
         self.store = store
         self.result = result
         self.id = result.id
+        self.final_status = "succeeded"  # or "paused" (a canary waiting for promote/rollback)
         self._lock = threading.Lock()
         self._phases: list[dict] = []
 
@@ -131,6 +133,16 @@ class Project:
         # One client for every health check: building one per request costs a TLS context each time.
         self.http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
+    @classmethod
+    def from_release(cls, current: "Project", spec_text: str) -> "Project":
+        """The same project (state, drivers, secrets key) with the spec a release was made from."""
+        old = cls.__new__(cls)
+        old.__dict__.update(current.__dict__)
+        old.loaded = parse_spec(spec_text, current.loaded.path, current.loaded.path.name)
+        old.spec = old.loaded.spec
+        old.secrets = SecretResolver(old.loaded, current.workdir)
+        return old
+
     def close(self) -> None:
         self.http.close()
         self.store.close()
@@ -168,7 +180,7 @@ class Executor:
                 raise
             operation.result.seconds = time.monotonic() - started
             operation.flush_phases()
-            self.store.finish_operation(op_id, "succeeded", operation.result.summary())
+            self.store.finish_operation(op_id, operation.final_status, operation.result.summary())
 
     def bake(self, names: list[str] | None = None) -> list[tuple[str, str, bool, float]]:
         """Bake the named images (all by default): (name, image id, cached, seconds)."""
@@ -204,20 +216,89 @@ class Executor:
             self._converge(op, env, roles=None, replace_outdated=False, replace_all=False)
             return op.result
 
-    def deploy(self, env: str) -> OperationResult:
-        """Bake, then replace every server whose fingerprint changed."""
+    def deploy(self, env: str, strategy: str | None = None, pause: bool = False) -> OperationResult:
+        """Bake, then replace every server whose fingerprint changed, with the environment's
+        strategy (or the one given): rolling, blue-green or canary."""
+        strategy = strategy or self.spec.rollout(env).strategy
         with self.operation(env, "deploy") as op:
-            self._converge(op, env, roles=None, replace_outdated=True, replace_all=False)
+            self._supersede_paused(env)
+            self._converge(op, env, roles=None, replace_outdated=True, replace_all=False, strategy=strategy, pause=pause)
             return op.result
 
     def rotate(self, env: str, role: str | None = None) -> OperationResult:
-        """Replace every server even if nothing changed: the phoenix rebirth."""
+        """Replace every server even if nothing changed: the phoenix rebirth. Same build, so
+        a canary has nothing to compare: canary environments rotate rolling."""
         if role:
             self.project.loaded.environment(env)
             self._check_env_role(env, role)
+        strategy = self.spec.rollout(env).strategy
         with self.operation(env, "rotate") as op:
-            self._converge(op, env, roles=[role] if role else None, replace_outdated=True, replace_all=True)
+            self._supersede_paused(env)
+            self._converge(
+                op, env, roles=[role] if role else None, replace_outdated=True, replace_all=True,
+                strategy="rolling" if strategy == "canary" else strategy,
+            )
             return op.result
+
+    def promote(self, env: str) -> OperationResult:
+        """After a paused canary: roll the rest of the new build."""
+        self.project.loaded.environment(env)
+        paused = self.store.paused_operation(env)
+        if paused is None:
+            raise PhoenixError(f"environment {env} has no paused canary to promote")
+        with self.operation(env, "promote") as op:
+            self._converge(op, env, roles=None, replace_outdated=True, replace_all=False, strategy="rolling")
+            self.store.set_operation_status(paused.id, "promoted", f"promoted by {op.id}")
+            return op.result
+
+    def rollback(self, env: str) -> OperationResult:
+        """Back to the previous build: abort a paused canary, else switch back to a kept
+        blue-green group at once, else redeploy the previous release (rolling, no canary)."""
+        self.project.loaded.environment(env)
+        with self.operation(env, "rollback") as op:
+            paused = self.store.paused_operation(env)
+            if paused is not None:
+                canaries = [row for row in self.store.servers(env) if row.operation_id == paused.id and row.in_service]
+                for role in sorted({row.role for row in canaries}):
+                    lb = self.store.load_balancer(env, role)
+                    self._retire_all(op, env, role, [row.id for row in canaries if row.role == role], lb)
+                self.store.set_operation_status(paused.id, "rolled back", f"rolled back by {op.id}")
+                self.reporter.info(f"canary of {paused.id} rolled back: {len(canaries)} server(s) retired")
+                return op.result
+            standby_roles = sorted({row.role for row in self.store.servers(env) if row.state == "standby"})
+            switched = [
+                role for role in standby_roles if strategies.switch_back(self, op, env, role, self.store.load_balancer(env, role))
+            ]
+            if switched:
+                self._record_release(op, env, "rollback", f"switched back to the kept group of {', '.join(switched)}")
+                return op.result
+            self._redeploy_previous(op, env)
+            return op.result
+
+    def _redeploy_previous(self, op: Operation, env: str) -> None:
+        releases = self.store.releases(env)
+        if not releases:
+            raise PhoenixError(f"environment {env} has no release to roll back to")
+        current = releases[0]
+        previous = next((r for r in releases[1:] if r.fingerprints != current.fingerprints), None)
+        if previous is None:
+            raise PhoenixError(f"environment {env} has no previous release (only {current.operation_id})")
+        image_ids = json.loads(previous.image_ids)
+        for name, image_id in image_ids.items():
+            image = self.store.image(image_id)
+            if image is None or not self.compute.image_available(image_id, image.location):
+                raise PhoenixError(f"image {image_id} of the previous release ({previous.operation_id}) is gone")
+        old = Project.from_release(self.project, previous.spec_text)
+        self.reporter.info(f"redeploying the release of {previous.operation_id} ({previous.kind}, {previous.created_at:%Y-%m-%d %H:%M:%S} UTC)")
+        Executor(old, self.reporter)._converge(
+            op, env, roles=None, replace_outdated=True, replace_all=False, strategy="rolling", image_ids=image_ids,
+            release_kind="rollback", release_reason=f"back to the release of {previous.operation_id}",
+        )
+
+    def _supersede_paused(self, env: str) -> None:
+        paused = self.store.paused_operation(env)
+        if paused is not None:
+            self.store.set_operation_status(paused.id, "superseded", "a newer operation took over")
 
     def destroy(self, env: str) -> OperationResult:
         """Stop and remove every server and load balancer of the environment."""
@@ -267,19 +348,33 @@ class Executor:
         self.desired_boot(env, image_ids, {})  # renders and validates each role's user-data
         self.store.save_secret_hashes(env, own)
 
-    def _converge(self, op: Operation, env: str, roles: list[str] | None, replace_outdated: bool, replace_all: bool) -> None:
+    def _converge(
+        self,
+        op: Operation,
+        env: str,
+        roles: list[str] | None,
+        replace_outdated: bool,
+        replace_all: bool,
+        strategy: str = "rolling",
+        pause: bool = False,
+        image_ids: dict[str, str] | None = None,
+        release_kind: str | None = None,
+        release_reason: str = "",
+    ) -> None:
         env_spec = self.spec.environments[env]
         self.preflight(env)
-        image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
-        image_ids = {name: image_id for name, image_id, _, _ in (self._bake_one(n, op) for n in image_names)}
+        if image_ids is None:
+            image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
+            image_ids = {name: image_id for name, image_id, _, _ in (self._bake_one(n, op) for n in image_names)}
         lbs = {role: self._ensure_load_balancer(op, env, role) for role in env_spec.roles}
+        self._expire_standby(op, env, lbs)
         boots = self.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
         plans: list[RolePlan] = []
         for role, env_role in env_spec.roles.items():
             if roles and role not in roles:
                 continue
             boot = boots[role]
-            observed = [self._observe(row) for row in self.store.servers(env, role)]
+            observed = [self._observe(row) for row in self.store.servers(env, role) if row.state != "standby"]
             plan = plan_role(
                 role,
                 env_role.count,
@@ -295,10 +390,50 @@ class Executor:
         # Roles have their own servers and balancers: converge them side by side, each after
         # the roles it depends on (a frontend warms its cache from a backend in service).
         by_role = {p.role: p for p in plans}
+        paused = []
         for wave in role_waves(self.spec, list(by_role)):
-            self._parallel([lambda p=by_role[r]: self._execute_role(op, env, p, lbs[p.role], boots[p.role]) for r in wave])
+            paused += self._parallel(
+                [lambda p=by_role[r]: self._execute_role(op, env, p, lbs[p.role], boots[p.role], strategy, pause) for r in wave]
+            )
         if roles is None:
             self._retire_removed_roles(op, env)
+        if any(paused):
+            op.final_status, op.result.paused = "paused", True
+            self.reporter.info(f"canary in service; `phoenix promote {env}` rolls the rest, `phoenix rollback {env}` retires it")
+            return
+        reasons = sorted({r.reason for p in plans for r in p.replace})
+        self._record_release(op, env, release_kind or op.result.kind, release_reason or "; ".join(reasons), image_ids, boots)
+
+    def _record_release(self, op: Operation, env: str, kind: str, reason: str, image_ids=None, boots=None) -> None:
+        """Remember what the environment serves now, when it changed."""
+        serving = {row.role: row for row in self.store.servers(env) if row.in_service}
+        fingerprints = json.dumps({role: row.fingerprint for role, row in sorted(serving.items())})
+        latest = next(iter(self.store.releases(env, limit=1)), None)
+        if latest is not None and latest.fingerprints == fingerprints:
+            return
+        if image_ids is None:  # a switch back: the kept group's release is the one before the latest
+            previous = next((r for r in self.store.releases(env)[1:] if r.fingerprints == fingerprints), None)
+            spec_text, image_ids = (previous.spec_text, json.loads(previous.image_ids)) if previous else (self.project.loaded.text, {})
+        else:
+            spec_text = self.project.loaded.text
+        self.store.add_release(
+            ReleaseRow(
+                env=env, operation_id=op.id, kind=kind, reason=reason, spec_text=spec_text,
+                image_ids=json.dumps(image_ids, sort_keys=True), fingerprints=fingerprints,
+            )
+        )
+
+    def _expire_standby(self, op: Operation, env: str, lbs: dict[str, LoadBalancerRow]) -> None:
+        """A kept blue-green group past its `keep_previous` is retired by the next command."""
+        now = utcnow()
+        for row in self.store.servers(env):
+            if row.state == "standby" and row.standby_until and row.standby_until <= now and row.role in lbs:
+                self.reporter.info(f"{row.role}: the kept group's {row.id} is past keep_previous; retiring it")
+                self._retire(op, env, row.role, row.id, lbs[row.role])
+
+    def _retire_standby(self, op: Operation, env: str, role: str, lb: LoadBalancerRow) -> None:
+        standby = [row.id for row in self.store.servers(env, role) if row.state == "standby"]
+        self._retire_all(op, env, role, standby, lb)
 
     def _retire_removed_roles(self, op: Operation, env: str) -> None:
         """A role taken out of the environment's spec: retire its servers, stop its balancer."""
@@ -324,7 +459,10 @@ class Executor:
             launched_at=row.launched_at,
         )
 
-    def _execute_role(self, op: Operation, env: str, plan: RolePlan, lb: LoadBalancerRow, boot: BootConfig) -> None:
+    def _execute_role(
+        self, op: Operation, env: str, plan: RolePlan, lb: LoadBalancerRow, boot: BootConfig, strategy: str = "rolling", pause: bool = False
+    ) -> bool:
+        """Carry out one role's plan; True when a canary paused."""
         deadlines = self.spec.deadlines(env)
         for dead in plan.remove_dead:
             self.reporter.info(f"{plan.role}: removing {dead.server_id}: {dead.reason}")
@@ -333,19 +471,31 @@ class Executor:
             op.note("removed", dead.server_id)
         for replacement in plan.replace:
             self.reporter.info(f"{plan.role}: will replace {replacement.server_id}: {replacement.reason}")
-        for batch in plan.batches:
-            self._run_batch(op, env, plan.role, batch, lb, boot)
+        paused = False
+        if strategy == "blue-green" and plan.replace:
+            strategies.blue_green(self, op, env, plan, lb, boot)
+        elif strategy == "canary" and plan.replace:
+            paused = strategies.canary(self, op, env, plan, lb, boot, pause)
+        else:
+            for batch in plan.batches:
+                self._run_batch(op, env, plan.role, batch, lb, boot)
         self._retire_all(op, env, plan.role, [r.server_id for r in plan.retire_extra], lb)
+        return paused
 
-    def _run_batch(self, op: Operation, env: str, role: str, batch: Batch, lb: LoadBalancerRow, boot: BootConfig) -> None:
-        self._retire_all(op, env, role, list(batch.retire_first), lb)
-        outcomes = self._parallel([lambda: self._launch_and_gate(op, env, role, boot) for _ in range(batch.launch)], raise_first=False)
+    def _launch_group(self, op: Operation, env: str, role: str, boot: BootConfig, count: int) -> list[ServerRow]:
+        """Launch and gate `count` servers side by side: all of them, or none (destroyed)."""
+        outcomes = self._parallel([lambda: self._launch_and_gate(op, env, role, boot) for _ in range(count)], raise_first=False)
         ready = [o for o in outcomes if isinstance(o, ServerRow)]
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
-            # Nothing of this batch has taken traffic yet: destroy it all, the old servers keep serving.
+            # Nothing of this group has taken traffic yet: destroy it all, the old servers keep serving.
             self._parallel([lambda s=s: self._destroy_server(op, s, self.spec.deadlines(env).stop) for s in ready])
             raise failures[0]
+        return ready
+
+    def _run_batch(self, op: Operation, env: str, role: str, batch: Batch, lb: LoadBalancerRow, boot: BootConfig) -> list[ServerRow]:
+        self._retire_all(op, env, role, list(batch.retire_first), lb)
+        ready = self._launch_group(op, env, role, boot, batch.launch)
         outcomes = self._parallel([lambda s=s: self._swap_in(op, env, s, lb) for s in ready], raise_first=False)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
@@ -355,6 +505,7 @@ class Executor:
         for server in ready:
             op.note("launched", server.id)
         self._retire_all(op, env, role, list(batch.retire_after), lb)
+        return ready
 
     # --- one new server -------------------------------------------------------------------
     def _reserve_address(self, port: int) -> str:
@@ -561,6 +712,78 @@ class Executor:
                 self._swap_in(op, env, server, row)
         return row
 
+    # --- dry runs ---------------------------------------------------------------------------
+    def describe(self, env: str, kind: str, strategy: str | None = None, role: str | None = None) -> dict:
+        """What deploy, rotate or rollback would do, and why, without doing any of it."""
+        self.project.loaded.environment(env)
+        if role:
+            self._check_env_role(env, role)
+        if kind == "rollback":
+            paused = self.store.paused_operation(env)
+            if paused is not None:
+                canaries = [r.id for r in self.store.servers(env) if r.operation_id == paused.id and r.in_service]
+                return {"environment": env, "kind": kind, "action": "retire the paused canary", "servers": canaries}
+            standby = [r for r in self.store.servers(env) if r.state == "standby"]
+            if standby:
+                return {
+                    "environment": env, "kind": kind, "action": "switch back to the kept group at once",
+                    "servers": [r.id for r in standby],
+                    "replaces": [r.id for r in self.store.servers(env) if r.in_service and r.role in {s.role for s in standby}],
+                }
+            releases = self.store.releases(env)
+            previous = next((r for r in releases[1:] if releases and r.fingerprints != releases[0].fingerprints), None)
+            if previous is None:
+                raise PhoenixError(f"environment {env} has no previous release to roll back to")
+            old = Executor(Project.from_release(self.project, previous.spec_text), self.reporter)
+            described = old._describe_converge(env, "rolling", None, replace_all=False, image_ids=json.loads(previous.image_ids))
+            return {**described, "kind": kind, "action": f"redeploy the release of {previous.operation_id}"}
+        strategy = strategy or self.spec.rollout(env).strategy
+        if kind == "rotate" and strategy == "canary":
+            strategy = "rolling"
+        described = self._describe_converge(env, strategy, role, replace_all=kind == "rotate")
+        return {**described, "kind": kind}
+
+    def _describe_converge(self, env: str, strategy: str, role: str | None, replace_all: bool, image_ids=None) -> dict:
+        self.preflight(env)
+        if image_ids is None:
+            image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
+        lbs = {row.role: f"{row.address}:{row.port}" for row in self.store.load_balancers(env)}
+        boots = self.desired_boot(env, image_ids, lbs)
+        rollout = self.spec.rollout(env)
+        roles = []
+        for name, env_role in self.spec.environments[env].roles.items():
+            if role and name != role:
+                continue
+            observed = [self._observe(r) for r in self.store.servers(env, name) if r.state != "standby"]
+            plan = plan_role(name, env_role.count, boots[name].fingerprint, boots[name].image_id, observed, rollout, replace_all=replace_all)
+            entry = {
+                "role": name,
+                "desired": env_role.count,
+                "image": boots[name].image_id,
+                "remove": [{"server": r.server_id, "reason": r.reason} for r in plan.remove_dead],
+                "replace": [{"server": r.server_id, "reason": r.reason} for r in plan.replace],
+                "retire_extra": [{"server": r.server_id, "reason": r.reason} for r in plan.retire_extra],
+            }
+            if strategy == "blue-green" and plan.replace:
+                entry["steps"] = [
+                    f"launch a new group of {env_role.count}, gate and warm it, stage it in the balancer",
+                    f"switch all traffic to it in one step; keep the previous group for {rollout.keep_previous:g}s",
+                ]
+            elif strategy == "canary" and plan.replace:
+                count = min(max(1, resolve_quantity(rollout.canary, env_role.count, round_up=True)), len(plan.replace))
+                entry["steps"] = [
+                    f"launch {count} canary server(s) beside the old ones",
+                    f"watch them for {rollout.canary_time:g}s; roll back if their error rate is above the old servers' + {rollout.canary_tolerance:.1%}",
+                    "then roll the rest",
+                ]
+            else:
+                entry["steps"] = [
+                    f"batch {i + 1}: retire {list(b.retire_first) or 'none'} first, launch {b.launch}, then retire {list(b.retire_after) or 'none'}"
+                    for i, b in enumerate(plan.batches)
+                ]
+            roles.append(entry)
+        return {"environment": env, "strategy": strategy, "roles": roles}
+
     # --- reading --------------------------------------------------------------------------
     def status(self, env: str) -> dict:
         self.project.loaded.environment(env)
@@ -600,7 +823,20 @@ class Executor:
 
     def history(self, env: str, limit: int = 20) -> list[dict]:
         self.project.loaded.environment(env)
-        return [operation_report(self.store, op) for op in self.store.operations(env, limit)]
+        releases = {r.operation_id: r for r in self.store.releases(env, limit=500)}
+        reports = []
+        for op in self.store.operations(env, limit):
+            report = operation_report(self.store, op)
+            release = releases.get(op.id)
+            if release is not None:
+                report["release"] = {
+                    "kind": release.kind,
+                    "reason": release.reason,
+                    "images": json.loads(release.image_ids),
+                    "fingerprints": json.loads(release.fingerprints),
+                }
+            reports.append(report)
+        return reports
 
     # --- helpers --------------------------------------------------------------------------
     @staticmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -249,9 +249,21 @@ class RoleSpec(ConfigLayer):
     )
 
 
+Strategy = Literal["rolling", "blue-green", "canary"]
+
+
 class RolloutSpec(Model):
+    """How a deploy replaces servers: rolling, blue-green or canary."""
+
+    strategy: Strategy = "rolling"
     max_surge: Quantity = 1
     max_unavailable: Quantity = 0
+    keep_previous: Duration = Field(600.0, description="blue-green: how long the previous group stays ready to switch back to")
+    canary: Quantity = Field(1, description="canary: new servers put beside the old ones first (count or percentage)")
+    canary_time: Duration = Field(30.0, description="canary: how long they are watched")
+    canary_tolerance: Annotated[float, BeforeValidator(lambda v: parse_share(v))] = Field(
+        0.01, description="canary: how much higher the canaries' error rate may be than the old servers' (0.01 or 1%)"
+    )
 
 
 class DeadlinesSpec(Model):
@@ -325,8 +337,9 @@ class Spec(Model):
 class LoadedSpec:
     """A validated spec plus where it came from, so later errors can still name lines."""
 
-    def __init__(self, spec: Spec, path: Path, lines: dict[tuple, int]):
+    def __init__(self, spec: Spec, path: Path, lines: dict[tuple, int], text: str = ""):
         self.spec = spec
+        self.text = text
         self.path = path
         self.project_dir = path.parent
         self._lines = lines
@@ -393,6 +406,11 @@ def load_spec(path: str | Path | None = None) -> LoadedSpec:
         raise SpecError(f"{name}: no such file (create one with `phoenix init DIR`, or pass -f PATH)") from None
     except OSError as exc:
         raise SpecError(f"{name}: cannot read: {exc.strerror}") from None
+    return parse_spec(text, spec_path, name)
+
+
+def parse_spec(text: str, spec_path: Path, name: str) -> LoadedSpec:
+    """Validate spec text (a file's, or one kept with a release) as if it were at spec_path."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -416,8 +434,7 @@ def load_spec(path: str | Path | None = None) -> LoadedSpec:
         elif error["type"] == "missing":
             message = "required field is missing"
         raise SpecError(f"{name}:{_line_for(lines, loc)}: {_dotted(loc)}: {message}") from None
-    loaded = LoadedSpec(spec, spec_path.resolve(), lines)
-    loaded.path_display = name  # type: ignore[attr-defined]
+    loaded = LoadedSpec(spec, spec_path.resolve(), lines, text)
     _check_references(loaded, name)
     return loaded
 

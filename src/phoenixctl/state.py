@@ -49,6 +49,7 @@ class ServerRow(Base):
     in_service: Mapped[bool] = mapped_column(Boolean, default=False)
     launched_at: Mapped[datetime] = mapped_column(default=utcnow)
     retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    standby_until: Mapped[datetime | None] = mapped_column(nullable=True)  # blue-green: kept until then
     operation_id: Mapped[str | None] = mapped_column(String, nullable=True)
     handle: Mapped[str] = mapped_column(Text, default="{}")  # provider data: pid, root, log...
 
@@ -107,6 +108,22 @@ class WarmupRow(Base):
     seconds: Mapped[float] = mapped_column(Float)
     passed: Mapped[bool] = mapped_column(Boolean)
     summary: Mapped[str] = mapped_column(Text, default="")
+
+
+class ReleaseRow(Base):
+    """What an environment served from when: the spec (references only, no secret), the
+    image ids and each role's fingerprint. A rollback redeploys the previous one."""
+
+    __tablename__ = "releases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    env: Mapped[str] = mapped_column(String, index=True)
+    operation_id: Mapped[str] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String)  # up, deploy, rotate, promote, rollback
+    reason: Mapped[str] = mapped_column(Text, default="")
+    spec_text: Mapped[str] = mapped_column(Text)
+    image_ids: Mapped[str] = mapped_column(Text)  # json: image name -> id
+    fingerprints: Mapped[str] = mapped_column(Text)  # json: role -> fingerprint
 
 
 class SecretHashRow(Base):
@@ -242,6 +259,27 @@ class StateStore:
         if phases:
             with self.engine.begin() as connection:
                 connection.execute(insert(PhaseRow), [{"operation_id": op_id, **phase} for phase in phases])
+
+    def add_release(self, row: ReleaseRow) -> None:
+        with self.session() as s:
+            s.add(row)
+
+    def releases(self, env: str, limit: int = 50) -> list[ReleaseRow]:
+        with self.session() as s:
+            query = select(ReleaseRow).where(ReleaseRow.env == env).order_by(ReleaseRow.id.desc()).limit(limit)
+            return list(s.scalars(query))
+
+    def set_operation_status(self, op_id: str, status: str, note: str = "") -> None:
+        with self.session() as s:
+            row = s.get(OperationRow, op_id)
+            row.status = status
+            if note:
+                row.summary = f"{row.summary}; {note}"
+
+    def paused_operation(self, env: str) -> OperationRow | None:
+        with self.session() as s:
+            query = select(OperationRow).where(OperationRow.env == env, OperationRow.status == "paused")
+            return s.scalars(query.order_by(OperationRow.started_at.desc())).first()
 
     def record_warmup(self, row: WarmupRow) -> None:
         with self.session() as s:

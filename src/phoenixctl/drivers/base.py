@@ -58,6 +58,19 @@ class MemberState:
     def up(self) -> bool:
         return self.status == "UP" and self.check_ok
 
+    @property
+    def standing_by(self) -> bool:
+        """Healthy by the balancer's check, but taking no new traffic (a kept group)."""
+        return self.status == "DRAIN" and self.check_ok
+
+
+@dataclass(frozen=True)
+class MemberCounters:
+    """Cumulative counters of one member, as the load balancer counted them."""
+
+    requests: int
+    errors: int  # 5xx answers, connection and response errors
+
 
 class ComputeDriver(ABC):
     """Images and servers."""
@@ -116,11 +129,19 @@ class LoadBalancerDriver(ABC):
     def is_alive(self, handle: dict) -> bool: ...
 
     @abstractmethod
-    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None) -> None:
-        """Register the member and ask for traffic once the balancer's own check passes."""
+    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False) -> None:
+        """Register the member and ask for traffic once the balancer's own check passes
+        (with `standby`, checked but given no traffic until `switch`)."""
 
     @abstractmethod
     def members(self, handle: dict) -> dict[str, MemberState]: ...
+
+    @abstractmethod
+    def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
+        """In one step: traffic to the `enable` members, none new to the `disable` ones."""
+
+    @abstractmethod
+    def counters(self, handle: dict) -> dict[str, MemberCounters]: ...
 
     @abstractmethod
     def drain_member(self, handle: dict, name: str) -> None:

@@ -19,7 +19,7 @@ import psutil
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
-from .base import LoadBalancerDriver, MemberState
+from .base import LoadBalancerDriver, MemberCounters, MemberState
 
 BACKEND = "servers"
 
@@ -158,7 +158,7 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         except (psutil.Error, KeyError):
             return False
 
-    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None) -> None:
+    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False) -> None:
         api = RuntimeAPI(handle["socket"])
         targets = [(BACKEND, port, "")]
         if handle.get("tls_port"):
@@ -166,7 +166,33 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         for backend, member_port, extra in targets:
             api.command(f"add server {backend}/{name} {address}:{member_port} {MEMBER_OPTIONS}{extra}")
             api.command(f"enable health {backend}/{name}")
-            api.command(f"set server {backend}/{name} state ready")
+            api.command(f"set server {backend}/{name} state {'drain' if standby else 'ready'}")
+
+    def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
+        # One connection, one line of `;`-separated commands: HAProxy applies them back to
+        # back, so no request sees a state in between.
+        commands = [
+            f"set server {backend}/{name} state {state}"
+            for backend in self._backends(handle)
+            for names, state in ((enable, "ready"), (disable, "drain"))
+            for name in names
+        ]
+        if commands:
+            reply = RuntimeAPI(handle["socket"]).send(";".join(commands))
+            if reply:
+                raise PhoenixError(f"haproxy refused the switch: {reply.splitlines()[0]}")
+
+    def counters(self, handle: dict) -> dict[str, MemberCounters]:
+        api = RuntimeAPI(handle["socket"])
+        totals: dict[str, MemberCounters] = {}
+        for backend in self._backends(handle):
+            for row in api.server_stats(backend):
+                number = lambda key: int(row.get(key) or 0)  # noqa: E731
+                requests = number("req_tot") or number("stot")
+                errors = number("hrsp_5xx") + number("econ") + number("eresp")
+                seen = totals.get(row["svname"], MemberCounters(0, 0))
+                totals[row["svname"]] = MemberCounters(seen.requests + requests, seen.errors + errors)
+        return totals
 
     def members(self, handle: dict) -> dict[str, MemberState]:
         """Each member as the balancer sees it; with TLS passthrough, UP only when UP on both

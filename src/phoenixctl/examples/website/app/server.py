@@ -3,7 +3,8 @@
 Started as `python app/server.py` from the server's root (which holds VERSION).
 Everything else comes from the environment: PHOENIX_ROLE (frontend|backend|edit),
 PHOENIX_ADDRESS, PHOENIX_PORT, PHOENIX_ENV, PHOENIX_SERVER_ID, PHOENIX_LB_BACKEND,
-PHOENIX_PERSISTENT_CONTENT, HEALTH_FAIL, PAGE_ERRORS, PAGES and RENDER_DELAY_MS.
+PHOENIX_PERSISTENT_CONTENT, HEALTH_FAIL, PAGE_ERRORS, FAIL_AFTER_REQUESTS, PAGES and
+RENDER_DELAY_MS.
 
 HTTPS is optional: when TLS_CERT_FILE and TLS_KEY_FILE (PEM paths, relative to the
 server root or absolute) are set, the same app also listens with TLS on
@@ -32,6 +33,7 @@ ENV = os.environ.get("PHOENIX_ENV", "")
 LB_BACKEND = os.environ.get("PHOENIX_LB_BACKEND", "")
 PAGES = max(1, int(os.environ.get("PAGES", "30")))
 PAGE_ERRORS = os.environ.get("PAGE_ERRORS") == "1"
+FAIL_AFTER = int(os.environ.get("FAIL_AFTER_REQUESTS", "0"))  # 0: never
 RENDER_DELAY = int(os.environ.get("RENDER_DELAY_MS", "50")) / 1000
 CONTENT_DIR = Path(os.environ.get("PHOENIX_PERSISTENT_CONTENT", "content"))
 VERSION = ""  # read once in main(), after the role is known to be valid
@@ -39,6 +41,7 @@ VERSION = ""  # read once in main(), after the role is known to be valid
 SESSION = web.AppKey("session", ClientSession)
 CACHE = web.AppKey("cache", dict)
 LOCKS = web.AppKey("locks", dict)
+SERVED = web.AppKey("served", list)  # [page requests served so far]
 
 
 @web.middleware
@@ -109,6 +112,9 @@ async def fetch_articles(app):
 async def page(request):
     if PAGE_ERRORS:  # a broken build whose health check still passes
         raise web.HTTPInternalServerError(text="page rendering is broken in this build")
+    request.app[SERVED][0] += 1
+    if FAIL_AFTER and request.app[SERVED][0] > FAIL_AFTER:  # breaks under load, after warm-up passed
+        raise web.HTTPInternalServerError(text="this build falls over under load")
     if "n" in request.match_info:
         n = int(request.match_info["n"])
         if n >= PAGES:
@@ -226,7 +232,7 @@ def make_app():
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/version", version)
     if ROLE == "frontend":
-        app[CACHE], app[LOCKS] = {}, {}
+        app[CACHE], app[LOCKS], app[SERVED] = {}, {}, [0]
         app.cleanup_ctx.append(backend_session)
         app.router.add_get("/", page)
         app.router.add_get(r"/page/{n:\d+}", page)
