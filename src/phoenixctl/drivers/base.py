@@ -69,7 +69,7 @@ class MemberCounters:
     """Cumulative counters of one member, as the load balancer counted them."""
 
     requests: int
-    errors: int  # 5xx answers, connection and response errors
+    errors: int  # 5xx answers, connection and response errors (retried elsewhere or not)
 
 
 class ComputeDriver(ABC):

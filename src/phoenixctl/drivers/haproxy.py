@@ -38,7 +38,9 @@ defaults
     timeout http-keep-alive 10s
     option redispatch
     retries 3
-    retry-on conn-failure empty-response
+    # A server that fails a GET (refused connection, empty or 5xx answer) has it retried on
+    # another member: one bad server -- a dying one, a broken canary -- fails no client.
+    retry-on conn-failure empty-response response-timeout 500 502 503 504
 
 frontend public
     bind {address}:{port}
@@ -48,6 +50,7 @@ backend {backend}
     balance roundrobin
     option httpchk
     http-check send meth GET uri {health_path}
+    http-request disable-l7-retry unless METH_GET or METH_HEAD
 """
 
 # TLS passthrough: the servers hold their environment's certificate and terminate TLS
@@ -188,8 +191,10 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         for backend in self._backends(handle):
             for row in api.server_stats(backend):
                 number = lambda key: int(row.get(key) or 0)  # noqa: E731
-                requests = number("req_tot") or number("stot")
-                errors = number("hrsp_5xx") + number("econ") + number("eresp")
+                # stot: every request sent to it; a 5xx or failed connection that was retried on
+                # another member shows as wretr (the client never saw it), the others as 5xx/econ/eresp.
+                requests = number("stot")
+                errors = min(requests, number("hrsp_5xx") + number("econ") + number("eresp") + number("wretr"))
                 seen = totals.get(row["svname"], MemberCounters(0, 0))
                 totals[row["svname"]] = MemberCounters(seen.requests + requests, seen.errors + errors)
         return totals
