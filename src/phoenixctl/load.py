@@ -21,22 +21,27 @@ class LoadStats:
     failed: int = 0
     errors: Counter = field(default_factory=Counter)  # "HTTP 503", "ClientConnectorError", ...
     versions: Counter = field(default_factory=Counter)  # X-Version of the answers
-    samples: list[tuple[float, float]] = field(default_factory=list)  # (time.monotonic() sent, latency s)
+    samples: list[tuple[float, float, str]] = field(default_factory=list)  # (monotonic time sent, latency s, X-Version)
     seconds: float = 0.0
 
     @property
     def latencies(self) -> list[float]:
-        return [latency for _, latency in self.samples]
+        return [latency for _, latency, _ in self.samples]
 
     def percentile(self, p: float, start: float = float("-inf"), end: float = float("inf")) -> float:
         """The p-th percentile latency of the requests sent between `start` and `end`."""
-        ordered = sorted(latency for sent, latency in self.samples if start <= sent < end)
+        ordered = sorted(latency for sent, latency, _ in self.samples if start <= sent < end)
         if not ordered:
             return 0.0
         return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
     def count(self, start: float = float("-inf"), end: float = float("inf")) -> int:
-        return sum(1 for sent, _ in self.samples if start <= sent < end)
+        return sum(1 for sent, _, _ in self.samples if start <= sent < end)
+
+    def last_answer_from(self, version: str, since: float) -> float | None:
+        """When the last answer by `version` arrived among requests sent after `since`."""
+        times = [sent + latency for sent, latency, answered in self.samples if answered == version and sent >= since]
+        return max(times, default=None)
 
     def as_dict(self) -> dict:
         return {
@@ -122,7 +127,7 @@ class LoadGenerator:
                     self.stats.failed += 1
                     self.stats.errors[type(exc).__name__] += 1
                     continue
-                self.stats.samples.append((begun, time.monotonic() - begun))
+                self.stats.samples.append((begun, time.monotonic() - begun, version))
                 if 200 <= status < 400:
                     self.stats.ok += 1
                     self.stats.versions[version] += 1
