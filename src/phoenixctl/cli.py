@@ -65,8 +65,14 @@ class RichReporter(Reporter):
             self.progress.advance(self.task, steps)
 
 
+lock_timeout_option = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    help="Seconds to wait for another command on the environment (then exit 3)",
+)
+
+
 @contextmanager
-def executor_for(spec_file: Path | None, description: str, quiet: bool = False) -> Iterator[Executor]:
+def executor_for(spec_file: Path | None, description: str, quiet: bool = False, lock_timeout: float = 0.0) -> Iterator[Executor]:
     project = Project(spec_file)
     progress = None
     if not quiet and err.is_terminal:
@@ -76,9 +82,9 @@ def executor_for(spec_file: Path | None, description: str, quiet: bool = False) 
     try:
         if progress:
             with progress:
-                yield Executor(project, RichReporter(progress, quiet))
+                yield Executor(project, RichReporter(progress, quiet), lock_timeout)
         else:
-            yield Executor(project, RichReporter(None, quiet))
+            yield Executor(project, RichReporter(None, quiet), lock_timeout)
     finally:
         project.close()
 
@@ -98,6 +104,7 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
                     "baked": result.baked,
                     "seconds": round(result.seconds, 3),
                     "paused": result.paused,
+                    "recovered": result.recovered,
                 }
             )
         )
@@ -144,11 +151,12 @@ def bake(images: tuple[str, ...], spec_file: Path | None, as_json: bool) -> None
 
 @app.command()
 @env_argument
+@lock_timeout_option
 @spec_option
 @json_option
-def up(env: str, spec_file: Path | None, as_json: bool) -> None:
+def up(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Create the environment from nothing (or complete it); a complete one is left unchanged."""
-    with executor_for(spec_file, f"up {env}", quiet=as_json) as executor:
+    with executor_for(spec_file, f"up {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
         _print_result(executor.up(env), as_json)
 
 
@@ -180,11 +188,12 @@ def _print_plan(plan: dict, as_json: bool) -> None:
 @click.option("--strategy", type=click.Choice(["rolling", "blue-green", "canary"]), default=None, help="Instead of the environment's")
 @click.option("--pause", is_flag=True, help="canary: stop after the canary and wait for `promote` or `rollback`")
 @dry_run_option
+@lock_timeout_option
 @spec_option
 @json_option
-def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, spec_file: Path | None, as_json: bool) -> None:
+def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Bake, then replace every server whose image or boot configuration changed."""
-    with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run) as executor:
+    with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
         if dry_run:
             _print_plan(executor.describe(env, "deploy", strategy), as_json)
             return
@@ -195,11 +204,12 @@ def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, spec_file
 @env_argument
 @click.option("--role", "-r", default=None, help="Only this role")
 @dry_run_option
+@lock_timeout_option
 @spec_option
 @json_option
-def rotate(env: str, role: str | None, dry_run: bool, spec_file: Path | None, as_json: bool) -> None:
+def rotate(env: str, role: str | None, dry_run: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Replace every server even if nothing changed: the phoenix rebirth."""
-    with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run) as executor:
+    with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
         if dry_run:
             _print_plan(executor.describe(env, "rotate", role=role), as_json)
             return
@@ -209,11 +219,12 @@ def rotate(env: str, role: str | None, dry_run: bool, spec_file: Path | None, as
 @app.command()
 @env_argument
 @dry_run_option
+@lock_timeout_option
 @spec_option
 @json_option
-def rollback(env: str, dry_run: bool, spec_file: Path | None, as_json: bool) -> None:
+def rollback(env: str, dry_run: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Back to the previous build: a kept blue-green group at once, else a redeploy."""
-    with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run) as executor:
+    with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
         if dry_run:
             _print_plan(executor.describe(env, "rollback"), as_json)
             return
@@ -222,21 +233,42 @@ def rollback(env: str, dry_run: bool, spec_file: Path | None, as_json: bool) -> 
 
 @app.command()
 @env_argument
+@lock_timeout_option
 @spec_option
 @json_option
-def promote(env: str, spec_file: Path | None, as_json: bool) -> None:
+def promote(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """After a paused canary: roll the rest of the new build."""
-    with executor_for(spec_file, f"promote {env}", quiet=as_json) as executor:
+    with executor_for(spec_file, f"promote {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
         _print_result(executor.promote(env), as_json)
 
 
 @app.command()
 @env_argument
+@lock_timeout_option
 @spec_option
 @json_option
-def destroy(env: str, spec_file: Path | None, as_json: bool) -> None:
+def recover(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
+    """Only recovery: finish or undo what an interrupted command left, remove orphans."""
+    with executor_for(spec_file, f"recover {env}", quiet=True, lock_timeout=lock_timeout) as executor:
+        result = executor.recover(env)
+    if as_json:
+        out.print_json(json.dumps({"operation": result.id, "environment": env, "recovered": result.recovered}))
+    elif result.recovered:
+        out.print(f"recover {env}: found and did:")
+        for action in result.recovered:
+            out.print(f"  - {action}", markup=False)
+    else:
+        out.print(f"recover {env}: nothing to recover (the record matches what runs)")
+
+
+@app.command()
+@env_argument
+@lock_timeout_option
+@spec_option
+@json_option
+def destroy(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Stop and remove every server and load balancer of the environment."""
-    with executor_for(spec_file, f"destroy {env}", quiet=as_json) as executor:
+    with executor_for(spec_file, f"destroy {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
         _print_result(executor.destroy(env), as_json)
 
 

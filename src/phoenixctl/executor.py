@@ -29,11 +29,12 @@ from .config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
 from .drivers.base import LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
+from .faults import failpoint
 from .secrets import SecretResolver
 from .lock import EnvironmentLock
 from .plan import Batch, ObservedServer, RolePlan, plan_role
 from .spec import LoadedSpec, load_spec, parse_spec, resolve_quantity, role_waves
-from . import strategies, warmup
+from . import recovery, strategies, warmup
 from .state import ImageRow, LoadBalancerRow, ReleaseRow, ServerRow, StateStore, WarmupRow, utcnow
 
 PHASES = ("bake", "launch", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
@@ -64,10 +65,11 @@ class OperationResult:
     baked: list[str] = field(default_factory=list)
     seconds: float = 0.0
     paused: bool = False  # a canary in service, waiting for promote or rollback
+    recovered: list[str] = field(default_factory=list)  # what recovery found and did first
 
     @property
     def changed(self) -> bool:
-        return bool(self.launched or self.retired or self.removed or self.destroyed)
+        return bool(self.launched or self.retired or self.removed or self.destroyed or self.recovered)
 
     def summary(self) -> str:
         parts = [f"{len(self.launched)} launched", f"{len(self.retired)} retired"]
@@ -77,6 +79,8 @@ class OperationResult:
             parts.append(f"{len(self.removed)} dead removed")
         if self.baked:
             parts.append(f"{len(self.baked)} image(s) baked")
+        if self.recovered:
+            parts.append(f"recovered: {'; '.join(self.recovered)}")
         return ", ".join(parts)
 
 
@@ -165,12 +169,17 @@ class Executor:
     @contextmanager
     def operation(self, env: str, kind: str) -> Iterator[Operation]:
         self.project.loaded.environment(env)
-        with EnvironmentLock(self.project.workdir, env, kind, self.lock_timeout):
+        with EnvironmentLock(self.project.workdir, env, kind, self.lock_timeout) as lock:
             op_id = f"op-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
             self.store.start_operation(op_id, env, kind)
             operation = Operation(self.store, OperationResult(op_id, env, kind))
             started = time.monotonic()
             try:
+                if lock.previous_holder:
+                    self.reporter.info(f"took over the lock of {lock.previous_holder}, which died holding it")
+                    operation.note("recovered", f"took over the lock of {lock.previous_holder}")
+                if kind not in ("recover", "destroy") and recovery.unfinished(self, env, op_id):
+                    self._recover(operation, env)
                 yield operation
             except BaseException as exc:
                 operation.result.seconds = time.monotonic() - started
@@ -300,10 +309,28 @@ class Executor:
         if paused is not None:
             self.store.set_operation_status(paused.id, "superseded", "a newer operation took over")
 
+    def recover(self, env: str) -> OperationResult:
+        """Only recovery: compare the record with reality and put things right."""
+        with self.operation(env, "recover") as op:
+            self._recover(op, env)
+            return op.result
+
+    def _recover(self, op: Operation, env: str) -> None:
+        for action in recovery.recover(self, op, env):
+            self.reporter.info(f"recover: {action}")
+            op.note("recovered", action)
+
     def destroy(self, env: str) -> OperationResult:
         """Stop and remove every server and load balancer of the environment."""
         with self.operation(env, "destroy") as op:
             deadlines = self.spec.deadlines(env)
+            for interrupted in recovery.unfinished(self, env, op.id):
+                self.store.set_operation_status(interrupted.id, "interrupted", f"ended by {op.id}")
+            known = {row.id for row in self.store.servers(env)}
+            for server_id, handle in self.compute.discover(env).items():
+                if server_id not in known:  # an orphan the record missed: it goes too
+                    self.compute.destroy(handle, Deadline(deadlines.stop, f"orphan {server_id} to stop"))
+                    op.note("destroyed", server_id)
             servers = self.store.servers(env)
             self.reporter.planned(len(servers))
             lbs = {row.role: row for row in self.store.load_balancers(env)}
@@ -544,17 +571,20 @@ class Executor:
                     ),
                     self._reserve_address,
                 )
+            failpoint("launch")  # started, not yet recorded
             self.store.update_server(server_id, address=launched.address, handle=launched.handle, state="booting")
             row = self.store.server(server_id)
             with op.phase("boot", server_id):
                 self._wait_listening(row, Deadline(deadlines.boot, f"{server_id} to listen"))
             self.store.update_server(server_id, state="checking")
             with op.phase("health", server_id):
+                failpoint("health")
                 self._wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
             warmup_spec = self.spec.warmup(env, role)
             if warmup_spec:
                 self.store.update_server(server_id, state="warming")
                 with op.phase("warmup", server_id):
+                    failpoint("warmup")
                     self._warm(op, row, warmup_spec)
             self.store.update_server(server_id, state="ready")
             self.reporter.info(f"{role}: {server_id} on {row.address}:{row.port} is healthy")
@@ -626,8 +656,9 @@ class Executor:
         deadline = Deadline(self.spec.deadlines(env).swap, f"the {row.role} load balancer to report {row.id} UP")
         with op.phase("swap", row.id):
             try:
+                self.store.update_server(row.id, state="joining")  # journal first: it may be a member from now on
                 self.lbs.add_member(lb.handle_data, row.id, row.address, row.port, self.spec.roles[row.role].tls_port)
-                self.store.update_server(row.id, state="joining")
+                failpoint("swap")
                 deadline.poll(lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
                 self.lbs.remove_member(lb.handle_data, row.id, Deadline(5, f"removal of {row.id}"))
@@ -660,6 +691,7 @@ class Executor:
         with op.phase("drain", server_id):
             if server_id in members:
                 self.lbs.drain_member(lb.handle_data, server_id)
+                failpoint("drain")
                 try:
                     Deadline(deadlines.drain, f"sessions on {server_id} to reach zero").poll(
                         lambda: self.lbs.members(lb.handle_data).get(server_id, _NO_SESSIONS).sessions == 0,
@@ -669,7 +701,9 @@ class Executor:
                 except DeadlineExceeded as exc:
                     self.reporter.info(f"{role}: {exc}; removing it anyway")
         with op.phase("destroy", server_id):
+            self.store.update_server(server_id, state="stopping")
             self.lbs.remove_member(lb.handle_data, server_id, Deadline(deadlines.swap, f"removal of {server_id}"))
+            failpoint("destroy")
             self._destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
         op.note("retired", server_id)
         self.reporter.info(f"{role}: {server_id} retired")

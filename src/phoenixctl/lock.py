@@ -24,6 +24,7 @@ class EnvironmentLock:
         self.path = workdir / "locks" / f"{env}.lock"
         self.env, self.operation, self.timeout = env, operation, timeout
         self._file = None
+        self.previous_holder: str | None = None
 
     def __enter__(self) -> "EnvironmentLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -40,6 +41,10 @@ class EnvironmentLock:
                     handle.close()
                     raise LockHeld(f"environment {self.env} is locked by {holder}") from None
                 time.sleep(0.1)
+        handle.seek(0)
+        left = handle.read().strip()
+        # A holder that released the lock cleanly left the file empty: text means it died holding it.
+        self.previous_holder = self._describe(left) if left else None
         handle.seek(0)
         handle.truncate()
         since = datetime.now(timezone.utc).isoformat(timespec="seconds")

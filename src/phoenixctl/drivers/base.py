@@ -104,6 +104,11 @@ class ComputeDriver(ABC):
     def destroy(self, handle: dict, deadline: Deadline) -> None:
         """Stop the server (gracefully, then by force at the deadline) and delete it."""
 
+    @abstractmethod
+    def discover(self, env: str) -> dict[str, dict]:
+        """What really runs for the environment, by server id, whatever the state store
+        says: recovery adopts what the record missed and removes orphans."""
+
     def describe(self, handle: dict) -> dict:
         """Provider-specific fields for `status` (pid and root for local servers)."""
         return {}

@@ -281,6 +281,30 @@ class LocalCompute(ComputeDriver):
         except ProcessLookupError:
             pass
 
+    def discover(self, env: str) -> dict[str, dict]:
+        """Server processes found by their working directory, `servers/<env>/<id>/root`."""
+        base = (self.servers_dir / env).resolve()
+        found: dict[str, dict] = {}
+        for process in psutil.process_iter(["pid", "cwd", "create_time", "status"]):
+            cwd = process.info.get("cwd")
+            if not cwd or process.info.get("status") == psutil.STATUS_ZOMBIE:
+                continue
+            path = Path(cwd)
+            if path.name != "root" or path.parent.parent != base:
+                continue
+            server_id = path.parent.name
+            pid = process.info["pid"]
+            if server_id in found and found[server_id]["pid"] < pid:
+                continue  # keep the group leader (the first process), not a child it forked
+            found[server_id] = {
+                "pid": pid,
+                "started": process.info["create_time"],
+                "root": str(path),
+                "dir": str(path.parent),
+                "log": str(self.logs_dir / env / "unknown" / f"{server_id}.log"),
+            }
+        return found
+
     def describe(self, handle: dict) -> dict:
         return {"pid": handle.get("pid"), "root": handle.get("root")}
 

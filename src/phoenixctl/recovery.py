@@ -1,0 +1,108 @@
+"""Recovery after a crash: the record says what was under way, reality says what exists.
+
+Every step of an operation is journaled in the state store before and after it happens
+(server states: launching -> booting -> checking -> warming -> ready -> joining ->
+in_service -> draining -> stopping -> destroyed). When a command finds an operation that
+never finished (its `phoenix` process was killed), it puts things right before anything
+else, always in the direction that keeps every role served:
+
+- servers launched but never put into service are destroyed;
+- a server caught joining is adopted when the balancer has it UP, else removed;
+- a server caught draining is retired when the role is served without it, else returned
+  to service;
+- a server caught stopping is finished off;
+- processes the record does not know (a launch killed before it was written down) are
+  adopted when their row exists, destroyed otherwise;
+- balancer members that point at nothing are removed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .deadline import Deadline
+from .state import ServerRow
+
+if TYPE_CHECKING:
+    from .executor import Executor, Operation
+
+NEVER_SERVED = {"launching", "booting", "checking", "warming", "ready", "staged"}
+MAY_BE_MEMBER = {"in_service", "standby", "joining"}
+
+
+def unfinished(ex: "Executor", env: str, current: str) -> list:
+    return [op for op in ex.store.operations(env, limit=500) if op.status == "running" and op.id != current]
+
+
+def recover(ex: "Executor", op: "Operation", env: str) -> list[str]:
+    """Bring the record and reality together; returns what was found and done."""
+    actions: list[str] = []
+    for interrupted in unfinished(ex, env, op.id):
+        ex.store.set_operation_status(interrupted.id, "interrupted", f"recovered by {op.id}")
+        actions.append(f"operation {interrupted.id} ({interrupted.kind}) never finished: recovering")
+    stop = ex.spec.deadlines(env).stop
+    # Reality first: processes the record missed.
+    discovered = ex.compute.discover(env)
+    rows = {row.id: row for row in ex.store.servers(env, include_destroyed=True)}
+    for server_id, handle in discovered.items():
+        row = rows.get(server_id)
+        if row is None or row.state == "destroyed":
+            ex.compute.destroy(handle, Deadline(stop, f"orphan {server_id} to stop"))
+            actions.append(f"{server_id}: process {handle['pid']} unknown to the record: destroyed")
+        elif not ex.compute.is_alive(row.handle_data):
+            ex.store.update_server(server_id, handle={**row.handle_data, **{k: handle[k] for k in ("pid", "started", "root", "dir")}})
+            actions.append(f"{server_id}: its launch was not recorded but its process {handle['pid']} runs: adopted")
+    wanted = ex.spec.environments[env].roles
+    for lb_row in ex.store.load_balancers(env):
+        role = lb_row.role
+        lb = ex._ensure_load_balancer(op, env, role) if role in wanted else lb_row
+        if not ex.lbs.is_alive(lb.handle_data):
+            continue
+        for row in ex.store.servers(env, role):
+            actions += _settle(ex, op, env, lb, row)
+        members = ex.lbs.members(lb.handle_data)
+        valid = {
+            row.id for row in ex.store.servers(env, role) if row.state in MAY_BE_MEMBER and ex.compute.is_alive(row.handle_data)
+        }
+        for name in members:
+            if name not in valid:
+                ex.lbs.remove_member(lb.handle_data, name, Deadline(ex.spec.deadlines(env).swap, f"removal of {name}"))
+                actions.append(f"{role}: balancer member {name} pointed at nothing: removed")
+    return actions
+
+
+def _settle(ex: "Executor", op: "Operation", env: str, lb, row: ServerRow) -> list[str]:
+    alive = ex.compute.is_alive(row.handle_data)
+    members = ex.lbs.members(lb.handle_data)
+    member = members.get(row.id)
+    stop = ex.spec.deadlines(env).stop
+
+    def remove(reason: str) -> list[str]:
+        ex.lbs.remove_member(lb.handle_data, row.id, Deadline(ex.spec.deadlines(env).swap, f"removal of {row.id}"))
+        ex._destroy_server(op, ex.store.server(row.id), stop, failed=True)
+        return [f"{row.role}: {row.id} {reason}: destroyed"]
+
+    if row.state in NEVER_SERVED:
+        return remove(f"was {row.state}, never put into service")
+    if row.state == "stopping":
+        return remove("was being destroyed")
+    if not alive and row.state != "destroyed":
+        return remove(f"was {row.state} but its process is gone")
+    if row.state == "joining":
+        if member is not None and member.up:
+            ex.store.update_server(row.id, state="in_service", in_service=True)
+            return [f"{row.role}: {row.id} was joining and the balancer has it UP: adopted into service"]
+        return remove("was joining but the balancer does not have it UP")
+    if row.state == "draining":
+        serving = [
+            r.id for r in ex.store.servers(env, row.role)
+            if r.id != row.id and r.in_service and members.get(r.id) is not None and members[r.id].up
+        ]
+        desired = ex.spec.environments[env].roles[row.role].count if row.role in ex.spec.environments[env].roles else 0
+        if len(serving) >= desired:
+            ex._retire(op, env, row.role, row.id, lb)
+            return [f"{row.role}: {row.id} was draining and the role is served without it: retired"]
+        ex.lbs.switch(lb.handle_data, enable=[row.id], disable=[])
+        ex.store.update_server(row.id, state="in_service", in_service=True)
+        return [f"{row.role}: {row.id} was draining and the role needs it: returned to service"]
+    return []

@@ -1,0 +1,172 @@
+"""Crash safety (issue 6): SIGKILL at every step of a rotation, locks, recovery.
+
+The `phoenix` commands here run as real subprocesses, so that killing one is exactly what
+a CI runner being killed mid-deploy does; failpoints (PHOENIX_FAILPOINT) choose where."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import PRODUCTION_COUNTS, copy_example, destroy_quietly, wait_for
+from phoenixctl.executor import Executor, Project
+from phoenixctl.load import LoadGenerator
+
+pytestmark = pytest.mark.slow
+
+PHOENIX = str(Path(sys.executable).parent / "phoenix")
+FAILPOINTS = ["launch", "health", "warmup", "swap", "drain", "destroy"]
+
+
+def phoenix(spec_path: Path, *args: str, failpoint: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
+    if failpoint:
+        env["PHOENIX_FAILPOINT"] = failpoint
+    return subprocess.run([PHOENIX, *args, "-f", str(spec_path)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def status(spec_path: Path) -> dict:
+    result = phoenix(spec_path, "status", "production", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def server_pids(servers_dir: Path) -> set[int]:
+    """Every live process running from a server root of the environment."""
+    pids = set()
+    for process in psutil.process_iter(["pid", "cwd", "status"]):
+        cwd = process.info.get("cwd") or ""
+        if cwd.startswith(str(servers_dir) + "/") and process.info["status"] != psutil.STATUS_ZOMBIE:
+            pids.add(process.info["pid"])
+    return pids
+
+
+@pytest.fixture
+def production(tmp_path_factory):
+    spec_path = copy_example(tmp_path_factory, "crash")
+    try:
+        assert phoenix(spec_path, "up", "production").returncode == 0
+        yield spec_path
+    finally:
+        destroy_quietly(spec_path, "production")
+
+
+def lb_urls(spec_path: Path) -> list[str]:
+    lbs = {lb["role"]: lb["address"] for lb in status(spec_path)["load_balancers"]}
+    return [f"http://{lbs['frontend']}/page/{n}" for n in range(30)] + [
+        f"http://{lbs['backend']}/api/articles",
+        f"http://{lbs['edit']}/healthz",
+    ]
+
+
+def test_sigkill_at_every_step_of_a_rotation(production: Path, capsys):
+    workdir = production.parent / ".phoenix"
+    report = []
+    with LoadGenerator(lb_urls(production), concurrency=8, rate=150) as load:
+        load.wait_for_requests(100)
+        for point in FAILPOINTS:
+            killed = phoenix(production, "rotate", "production", failpoint=point)
+            assert killed.returncode == -signal.SIGKILL, (point, killed.returncode, killed.stderr)
+            # the state database survived the kill intact
+            with sqlite3.connect(workdir / "state.db") as db:
+                assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", point
+            following = phoenix(production, "up", "production", "--json")
+            assert following.returncode == 0, (point, following.stderr)
+            recovered = json.loads(following.stdout)["recovered"]
+            assert any("never finished" in line for line in recovered), (point, recovered)
+            now = status(production)
+            counts = {role: sum(1 for s in now["servers"] if s["role"] == role) for role in PRODUCTION_COUNTS}
+            assert counts == PRODUCTION_COUNTS, (point, now["servers"])
+            assert all(s["in_service"] and s["state"] == "in_service" for s in now["servers"]), point
+            # no process of the environment that the state store does not list
+            assert server_pids(workdir / "servers" / "production") == {s["pid"] for s in now["servers"]}, point
+            # no balancer member that points at nothing
+            project = Project(production)
+            try:
+                executor = Executor(project)
+                for lb in project.store.load_balancers("production"):
+                    members = executor.lbs.members(lb.handle_data)
+                    assert set(members) == {s["id"] for s in now["servers"] if s["role"] == lb.role}, (point, lb.role)
+                    assert all(m.up for m in members.values()), (point, lb.role)
+            finally:
+                project.close()
+            report.append((point, len(recovered), load.stats.failed))
+        load.wait_for_requests(load.stats.sent + 100)
+    with capsys.disabled():
+        for point, actions, failed in report:
+            print(f"\n  kill at {point:8s}: recovered with {actions} actions, failed requests so far {failed}", end="")
+    assert load.stats.failed == 0, load.stats.as_dict()
+    history = json.loads(phoenix(production, "history", "production", "--json", "--limit", "50").stdout)
+    assert sum(1 for op in history if op["status"] == "interrupted") == len(FAILPOINTS)
+
+
+def test_second_deploy_fails_at_once_naming_the_holder_then_waits_with_a_timeout(production: Path):
+    env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
+    first = subprocess.Popen([PHOENIX, "rotate", "production", "-f", str(production)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock_file = production.parent / ".phoenix" / "locks" / "production.lock"
+        wait_for(lambda: lock_file.exists() and lock_file.read_text().strip(), 30, "the first rotation to hold the lock")
+        started = time.monotonic()
+        second = phoenix(production, "deploy", "production")
+        assert second.returncode == 3, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in second.stderr
+        assert f"environment production is locked by rotate (host {os.uname().nodename}, pid {first.pid}, since " in lines[0]
+        assert time.monotonic() - started < 10  # failed at once (lock-timeout 0)
+        # read-only commands never wait for the lock
+        assert phoenix(production, "status", "production", "--json", timeout=10).returncode == 0
+        assert phoenix(production, "history", "production", timeout=10).returncode == 0
+        waited = phoenix(production, "up", "production", "--lock-timeout", "120")
+        assert waited.returncode == 0, waited.stderr
+        assert first.poll() == 0  # it ran to its end before the waiting command got the lock
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.wait(30)
+        first.stderr.close()
+
+
+def test_stale_lock_is_taken_over_and_recorded(production: Path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock_file = production.parent / ".phoenix" / "locks" / "production.lock"
+    lock_file.write_text(json.dumps({"host": "ci-runner-7", "pid": dead.pid, "operation": "deploy", "since": "2026-01-01T00:00:00+00:00"}))
+    result = phoenix(production, "up", "production", "--json")
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads(result.stdout)["recovered"]
+    assert recorded == [f"took over the lock of deploy (host ci-runner-7, pid {dead.pid}, since 2026-01-01T00:00:00+00:00)"]
+    history = json.loads(phoenix(production, "history", "production", "--json").stdout)
+    assert "took over the lock of deploy" in history[0]["summary"]
+
+
+def test_recover_on_a_clean_environment_changes_nothing(production: Path):
+    before = status(production)
+    result = phoenix(production, "recover", "production")
+    assert result.returncode == 0 and "nothing to recover" in result.stdout
+    after = status(production)
+    assert [(s["id"], s["pid"]) for s in after["servers"]] == [(s["id"], s["pid"]) for s in before["servers"]]
+
+
+def test_orphan_process_is_removed(production: Path):
+    """Reality wins: a server process the record never heard of is destroyed."""
+    orphan_root = production.parent / ".phoenix" / "servers" / "production" / "backend-0rphan" / "root"
+    orphan_root.mkdir(parents=True)
+    orphan = subprocess.Popen(["sleep", "300"], cwd=orphan_root, start_new_session=True)
+    try:
+        result = phoenix(production, "recover", "production")
+        assert result.returncode == 0, result.stderr
+        assert f"backend-0rphan: process {orphan.pid} unknown to the record: destroyed" in result.stdout
+        assert orphan.wait(10) is not None
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+            orphan.wait()
