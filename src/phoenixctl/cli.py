@@ -161,6 +161,102 @@ def up(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> 
 
 
 dry_run_option = click.option("--dry-run", is_flag=True, help="Print the plan (servers, batches, reasons) and change nothing")
+discard_state_option = click.option(
+    "--discard-state", is_flag=True, help="Retire servers even when they hold files written outside scratch and persistent mounts"
+)
+
+
+@app.command("plan")
+@env_argument
+@spec_option
+@json_option
+def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """Every server that should be replaced and why; exit 1 when something should."""
+    with executor_for(spec_file, "plan", quiet=True) as executor:
+        report = executor.reconcile_plan(env)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        for role in report["roles"]:
+            items = role["replace"] + role["retire"]
+            line = f"{role['role']}: " + ("up to date" if not items and not role["missing"] else f"{len(items)} to replace")
+            if role["missing"]:
+                line += f", {role['missing']} missing"
+            out.print(line)
+            for item in items:
+                out.print(f"  {item['server']}: {item['reason']}", markup=False)
+    raise click.exceptions.Exit(1 if report["needs_replacement"] else 0)
+
+
+@app.command("drift")
+@env_argument
+@spec_option
+@json_option
+def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
+    """Each server's files against how it booted; state written on servers listed apart."""
+    with executor_for(spec_file, "drift", quiet=True) as executor:
+        report = executor.drift(env)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    for server in report["servers"]:
+        if not server["supported"]:
+            out.print(f"{server['id']}: the provider cannot tell")
+            continue
+        if not (server["modified"] or server["added"] or server["deleted"]):
+            out.print(f"{server['id']}: as booted")
+            continue
+        out.print(f"{server['id']} ({server['role']}):")
+        for label in ("modified", "added", "deleted"):
+            for path in server[label]:
+                out.print(f"  {label:8s} {path}", markup=False)
+        if server["state"]:
+            verdict = "discarded on retirement" if server["on_server_state"] == "discard" else "retiring it is refused without --discard-state"
+            out.print(f"  state left on the server ({verdict}): {', '.join(server['state'])}", markup=False)
+
+
+@app.command()
+@env_argument
+@click.option("--interval", type=float, default=None, help="Seconds between passes (default: the spec's watch.interval)")
+@click.option("--max-replacements-per-hour", "budget", type=click.IntRange(min=0), default=None, help="Budget (default: the spec's)")
+@click.option("--passes", type=click.IntRange(min=1), default=None, help="Stop after this many passes (default: until SIGTERM)")
+@discard_state_option
+@spec_option
+def watch(env: str, interval: float | None, budget: int | None, passes: int | None, discard_state: bool, spec_file: Path | None) -> None:
+    """Reconcile loop: replace outdated, old, drifted, unhealthy and dead servers as they appear."""
+    from .watch import Watcher
+
+    load_spec(spec_file).environment(env)
+    Watcher(spec_file, env, lambda line: out.print(line, markup=False), interval, budget, discard_state).run(passes)
+
+
+@app.command()
+@env_argument
+@click.option("--kill", type=click.IntRange(min=1), default=1, show_default=True, help="How many in-service servers to terminate")
+@click.option("--role", "-r", default=None, help="Only servers of this role")
+@click.option("--heal", is_flag=True, help="Heal right away instead of waiting for `phoenix watch`")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the full count again")
+@click.option("--rate", type=float, default=100.0, show_default=True, help="Requests per second of the load meanwhile")
+@click.option("--allow-outage", is_flag=True, help="May kill the last in-service server of a role")
+@click.option("--seed", type=int, default=None, help="Random seed, to repeat a run")
+@spec_option
+@json_option
+def chaos(
+    env: str, kill: int, role: str | None, heal: bool, timeout: float, rate: float, allow_outage: bool, seed: int | None,
+    spec_file: Path | None, as_json: bool,
+) -> None:
+    """Terminate random in-service servers under load; report the time to the full count again."""
+    from .watch import chaos as run_chaos
+
+    report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        out.print(
+            f"chaos {env}: killed {', '.join(report['killed'])}; full count again after {report['seconds_to_full_count']:.2f}s; "
+            f"requests {report['requests']} sent, {report['failed']} failed {report['errors'] or ''}",
+            markup=False,
+        )
 
 
 def _print_plan(plan: dict, as_json: bool) -> None:
@@ -188,12 +284,14 @@ def _print_plan(plan: dict, as_json: bool) -> None:
 @click.option("--strategy", type=click.Choice(["rolling", "blue-green", "canary"]), default=None, help="Instead of the environment's")
 @click.option("--pause", is_flag=True, help="canary: stop after the canary and wait for `promote` or `rollback`")
 @dry_run_option
+@discard_state_option
 @lock_timeout_option
 @spec_option
 @json_option
-def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
+def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Bake, then replace every server whose image or boot configuration changed."""
     with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
+        executor.discard_state = discard_state
         if dry_run:
             _print_plan(executor.describe(env, "deploy", strategy), as_json)
             return
@@ -204,12 +302,14 @@ def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, lock_time
 @env_argument
 @click.option("--role", "-r", default=None, help="Only this role")
 @dry_run_option
+@discard_state_option
 @lock_timeout_option
 @spec_option
 @json_option
-def rotate(env: str, role: str | None, dry_run: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
+def rotate(env: str, role: str | None, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Replace every server even if nothing changed: the phoenix rebirth."""
     with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
+        executor.discard_state = discard_state
         if dry_run:
             _print_plan(executor.describe(env, "rotate", role=role), as_json)
             return
@@ -521,7 +621,9 @@ def demo(env: str, rate: float, keep: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and an exit code for every failure, never a traceback."""
     try:
-        app.main(args=argv, prog_name="phoenix", standalone_mode=False)
+        code = app.main(args=argv, prog_name="phoenix", standalone_mode=False)
+        if isinstance(code, int):  # a command's own exit code (ctx.exit / Exit), e.g. `plan`
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

@@ -14,6 +14,7 @@ import json
 import secrets
 import socket
 import threading
+from fnmatch import fnmatch
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from . import drivers
 from . import config
 from .config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
-from .drivers.base import LaunchRequest
+from .drivers.base import FileChanges, LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
 from .faults import failpoint
 from .secrets import SecretResolver
@@ -153,7 +154,7 @@ class Project:
 
 
 class Executor:
-    def __init__(self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0):
+    def __init__(self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0, discard_state: bool = False):
         self.project = project
         self.spec = project.spec
         self.store = project.store
@@ -161,6 +162,7 @@ class Executor:
         self.lbs = project.load_balancers
         self.reporter = reporter or Reporter()
         self.lock_timeout = lock_timeout
+        self.discard_state = discard_state  # retire servers even when they hold state written on them
         self._address_lock = threading.Lock()
         # Each project gets its own second octet of 127/8, so two copies rarely meet.
         self._octet = 64 + int(hashlib.sha256(str(project.dir).encode()).hexdigest(), 16) % 190
@@ -387,7 +389,8 @@ class Executor:
         image_ids: dict[str, str] | None = None,
         release_kind: str | None = None,
         release_reason: str = "",
-    ) -> None:
+        reconcile_budget: int | None = None,
+    ) -> list[RolePlan]:
         env_spec = self.spec.environments[env]
         self.preflight(env)
         if image_ids is None:
@@ -401,7 +404,8 @@ class Executor:
             if roles and role not in roles:
                 continue
             boot = boots[role]
-            observed = [self._observe(row) for row in self.store.servers(env, role) if row.state != "standby"]
+            reconcile = reconcile_budget is not None
+            observed = [self._observe(row, inspect=reconcile) for row in self.store.servers(env, role) if row.state != "standby"]
             plan = plan_role(
                 role,
                 env_role.count,
@@ -411,9 +415,15 @@ class Executor:
                 self.spec.rollout(env),
                 replace_all=replace_all,
                 replace_outdated=replace_outdated,
+                max_age=self.spec.max_age(env, role) if reconcile else None,
+                now=utcnow(),
+                budget=reconcile_budget,
             )
+            if reconcile_budget is not None:
+                reconcile_budget -= sum(1 for r in plan.replace if not r.urgent)
             plans.append(plan)
             self.reporter.planned(sum(b.launch for b in plan.batches) + len(plan.replace) + len(plan.retire_extra) + len(plan.remove_dead))
+        self._check_server_state(env, [r.server_id for p in plans for r in p.replace + p.retire_extra])
         # Roles have their own servers and balancers: converge them side by side, each after
         # the roles it depends on (a frontend warms its cache from a backend in service).
         by_role = {p.role: p for p in plans}
@@ -427,9 +437,10 @@ class Executor:
         if any(paused):
             op.final_status, op.result.paused = "paused", True
             self.reporter.info(f"canary in service; `phoenix promote {env}` rolls the rest, `phoenix rollback {env}` retires it")
-            return
+            return plans
         reasons = sorted({r.reason for p in plans for r in p.replace})
         self._record_release(op, env, release_kind or op.result.kind, release_reason or "; ".join(reasons), image_ids, boots)
+        return plans
 
     def _record_release(self, op: Operation, env: str, kind: str, reason: str, image_ids=None, boots=None) -> None:
         """Remember what the environment serves now, when it changed."""
@@ -475,16 +486,68 @@ class Executor:
             self.lbs.destroy(lb.handle_data, Deadline(deadlines.stop, f"stop of the {lb.role} load balancer"))
             self.store.delete_load_balancer(env, lb.role)
 
-    def _observe(self, row: ServerRow) -> ObservedServer:
+    def _observe(self, row: ServerRow, inspect: bool = False) -> ObservedServer:
+        alive = self.compute.is_alive(row.handle_data)
+        drift = unhealthy = ""
+        if inspect and alive and row.in_service:
+            changes = self.file_changes(row)
+            drift = describe_changes(changes) if changes else ""
+            unhealthy = self._health_problem(row)
         return ObservedServer(
             id=row.id,
             role=row.role,
             image_id=row.image_id,
             fingerprint=row.fingerprint,
-            alive=self.compute.is_alive(row.handle_data),
+            alive=alive,
             in_service=row.in_service,
             launched_at=row.launched_at,
+            drift=drift,
+            unhealthy=unhealthy,
         )
+
+    # --- drift and state on servers ---------------------------------------------------------
+    def file_changes(self, row: ServerRow) -> FileChanges | None:
+        """Changes since boot, less the role's scratch paths and persistent mounts."""
+        changes = self.compute.file_changes(row.handle_data)
+        if changes is None:
+            return None
+        role = self.spec.roles.get(row.role)
+        scratch = role.scratch if role else []
+        ignored = lambda path: path.startswith("persistent/") or any(fnmatch(path, p) for p in scratch)  # noqa: E731
+        return changes.without(ignored)
+
+    def _health_problem(self, row: ServerRow) -> str:
+        health = self.spec.roles[row.role].health
+        try:
+            response = self.project.http.get(f"http://{row.address}:{row.port}{health.path}", timeout=health.timeout)
+            if not 200 <= response.status_code < 400:
+                return f"GET {health.path} answered HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            return f"GET {health.path} failed: {type(exc).__name__}"
+        lb = self.store.load_balancer(row.env, row.role)
+        if lb and self.lbs.is_alive(lb.handle_data):
+            member = self.lbs.members(lb.handle_data).get(row.id)
+            if member is not None and member.status.startswith("DOWN"):
+                return f"the load balancer reports it {member.status}"
+        return ""
+
+    def _check_server_state(self, env: str, server_ids: list[str]) -> None:
+        """Refuse to retire servers holding files written outside scratch and persistent mounts
+        (new files: data someone keeps there; a changed image file is drift, replaced freely)."""
+        if self.discard_state:
+            return
+        for server_id in server_ids:
+            row = self.store.server(server_id)
+            if row is None or self.spec.roles.get(row.role) is None or self.spec.roles[row.role].on_server_state == "discard":
+                continue
+            changes = self.file_changes(row)
+            written = changes.added if changes else []  # new files: data that would be lost
+            if written:
+                shown = ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else "")
+                raise PhoenixError(
+                    f"refusing to retire {server_id}: it holds state written on the server ({shown}); "
+                    f"declare those paths as scratch, set on_server_state: discard for role {row.role}, or pass --discard-state"
+                )
 
     def _execute_role(
         self, op: Operation, env: str, plan: RolePlan, lb: LoadBalancerRow, boot: BootConfig, strategy: str = "rolling", pause: bool = False
@@ -746,6 +809,68 @@ class Executor:
                 self._swap_in(op, env, server, row)
         return row
 
+    # --- keeping servers phoenix -----------------------------------------------------------------
+    def reconcile_plan(self, env: str) -> dict:
+        """Every server that should be replaced and why (image or configuration changed,
+        older than max_age, drifted, unhealthy, dead), changing nothing."""
+        self.project.loaded.environment(env)
+        image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
+        lbs = {row.role: f"{row.address}:{row.port}" for row in self.store.load_balancers(env)}
+        boots = self.desired_boot(env, image_ids, lbs)
+        now = utcnow()
+        roles = []
+        for role, env_role in self.spec.environments[env].roles.items():
+            observed = [self._observe(r, inspect=True) for r in self.store.servers(env, role) if r.state != "standby"]
+            plan = plan_role(
+                role, env_role.count, boots[role].fingerprint, boots[role].image_id, observed, self.spec.rollout(env),
+                max_age=self.spec.max_age(env, role), now=now,
+            )
+            missing = sum(b.launch for b in plan.batches) - len(plan.replace)
+            roles.append(
+                {
+                    "role": role,
+                    "desired": env_role.count,
+                    "replace": [{"server": r.server_id, "reason": r.reason} for r in plan.replace + plan.remove_dead],
+                    "retire": [{"server": r.server_id, "reason": r.reason} for r in plan.retire_extra],
+                    "missing": max(missing, 0),
+                }
+            )
+        needed = any(r["replace"] or r["retire"] or r["missing"] for r in roles)
+        return {"environment": env, "needs_replacement": needed, "roles": roles}
+
+    def drift(self, env: str) -> dict:
+        """Each server's files against how it booted: drift, and state written on it."""
+        self.project.loaded.environment(env)
+        servers = []
+        for row in self.store.servers(env):
+            if not self.compute.is_alive(row.handle_data):
+                continue
+            changes = self.file_changes(row)
+            if changes is None:
+                servers.append({"id": row.id, "role": row.role, "supported": False})
+                continue
+            servers.append(
+                {
+                    "id": row.id,
+                    "role": row.role,
+                    "supported": True,
+                    "modified": changes.modified,
+                    "added": changes.added,
+                    "deleted": changes.deleted,
+                    # new files outside scratch and persistent mounts: lost when the server goes
+                    "state": changes.added,
+                    "on_server_state": self.spec.roles[row.role].on_server_state if row.role in self.spec.roles else "refuse",
+                }
+            )
+        return {"environment": env, "drifted": any(s.get("modified") or s.get("added") or s.get("deleted") for s in servers), "servers": servers}
+
+    def reconcile(self, env: str, budget: int | None) -> OperationResult:
+        """One pass of `watch`: replace what needs replacing within the budget (unhealthy and
+        dead servers at once), oldest first, within the rotation limits."""
+        with self.operation(env, "watch") as op:
+            self._converge(op, env, roles=None, replace_outdated=True, replace_all=False, reconcile_budget=budget)
+            return op.result
+
     # --- dry runs ---------------------------------------------------------------------------
     def describe(self, env: str, kind: str, strategy: str | None = None, role: str | None = None) -> dict:
         """What deploy, rotate or rollback would do, and why, without doing any of it."""
@@ -898,6 +1023,14 @@ class _NoSessions:
 
 
 _NO_SESSIONS = _NoSessions()
+
+
+def describe_changes(changes: FileChanges) -> str:
+    parts = []
+    for label, paths in (("modified", changes.modified), ("added", changes.added), ("deleted", changes.deleted)):
+        if paths:
+            parts.append(f"{len(paths)} {label} ({', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''})")
+    return ", ".join(parts)
 
 
 def operation_report(store: StateStore, op) -> dict:

@@ -20,12 +20,15 @@ class ObservedServer:
     alive: bool
     in_service: bool
     launched_at: datetime | None = None
+    drift: str = ""  # why its files differ from how it booted ("" when they do not)
+    unhealthy: str = ""  # why its health check or the balancer's fails ("" when healthy)
 
 
 @dataclass(frozen=True)
 class Replacement:
     server_id: str
     reason: str
+    urgent: bool = False  # unhealthy: replaced at once, outside any budget
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,31 @@ def ideal_batches(outdated: int, surge: int, unavailable: int) -> int:
     return -(-outdated // max(1, surge + unavailable)) if outdated else 0
 
 
+def replacement_reason(
+    server: ObservedServer,
+    fingerprint: str,
+    image_id: str,
+    replace_all: bool,
+    replace_outdated: bool,
+    max_age: float | None,
+    now: datetime | None,
+) -> str:
+    """Why a live server should be replaced ("" when it should not), most pressing first."""
+    if server.unhealthy:
+        return f"unhealthy: {server.unhealthy}"
+    if replace_all:
+        return "rotation requested"
+    if replace_outdated and server.fingerprint != fingerprint:
+        return "image changed" if server.image_id != image_id else "boot configuration changed"
+    if max_age is not None and now is not None and server.launched_at is not None:
+        age = (now - server.launched_at).total_seconds()
+        if age > max_age:
+            return f"older than max_age ({age:.0f}s > {max_age:g}s)"
+    if server.drift:
+        return f"drifted: {server.drift}"
+    return ""
+
+
 def plan_role(
     role: str,
     desired: int,
@@ -93,6 +121,9 @@ def plan_role(
     rollout: RolloutSpec,
     replace_all: bool = False,
     replace_outdated: bool = True,
+    max_age: float | None = None,
+    now: datetime | None = None,
+    budget: int | None = None,
 ) -> RolePlan:
     """Decide what happens to one role.
 
@@ -121,11 +152,13 @@ def plan_role(
     kept = [s for s in by_age if s.id not in retiring]
 
     for server in kept:
-        if replace_all:
-            plan.replace.append(Replacement(server.id, "rotation requested"))
-        elif replace_outdated and server.fingerprint != fingerprint:
-            reason = "image changed" if server.image_id != image_id else "boot configuration changed"
-            plan.replace.append(Replacement(server.id, reason))
+        reason = replacement_reason(server, fingerprint, image_id, replace_all, replace_outdated, max_age, now)
+        if reason:
+            plan.replace.append(Replacement(server.id, reason, urgent=bool(server.unhealthy)))
+    if budget is not None:  # oldest first within the budget; unhealthy servers never wait
+        planned = [r for r in plan.replace if not r.urgent]
+        allowed = {r.server_id for r in planned[: max(budget, 0)]}
+        plan.replace = [r for r in plan.replace if r.urgent or r.server_id in allowed]
 
     missing = desired - len(kept)
     if missing > 0:

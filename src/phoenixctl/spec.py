@@ -242,6 +242,12 @@ class RoleSpec(ConfigLayer):
     depends_on: list[str] = Field(
         default_factory=list, description="Roles converged before this one (e.g. the backend a frontend calls)"
     )
+    scratch: list[str] = Field(
+        default_factory=list, description="Paths in the server (fnmatch patterns) that may change freely: caches, temporary files"
+    )
+    on_server_state: Literal["refuse", "discard"] = Field(
+        "refuse", description="Retiring a server that holds files written outside scratch and persistent mounts"
+    )
     persistent: list[Name] = Field(
         default_factory=list,
         description="Named directories of the persistent layer (outside every server) attached at boot; "
@@ -283,6 +289,7 @@ class DefaultsSpec(ConfigLayer):
 
 class EnvRoleSpec(ConfigLayer):
     count: int = Field(ge=0)
+    max_age: Duration | None = Field(None, description="Replaces the environment's max_age for this role")
     warmup: WarmupSpec | None = Field(None, description="Replaces the role's warm-up in this environment")
     lb_address: str | None = Field(
         None, pattern=r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5}$", description="Fixed host:port on loopback"
@@ -295,8 +302,17 @@ class EnvRoleSpec(ConfigLayer):
         return {"count": value} if isinstance(value, int) and not isinstance(value, bool) else value
 
 
+class WatchSpec(Model):
+    """`phoenix watch`: the reconcile loop that keeps an environment phoenix."""
+
+    interval: Duration = 30.0
+    max_replacements_per_hour: int = Field(20, ge=0, description="Budget for planned replacements; dead and unhealthy ones do not wait")
+
+
 class EnvironmentSpec(ConfigLayer):
     roles: dict[str, EnvRoleSpec]
+    max_age: Duration | None = Field(None, description="Servers older than this are replaced (e.g. 7d)")
+    watch: WatchSpec = WatchSpec()
     secrets: dict[SecretName, SecretSource] = Field(
         default_factory=dict, description="This environment's secrets, by reference; they never reach another environment"
     )
@@ -325,6 +341,9 @@ class Spec(Model):
 
     def rollout(self, env: str) -> RolloutSpec:
         return self.environments[env].rollout or self.defaults.rollout
+
+    def max_age(self, env: str, role: str) -> float | None:
+        return self.environments[env].roles[role].max_age or self.environments[env].max_age
 
     def warmup(self, env: str, role: str) -> WarmupSpec | None:
         chosen = self.environments[env].roles[role].warmup or self.roles[role].warmup

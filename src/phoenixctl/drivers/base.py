@@ -72,6 +72,22 @@ class MemberCounters:
     errors: int  # 5xx answers, connection and response errors (retried elsewhere or not)
 
 
+@dataclass(frozen=True)
+class FileChanges:
+    """A server's files against the root it booted with (paths relative to the root)."""
+
+    modified: list[str]
+    added: list[str]
+    deleted: list[str]
+
+    def without(self, ignored) -> "FileChanges":
+        keep = lambda paths: [p for p in paths if not ignored(p)]  # noqa: E731
+        return FileChanges(keep(self.modified), keep(self.added), keep(self.deleted))
+
+    def __bool__(self) -> bool:
+        return bool(self.modified or self.added or self.deleted)
+
+
 class ComputeDriver(ABC):
     """Images and servers."""
 
@@ -105,9 +121,17 @@ class ComputeDriver(ABC):
         """Stop the server (gracefully, then by force at the deadline) and delete it."""
 
     @abstractmethod
+    def terminate(self, handle: dict) -> None:
+        """End the server abruptly, leaving everything else as it is (chaos: a machine failing)."""
+
+    @abstractmethod
     def discover(self, env: str) -> dict[str, dict]:
         """What really runs for the environment, by server id, whatever the state store
         says: recovery adopts what the record missed and removes orphans."""
+
+    def file_changes(self, handle: dict) -> FileChanges | None:
+        """What changed in the server since it booted; None where the provider cannot tell."""
+        return None
 
     def describe(self, handle: dict) -> dict:
         """Provider-specific fields for `status` (pid and root for local servers)."""

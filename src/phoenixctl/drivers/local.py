@@ -26,7 +26,7 @@ from .. import userdata
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..spec import ImageSpec
-from .base import BakeResult, ComputeDriver, Launched, LaunchRequest
+from .base import BakeResult, ComputeDriver, FileChanges, Launched, LaunchRequest
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
 _IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
@@ -40,8 +40,9 @@ def _walk_files(root: Path):
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_NAMES)
         for filename in sorted(filenames):
-            if not filename.endswith(".pyc"):
-                yield Path(dirpath) / filename
+            path = Path(dirpath) / filename
+            if not filename.endswith(".pyc") and not path.is_symlink():  # links: persistent mounts
+                yield path
 
 
 def _sha256(path: Path) -> str:
@@ -150,6 +151,9 @@ class LocalCompute(ComputeDriver):
             with log_path.open("ab") as log:
                 env.update(self._apply_userdata(request, root, server_dir, env, log))
                 env.update(request.boot_env)
+                self._attach_persistent(root, env)
+                # The root as booted: what drift is measured against.
+                (server_dir / "boot-manifest.json").write_text(json.dumps(file_manifest(root), sort_keys=True))
                 process = subprocess.Popen(
                     ["/bin/sh", "-c", f"exec {request.command}"],
                     cwd=root,
@@ -206,6 +210,28 @@ class LocalCompute(ComputeDriver):
         return variables
 
     @staticmethod
+    def _attach_persistent(root: Path, env: dict[str, str]) -> None:
+        """Persistent directories appear in the server as `persistent/<name>` (symlinks)."""
+        for key, directory in env.items():
+            if key.startswith("PHOENIX_PERSISTENT_"):
+                Path(directory).mkdir(parents=True, exist_ok=True)
+                link = root / "persistent" / key.removeprefix("PHOENIX_PERSISTENT_").lower().replace("_", "-")
+                link.parent.mkdir(exist_ok=True)
+                link.symlink_to(directory, target_is_directory=True)
+
+    def file_changes(self, handle: dict) -> FileChanges | None:
+        try:
+            booted = json.loads((Path(handle["dir"]) / "boot-manifest.json").read_text())
+        except (OSError, KeyError, ValueError):
+            return None
+        now = file_manifest(Path(handle["root"]))
+        return FileChanges(
+            modified=sorted(p for p in booted if p in now and now[p] != booted[p]),
+            added=sorted(p for p in now if p not in booted),
+            deleted=sorted(p for p in booted if p not in now),
+        )
+
+    @staticmethod
     def _inside(root: Path, path: str) -> Path:
         relative = path.removeprefix(userdata.SERVER_ROOT).lstrip("/")
         target = (root / relative).resolve()
@@ -256,6 +282,13 @@ class LocalCompute(ComputeDriver):
         if child is not None:
             child.wait(timeout=5)
         shutil.rmtree(handle.get("dir") or handle.get("root", ""), ignore_errors=True)
+
+    def terminate(self, handle: dict) -> None:
+        if self.is_alive(handle):
+            self._signal_group(handle["pid"], signal.SIGKILL)
+            child = self._children.get(handle["pid"])
+            if child is not None:
+                child.wait(timeout=5)
 
     def _group_alive(self, pgid: int, handle: dict) -> bool:
         """Is anything left of the server's process group (children it forked included)?"""
