@@ -6,6 +6,7 @@ one-line reason; a held environment lock exits 3. Never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -642,4 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("phoenix: interrupted")
         return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+        if os.environ.get("PHOENIX_DEBUG"):
+            raise
+        err.print(f"phoenix: internal error: {type(exc).__name__}: {exc} (PHOENIX_DEBUG=1 shows the traceback)", markup=False)
+        return 1
     return 0

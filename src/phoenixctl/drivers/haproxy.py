@@ -13,6 +13,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -84,7 +86,27 @@ class RuntimeAPI:
         self.path = path
         self.timeout = timeout
 
+    _locks: dict[str, threading.Lock] = {}
+    _locks_guard = threading.Lock()
+
     def send(self, command: str) -> str:
+        # One command at a time per balancer: twenty threads connecting at once overflow the
+        # admin socket's backlog (EAGAIN), and HAProxy runs commands one by one anyway.
+        with self._locks_guard:
+            lock = self._locks.setdefault(self.path, threading.Lock())
+        deadline = Deadline(self.timeout, f"haproxy admin socket {self.path}")
+        with lock:
+            while True:
+                try:
+                    return self._send_once(command)
+                except (BlockingIOError, ConnectionRefusedError) as exc:
+                    if deadline.expired():
+                        raise PhoenixError(f"haproxy admin socket {self.path}: {exc.strerror}") from None
+                    time.sleep(0.01)
+                except OSError as exc:
+                    raise PhoenixError(f"haproxy admin socket {self.path}: {exc.strerror or exc}") from None
+
+    def _send_once(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(self.timeout)
             conn.connect(self.path)
@@ -151,7 +173,7 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
     def _answers(api: RuntimeAPI) -> bool:
         try:
             return "Name: HAProxy" in api.send("show info")
-        except OSError:
+        except PhoenixError:
             return False
 
     def is_alive(self, handle: dict) -> bool:
