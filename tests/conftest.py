@@ -6,7 +6,6 @@ even when the test failed."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Bad input: one line naming the place, exit code 2, no traceback, nothing started."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

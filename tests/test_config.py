@@ -19,8 +19,7 @@ import yaml
 from cryptography import x509
 
 from conftest import CI_COUNTS, PRODUCTION_COUNTS, copy_example, destroy_quietly
-from phoenixctl import cli, config, userdata
-from phoenixctl.errors import SpecError
+from phoenixctl import cli, userdata
 from phoenixctl.executor import Executor, Project
 
 

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import config
 from .errors import PhoenixError
-from .example import example_dir, init_example
+from .example import init_example
 from .executor import PHASES, Executor, OperationResult, Project, Reporter
 from .spec import json_schema, load_spec
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
+from .errors import PhoenixError
+
 T = TypeVar("T")
 
 
-class DeadlineExceeded(TimeoutError):
-    pass
+class DeadlineExceeded(PhoenixError, TimeoutError):
+    """A wait ran out of time: an expected failure, reported in one line like the others."""
 
 
 class Deadline:

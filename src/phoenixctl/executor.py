@@ -164,6 +164,7 @@ class Executor:
         self.lock_timeout = lock_timeout
         self.discard_state = discard_state  # retire servers even when they hold state written on them
         self._address_lock = threading.Lock()
+        self._guards: dict[tuple[str, str], threading.Lock] = {}  # per balancer: traffic guard checks
         # Each project gets its own second octet of 127/8, so two copies rarely meet.
         self._octet = 64 + int(hashlib.sha256(str(project.dir).encode()).hexdigest(), 16) % 190
 
@@ -280,9 +281,11 @@ class Executor:
             switched = [
                 role for role in standby_roles if strategies.switch_back(self, op, env, role, self.store.load_balancer(env, role))
             ]
-            if switched:
+            if switched and len(switched) == len(standby_roles):
                 self._record_release(op, env, "rollback", f"switched back to the kept group of {', '.join(switched)}")
                 return op.result
+            # no kept group, or one that could not serve: the previous release, rolling
+            # (roles already switched back match it and are left alone)
             self._redeploy_previous(op, env)
             return op.result
 
@@ -301,7 +304,7 @@ class Executor:
                 raise PhoenixError(f"image {image_id} of the previous release ({previous.operation_id}) is gone")
         old = Project.from_release(self.project, previous.spec_text)
         self.reporter.info(f"redeploying the release of {previous.operation_id} ({previous.kind}, {previous.created_at:%Y-%m-%d %H:%M:%S} UTC)")
-        Executor(old, self.reporter)._converge(
+        Executor(old, self.reporter, discard_state=self.discard_state)._converge(
             op, env, roles=None, replace_outdated=True, replace_all=False, strategy="rolling", image_ids=image_ids,
             release_kind="rollback", release_reason=f"back to the release of {previous.operation_id}",
         )
@@ -553,11 +556,9 @@ class Executor:
         self, op: Operation, env: str, plan: RolePlan, lb: LoadBalancerRow, boot: BootConfig, strategy: str = "rolling", pause: bool = False
     ) -> bool:
         """Carry out one role's plan; True when a canary paused."""
-        deadlines = self.spec.deadlines(env)
         for dead in plan.remove_dead:
             self.reporter.info(f"{plan.role}: removing {dead.server_id}: {dead.reason}")
-            self.lbs.remove_member(lb.handle_data, dead.server_id, Deadline(deadlines.swap, f"removal of {dead.server_id}"))
-            self._destroy_server(op, self.store.server(dead.server_id), deadlines.stop)
+            self._remove_and_destroy(op, env, lb, dead.server_id)
             op.note("removed", dead.server_id)
         for replacement in plan.replace:
             self.reporter.info(f"{plan.role}: will replace {replacement.server_id}: {replacement.reason}")
@@ -724,8 +725,7 @@ class Executor:
                 failpoint("swap")
                 deadline.poll(lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
-                self.lbs.remove_member(lb.handle_data, row.id, Deadline(5, f"removal of {row.id}"))
-                self._destroy_server(op, row, self.spec.deadlines(env).stop, failed=True)
+                self._remove_and_destroy(op, env, lb, row.id)
                 if not isinstance(exc, Exception):
                     raise
                 raise GateFailed(row.id, "load balancer", str(exc)) from None
@@ -745,19 +745,23 @@ class Executor:
     def _retire(self, op: Operation, env: str, role: str, server_id: str, lb: LoadBalancerRow) -> None:
         """Drain, then remove from the balancer, then stop and destroy."""
         deadlines = self.spec.deadlines(env)
-        members = self.lbs.members(lb.handle_data)
-        others_up = [name for name, m in members.items() if name != server_id and m.up]
-        wanted = self.spec.environments[env].roles.get(role)
-        if server_id in members and not others_up and wanted and wanted.count > 0:
-            raise PhoenixError(f"refusing to drain {server_id}: it is the last {role} server in service")
-        self.store.update_server(server_id, state="draining", in_service=False)
         with op.phase("drain", server_id):
+            # Check and drain under one lock per balancer: two retirements side by side must
+            # not both see the other still UP and leave nothing serving.
+            with self._guard(lb):
+                members = self.lbs.members(lb.handle_data)
+                others_up = [name for name, m in members.items() if name != server_id and m.up]
+                wanted = self.spec.environments[env].roles.get(role)
+                if server_id in members and not others_up and wanted and wanted.count > 0:
+                    raise PhoenixError(f"refusing to drain {server_id}: it is the last {role} server in service")
+                self.store.update_server(server_id, state="draining", in_service=False)
+                if server_id in members:
+                    self.lbs.drain_member(lb.handle_data, server_id)
             if server_id in members:
-                self.lbs.drain_member(lb.handle_data, server_id)
                 failpoint("drain")
                 try:
                     Deadline(deadlines.drain, f"sessions on {server_id} to reach zero").poll(
-                        lambda: self.lbs.members(lb.handle_data).get(server_id, _NO_SESSIONS).sessions == 0,
+                        lambda: (member := self.lbs.members(lb.handle_data).get(server_id)) is None or member.sessions == 0,
                         interval=0.02,
                         max_interval=0.2,
                     )
@@ -770,6 +774,19 @@ class Executor:
             self._destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
         op.note("retired", server_id)
         self.reporter.info(f"{role}: {server_id} retired")
+
+    def _guard(self, lb: LoadBalancerRow) -> threading.Lock:
+        with self._address_lock:
+            return self._guards.setdefault((lb.env, lb.role), threading.Lock())
+
+    def _remove_and_destroy(self, op: Operation, env: str, lb: LoadBalancerRow | None, server_id: str) -> None:
+        """A server that must not serve: out of the balancer, then destroyed — destroyed even
+        when the balancer cannot be reached, so nothing is left running."""
+        try:
+            if lb is not None and self.lbs.is_alive(lb.handle_data):
+                self.lbs.remove_member(lb.handle_data, server_id, Deadline(self.spec.deadlines(env).swap, f"removal of {server_id}"))
+        finally:
+            self._destroy_server(op, self.store.server(server_id), self.spec.deadlines(env).stop, failed=True)
 
     def _destroy_server(self, op: Operation, row: ServerRow | None, stop_seconds: float, failed: bool = False, record: bool = True) -> None:
         if row is None:
@@ -804,9 +821,21 @@ class Executor:
         self.store.save_load_balancer(row)
         self.reporter.info(f"load balancer {role} listening on {address}:{port}")
         # Members were in the dead balancer's memory only: whatever served must come back in.
-        for server in self.store.servers(env, role):
-            if server.in_service and self.compute.is_alive(server.handle_data):
-                self._swap_in(op, env, server, row)
+        # A server that does not come UP is marked out of service for the plan to replace;
+        # it is never destroyed here.
+        tls_port = self.spec.roles[role].tls_port
+        back = [s for s in self.store.servers(env, role) if s.in_service and self.compute.is_alive(s.handle_data)]
+        for server in back:
+            self.lbs.add_member(handle, server.id, server.address, server.port, tls_port)
+        try:
+            Deadline(self.spec.deadlines(env).swap, f"the {role} servers to be UP in the new balancer").poll(
+                lambda: all(m.up for name, m in self.lbs.members(handle).items() if name in {s.id for s in back}), interval=0.05
+            )
+        except DeadlineExceeded:
+            members = self.lbs.members(handle)
+            for server in back:
+                if not members.get(server.id) or not members[server.id].up:
+                    self.store.update_server(server.id, in_service=False)
         return row
 
     # --- keeping servers phoenix -----------------------------------------------------------------
@@ -1009,20 +1038,13 @@ class Executor:
             for future in futures:
                 try:
                     outcomes.append(future.result())
-                except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+                except Exception as exc:  # noqa: BLE001 - handed back to the caller; an interrupt is not
                     outcomes.append(exc)
         if raise_first:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
         return outcomes
-
-
-class _NoSessions:
-    sessions = 0
-
-
-_NO_SESSIONS = _NoSessions()
 
 
 def describe_changes(changes: FileChanges) -> str:

@@ -103,6 +103,9 @@ def _settle(ex: "Executor", op: "Operation", env: str, lb, row: ServerRow) -> li
             ex._retire(op, env, row.role, row.id, lb)
             return [f"{row.role}: {row.id} was draining and the role is served without it: retired"]
         ex.lbs.switch(lb.handle_data, enable=[row.id], disable=[])
+        Deadline(ex.spec.deadlines(env).swap, f"{row.id} to be UP again").poll(
+            lambda: (member := ex.lbs.members(lb.handle_data).get(row.id)) is not None and member.up, interval=0.05
+        )
         ex.store.update_server(row.id, state="in_service", in_service=True)
         return [f"{row.role}: {row.id} was draining and the role needs it: returned to service"]
     return []

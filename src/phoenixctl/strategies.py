@@ -94,9 +94,13 @@ def _switch(ex, op, env, lb, enable: list[ServerRow], disable: list[ServerRow], 
         ex.lbs.switch(lb.handle_data, enable=[r.id for r in enable], disable=[r.id for r in disable])
         try:
             deadline.poll(lambda: _all(ex, lb, enable, "up"), interval=0.02, max_interval=0.05)
-        except (DeadlineExceeded, GateFailed) as exc:
-            ex.lbs.switch(lb.handle_data, enable=[r.id for r in disable], disable=[r.id for r in enable])
-            _discard(ex, op, env, lb, enable)
+        except BaseException as exc:
+            try:
+                ex.lbs.switch(lb.handle_data, enable=[r.id for r in disable], disable=[r.id for r in enable])
+            finally:
+                _discard(ex, op, env, lb, enable)
+            if not isinstance(exc, Exception):
+                raise
             raise GateFailed(enable[0].id, "load balancer", f"{gate} undone: {exc}") from None
     for row in enable:
         ex.store.update_server(row.id, state="in_service", in_service=True, standby_until=None)
@@ -117,9 +121,7 @@ def _wait_sessions_gone(ex, op, env, lb, rows: list[ServerRow], seconds: float) 
 
 def _discard(ex, op, env, lb, rows: list[ServerRow]) -> None:
     """New servers that must not serve: out of the balancer, destroyed."""
-    for row in rows:
-        ex.lbs.remove_member(lb.handle_data, row.id, Deadline(5, f"removal of {row.id}"))
-    ex._parallel([lambda r=r: ex._destroy_server(op, ex.store.server(r.id), ex.spec.deadlines(env).stop, failed=True) for r in rows])
+    ex._parallel([lambda r=r: ex._remove_and_destroy(op, env, lb, r.id) for r in rows])
 
 
 def switch_back(ex: "Executor", op: "Operation", env: str, role: str, lb: LoadBalancerRow) -> bool:

@@ -110,17 +110,16 @@ class Crawler:
 
     async def run(self) -> WarmupResult:
         started = time.monotonic()
-        expires = started + self.spec.timeout
         limits = httpx.Limits(max_connections=self.spec.concurrency, max_keepalive_connections=self.spec.concurrency)
         async with httpx.AsyncClient(limits=limits, follow_redirects=False, timeout=self.spec.request_timeout) as client:
             try:
-                await asyncio.wait_for(self._crawl(client, expires), timeout=self.spec.timeout)
+                await asyncio.wait_for(self._crawl(client), timeout=self.spec.timeout)
             except asyncio.TimeoutError:
                 self.result.timed_out = True
         self.result.seconds = time.monotonic() - started
         return self.result
 
-    async def _crawl(self, client: httpx.AsyncClient, expires: float) -> None:
+    async def _crawl(self, client: httpx.AsyncClient) -> None:
         if self.spec.sitemap:
             await self._read_sitemaps(client, urljoin(self.base_url, self.spec.sitemap.lstrip("/")))
         for path in self.spec.paths:

@@ -63,14 +63,25 @@ class Watcher:
             if passes is not None and self.passes >= passes:
                 break
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
-        self.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {self.env}: watch stopped after {self.passes} pass(es)")
+        self._log(f"watch stopped after {self.passes} pass(es)")
 
     def _stopping(self) -> None:
         if not self.stop.is_set():
-            self.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {self.env}: stopping after the pass under way")
+            self._log("stopping after the pass under way")
         self.stop.set()
 
     def _pass(self) -> float:
+        """One pass; whatever goes wrong is logged in one line and the loop goes on."""
+        try:
+            return self._reconcile_once()
+        except Exception as exc:  # noqa: BLE001 - a watch loop outlives any single failure
+            self._log(f"pass failed: {exc}")
+            return self.interval or 30.0
+
+    def _log(self, message: str) -> None:
+        self.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {self.env}: {message}")
+
+    def _reconcile_once(self) -> float:
         project = Project(self.spec_path)  # read again every pass: the spec may have changed
         try:
             spec = project.spec
@@ -86,15 +97,12 @@ class Watcher:
             try:
                 result = executor.reconcile(self.env, budget)
             except LockHeld as exc:
-                self.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {self.env}: pass skipped: {exc}")
-                return interval
-            except PhoenixError as exc:
-                self.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {self.env}: pass failed: {exc}")
+                self._log(f"pass skipped: {exc}")
                 return interval
             for _ in result.retired:
                 self._replaced.append(time.monotonic())
             if result.changed:
-                self.write(f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ} {self.env}: pass done: {result.summary()}")
+                self._log(f"pass done: {result.summary()}")
             return interval
         finally:
             project.close()

@@ -94,8 +94,10 @@ class RuntimeAPI:
         # admin socket's backlog (EAGAIN), and HAProxy runs commands one by one anyway.
         with self._locks_guard:
             lock = self._locks.setdefault(self.path, threading.Lock())
-        deadline = Deadline(self.timeout, f"haproxy admin socket {self.path}")
-        with lock:
+        if not lock.acquire(timeout=30):
+            raise PhoenixError(f"haproxy admin socket {self.path}: busy for 30s")
+        try:
+            deadline = Deadline(self.timeout, f"haproxy admin socket {self.path}")
             while True:
                 try:
                     return self._send_once(command)
@@ -105,6 +107,8 @@ class RuntimeAPI:
                     time.sleep(0.01)
                 except OSError as exc:
                     raise PhoenixError(f"haproxy admin socket {self.path}: {exc.strerror or exc}") from None
+        finally:
+            lock.release()
 
     def _send_once(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:

@@ -153,7 +153,10 @@ class LocalCompute(ComputeDriver):
                 env.update(request.boot_env)
                 self._attach_persistent(root, env)
                 # The root as booted: what drift is measured against.
-                (server_dir / "boot-manifest.json").write_text(json.dumps(file_manifest(root), sort_keys=True))
+                # Mode 0600: it hashes the secret files written beside it.
+                manifest = os.open(server_dir / "boot-manifest.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(manifest, "w") as manifest_file:
+                    manifest_file.write(json.dumps(file_manifest(root), sort_keys=True))
                 process = subprocess.Popen(
                     ["/bin/sh", "-c", f"exec {request.command}"],
                     cwd=root,
@@ -268,7 +271,7 @@ class LocalCompute(ComputeDriver):
             return False
 
     def destroy(self, handle: dict, deadline: Deadline) -> None:
-        if self.is_alive(handle):
+        if handle.get("pid") and self._group_alive(handle["pid"], handle):  # the leader, or children it left
             pgid = handle["pid"]
             self._signal_group(pgid, signal.SIGTERM)
             try:
@@ -284,7 +287,7 @@ class LocalCompute(ComputeDriver):
         shutil.rmtree(handle.get("dir") or handle.get("root", ""), ignore_errors=True)
 
     def terminate(self, handle: dict) -> None:
-        if self.is_alive(handle):
+        if handle.get("pid") and self._group_alive(handle["pid"], handle):
             self._signal_group(handle["pid"], signal.SIGKILL)
             child = self._children.get(handle["pid"])
             if child is not None:
