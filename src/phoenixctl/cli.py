@@ -552,11 +552,12 @@ def secrets_tls(env: str, host: str, days: int, force: bool, spec_file: Path | N
 def phase_table(operations: list[dict], title: str) -> Table:
     """One row per operation; per phase the slowest server's time (×servers)."""
     table = Table(title=title, title_justify="left")
-    for column in ("operation", "kind", "status", "started", "total", *PHASES, "summary"):
+    shown = [p for p in PHASES if any(p in op["phases"] for op in operations)]  # no empty columns
+    for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):
         table.add_column(column, justify="right" if column in PHASES or column == "total" else "left")
     for op in operations:
         phases = op["phases"]
-        cells = [f"{phases[p]['max_s']:.2f}s ×{phases[p]['count']}" if p in phases else "" for p in PHASES]
+        cells = [f"{phases[p]['max_s']:.2f}s ×{phases[p]['count']}" if p in phases else "" for p in shown]
         total = f"{op['seconds']:.2f}s" if op["seconds"] is not None else "running"
         table.add_row(op["id"], op["kind"], op["status"], op["started_at"], total, *cells, op["summary"])
     return table
