@@ -85,7 +85,7 @@ def test_reasons_for_replacement():
     assert {(r.server_id, r.reason) for r in plan.replace} == {("s1", "image changed"), ("s2", "boot configuration changed")}
     assert {r.server_id: r.reason for r in plan.remove_dead} == {
         "s4": "dead: its process is gone",
-        "s5": "never put into service (left over)",
+        "s5": "not in service (left over by an unfinished operation)",
     }
     assert plan.retire_extra == []
     # one batch per outdated server with surge 1; nothing missing since 3 live remain

@@ -427,10 +427,6 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
         out.print(table)
 
 
-def _lb_addresses(executor: Executor, env: str) -> dict[str, str]:
-    return {lb.role: f"{lb.address}:{lb.port}" for lb in executor.store.load_balancers(env)}
-
-
 def _env_role(executor: Executor, env: str, role: str) -> None:
     executor.project.loaded.environment(env)
     executor._check_env_role(env, role)
@@ -446,7 +442,7 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
     with executor_for(spec_file, "config", quiet=True) as executor:
         _env_role(executor, env, role)
         loaded = executor.project.loaded
-        merged = config.merge(loaded, executor.project.workdir, env, role, _lb_addresses(executor, env))
+        merged = config.merge(loaded, executor.project.workdir, env, role, executor.lb_addresses(env))
         config.check_isolation(loaded, env, [merged])
 
     def origin(item: config.Item) -> dict:
@@ -511,7 +507,7 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
     with executor_for(spec_file, "userdata", quiet=True) as executor:
         _env_role(executor, env, role)
         project = executor.project
-        merged = config.merge(project.loaded, project.workdir, env, role, _lb_addresses(executor, env))
+        merged = config.merge(project.loaded, project.workdir, env, role, executor.lb_addresses(env))
         config.check_isolation(project.loaded, env, [merged])
         secrets = project.secrets.resolve(env)
         rendered = render(project.loaded, merged, secrets, "deliver", project.secrets.key)  # the real size and checks

@@ -289,14 +289,19 @@ class Executor:
             self._redeploy_previous(op, env)
             return op.result
 
-    def _redeploy_previous(self, op: Operation, env: str) -> None:
+    def _previous_release(self, env: str) -> ReleaseRow:
+        """The last release that served something else than the current one."""
         releases = self.store.releases(env)
-        if not releases:
-            raise PhoenixError(f"environment {env} has no release to roll back to")
-        current = releases[0]
-        previous = next((r for r in releases[1:] if r.fingerprints != current.fingerprints), None)
+        previous = next((r for r in releases[1:] if r.fingerprints != releases[0].fingerprints), None) if releases else None
         if previous is None:
-            raise PhoenixError(f"environment {env} has no previous release (only {current.operation_id})")
+            raise PhoenixError(f"environment {env} has no previous release to roll back to")
+        return previous
+
+    def lb_addresses(self, env: str) -> dict[str, str]:
+        return {row.role: f"{row.address}:{row.port}" for row in self.store.load_balancers(env)}
+
+    def _redeploy_previous(self, op: Operation, env: str) -> None:
+        previous = self._previous_release(env)
         image_ids = json.loads(previous.image_ids)
         for name, image_id in image_ids.items():
             image = self.store.image(image_id)
@@ -367,7 +372,7 @@ class Executor:
             for role in self.spec.environments[env].roles
         }
 
-    def preflight(self, env: str) -> None:
+    def preflight(self, env: str, record: bool = True) -> None:
         """Everything that can be wrong with the input, checked before anything is started:
         secret isolation, secret resolution, user-data schema and size."""
         loaded, workdir = self.project.loaded, self.project.workdir
@@ -378,7 +383,8 @@ class Executor:
         config.check_values_isolated(env, own, self.store.secret_hashes())
         image_ids = {name: "img-preflight" for name in self.spec.images}
         self.desired_boot(env, image_ids, {})  # renders and validates each role's user-data
-        self.store.save_secret_hashes(env, own)
+        if record:  # a dry run checks the same, and writes nothing
+            self.store.save_secret_hashes(env, own)
 
     def _converge(
         self,
@@ -844,7 +850,7 @@ class Executor:
         older than max_age, drifted, unhealthy, dead), changing nothing."""
         self.project.loaded.environment(env)
         image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
-        lbs = {row.role: f"{row.address}:{row.port}" for row in self.store.load_balancers(env)}
+        lbs = self.lb_addresses(env)
         boots = self.desired_boot(env, image_ids, lbs)
         now = utcnow()
         roles = []
@@ -854,7 +860,7 @@ class Executor:
                 role, env_role.count, boots[role].fingerprint, boots[role].image_id, observed, self.spec.rollout(env),
                 max_age=self.spec.max_age(env, role), now=now,
             )
-            missing = sum(b.launch for b in plan.batches) - len(plan.replace)
+            missing = sum(b.launch for b in plan.batches) - len(plan.replace) - len(plan.remove_dead)
             roles.append(
                 {
                     "role": role,
@@ -918,10 +924,7 @@ class Executor:
                     "servers": [r.id for r in standby],
                     "replaces": [r.id for r in self.store.servers(env) if r.in_service and r.role in {s.role for s in standby}],
                 }
-            releases = self.store.releases(env)
-            previous = next((r for r in releases[1:] if releases and r.fingerprints != releases[0].fingerprints), None)
-            if previous is None:
-                raise PhoenixError(f"environment {env} has no previous release to roll back to")
+            previous = self._previous_release(env)
             old = Executor(Project.from_release(self.project, previous.spec_text), self.reporter)
             described = old._describe_converge(env, "rolling", None, replace_all=False, image_ids=json.loads(previous.image_ids))
             return {**described, "kind": kind, "action": f"redeploy the release of {previous.operation_id}"}
@@ -932,10 +935,10 @@ class Executor:
         return {**described, "kind": kind}
 
     def _describe_converge(self, env: str, strategy: str, role: str | None, replace_all: bool, image_ids=None) -> dict:
-        self.preflight(env)
+        self.preflight(env, record=False)
         if image_ids is None:
             image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
-        lbs = {row.role: f"{row.address}:{row.port}" for row in self.store.load_balancers(env)}
+        lbs = self.lb_addresses(env)
         boots = self.desired_boot(env, image_ids, lbs)
         rollout = self.spec.rollout(env)
         roles = []

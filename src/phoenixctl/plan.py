@@ -136,7 +136,7 @@ def plan_role(
     plan = RolePlan(role=role, desired=desired, fingerprint=fingerprint, image_id=image_id)
     live = [s for s in observed if s.alive and s.in_service]
     plan.remove_dead = [
-        Replacement(s.id, "dead: its process is gone" if not s.alive else "never put into service (left over)")
+        Replacement(s.id, "dead: its process is gone" if not s.alive else "not in service (left over by an unfinished operation)")
         for s in observed
         if not (s.alive and s.in_service)
     ]
