@@ -15,8 +15,6 @@ launch-to-service time; failed requests only for connections open on the killed 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import subprocess
 import sys
@@ -30,7 +28,7 @@ from phoenixctl.load import LoadProcess
 from phoenixctl.watch import pick_victims
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rotation import write_section  # noqa: E402
+from common import heading, publish  # noqa: E402
 
 LAUNCH_TO_SERVICE = ("launch", "boot", "health", "warmup", "swap")
 
@@ -86,7 +84,6 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
-    command = "python bench/heal.py " + " ".join(sys.argv[1:])
     phoenix = str(Path(sys.executable).parent / "phoenix")
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-heal-") as tmp:
         init_example(Path(tmp))
@@ -118,11 +115,7 @@ def main() -> int:
                 watcher.wait(60)
             executor.destroy("production")
             project.close()
-    lines = [
-        "## Self-healing (`bench/heal.py`)",
-        "",
-        f"Command: `{command}`  ",
-        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, Python {platform.python_version()}  ",
+    lines = heading("Self-healing (`bench/heal.py`)") + [
         f"Load: {args.rate:g} requests/s over 16 keep-alive connections through production's three balancers, from a second "
         f"process; `phoenix watch production --interval {args.interval:g}` in its own process; servers killed with SIGKILL "
         "to their process group, one per role always left serving.",
@@ -146,10 +139,7 @@ def main() -> int:
         "(HAProxy retries a refused or cut GET on another member).",
         "",
     ]
-    section = "\n".join(lines)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "heal")
+    publish(lines, "heal", args.write)
     return 0
 
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 
 import yaml
 
+from common import heading, publish
 from phoenixctl.example import init_example
 from phoenixctl.executor import Executor, Project
 import psutil
@@ -115,13 +114,8 @@ def run_one(spec_path: Path, role: str, n: int, rate: float) -> dict:
         project.close()
 
 
-def markdown(rows: list[dict], repeats: int, rate: float, command: str) -> str:
-    haproxy = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
-    lines = [
-        "## Rotation (`bench/rotation.py`)",
-        "",
-        f"Command: `{command}`  ",
-        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, Python {platform.python_version()}, {haproxy}  ",
+def markdown(rows: list[dict], repeats: int, rate: float) -> list[str]:
+    lines = heading("Rotation (`bench/rotation.py`)") + [
         f"Load: {rate:g} requests/s over 16 keep-alive connections through the role's HAProxy during every rotation; "
         f"`max_surge: 100%`; median of {repeats} run(s) per N, all sizes and roles interleaved in one run.",
         "",
@@ -157,19 +151,7 @@ def markdown(rows: list[dict], repeats: int, rate: float, command: str) -> str:
         + ".",
         "",
     ]
-    return "\n".join(lines)
-
-
-def write_section(path: Path, section: str, name: str = "rotation") -> None:
-    """Replace this benchmark's section of RESULTS.md (between its markers), keep the rest."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results\n\nEach section is written by its benchmark; numbers come from one run on one machine.\n\n"
-    block = f"{start}\n{section}{end}\n"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1 :]
-    else:
-        text += block
-    path.write_text(text)
+    return lines
 
 
 def main() -> int:
@@ -181,7 +163,6 @@ def main() -> int:
     parser.add_argument("--write", type=Path, help="update this RESULTS.md section")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    command = "python bench/rotation.py " + " ".join(sys.argv[1:])
     rows = []
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
         spec_path = make_project(Path(tmp), sizes)
@@ -195,10 +176,7 @@ def main() -> int:
                     f"replaced {row['replaced']} requests {row['sent']} failed {row['failed']} {row['errors'] or ''}",
                     flush=True,
                 )
-    section = markdown(rows, args.repeat, args.rate, command)
-    print(section)
-    if args.write:
-        write_section(args.write, section)
+    publish(markdown(rows, args.repeat, args.rate), "rotation", args.write)
     return 0 if sum(r["failed"] for r in rows) == 0 else 1
 
 

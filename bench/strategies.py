@@ -12,8 +12,6 @@ under 2 seconds.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,7 +24,7 @@ from phoenixctl.executor import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rotation import write_section  # noqa: E402
+from common import heading, publish  # noqa: E402
 
 STRATEGIES = ("rolling", "blue-green", "canary")
 
@@ -59,7 +57,6 @@ def main() -> int:
     parser.add_argument("--canary-time", default="5s")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
-    command = "python bench/strategies.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-strategies-") as tmp:
         init_example(Path(tmp))
         spec_path = Path(tmp) / "phoenix.yaml"
@@ -83,11 +80,7 @@ def main() -> int:
         finally:
             executor.destroy("production")
             project.close()
-    lines = [
-        "## Strategies (`bench/strategies.py`)",
-        "",
-        f"Command: `{command}`  ",
-        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, Python {platform.python_version()}  ",
+    lines = heading("Strategies (`bench/strategies.py`)") + [
         f"Load: {args.rate:g} requests/s over 16 keep-alive connections through the frontend, backend and edit balancers "
         f"of production (3 + 2 + 1 servers), from a second process; each strategy deploys a new VERSION, then `rollback`; "
         f"canary_time {args.canary_time}.",
@@ -111,10 +104,7 @@ def main() -> int:
         f"{runs[1]['rollback']:.2f} s for the whole command ({'met' if seen['blue-green'] < 2 else 'NOT met'}).",
         "",
     ]
-    section = "\n".join(lines)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "strategies")
+    publish(lines, "strategies", args.write)
     return 0 if stats.failed == 0 else 1
 
 

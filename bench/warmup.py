@@ -14,8 +14,6 @@ Target (issue 4): with warm-up on, p95 during the swap stays within 1.2x the ste
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ from phoenixctl.executor import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rotation import write_section  # noqa: E402  (one RESULTS.md writer for every benchmark)
+from common import heading, publish  # noqa: E402
 
 
 def make_project(directory: Path, pages: int) -> Path:
@@ -85,7 +83,6 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured from the start of each swap")
     parser.add_argument("--write", type=Path, help="update this RESULTS.md section")
     args = parser.parse_args()
-    command = "python bench/warmup.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-warmup-") as tmp:
         spec_path = make_project(Path(tmp), args.pages)
         project = Project(spec_path)
@@ -105,11 +102,7 @@ def main() -> int:
         finally:
             executor.destroy("production")
             project.close()
-    lines = [
-        "## Warm-up (`bench/warmup.py`)",
-        "",
-        f"Command: `{command}`  ",
-        f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, Python {platform.python_version()}  ",
+    lines = heading("Warm-up (`bench/warmup.py`)") + [
         f"Load: {args.rate:g} requests/s over 16 keep-alive connections through production's frontend balancer, "
         f"every one of {args.pages + 1} pages in turn (uncached render 80 ms); rotation of the 3 frontends with "
         f"`max_surge: 100%`; steady state = the {args.steady:g}s before the swap, swap = the {args.window:g}s from its start. "
@@ -134,10 +127,7 @@ def main() -> int:
         f"Failed requests: {stats.failed}.",
         "",
     ]
-    section = "\n".join(lines)
-    print(section)
-    if args.write:
-        write_section(args.write, section, "warmup")
+    publish(lines, "warmup", args.write)
     return 0 if stats.failed == 0 else 1
 
 

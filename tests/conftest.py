@@ -6,6 +6,9 @@ even when the test failed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +62,17 @@ def process_gone(pid: int, create_time: float | None = None) -> bool:
 
 def process_alive(pid: int) -> bool:
     return not process_gone(pid)
+
+
+PHOENIX = str(Path(sys.executable).parent / "phoenix")
+
+
+def phoenix(spec_path: Path, *args: str, failpoint: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The `phoenix` command as a real subprocess (a clean environment, no failpoint unless asked)."""
+    env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
+    if failpoint:
+        env["PHOENIX_FAILPOINT"] = failpoint
+    return subprocess.run([PHOENIX, *args, "-f", str(spec_path)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def destroy_quietly(spec_path: Path, env: str) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,18 +14,11 @@ import httpx
 import pytest
 import yaml
 
-from conftest import PRODUCTION_COUNTS, copy_example, destroy_quietly, wait_for
+from conftest import PHOENIX, PRODUCTION_COUNTS, copy_example, destroy_quietly, wait_for
+from conftest import phoenix as run
 from phoenixctl import cli
 
 pytestmark = pytest.mark.slow
-PHOENIX = str(Path(sys.executable).parent / "phoenix")
-
-
-def run(spec_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
-    return subprocess.run([PHOENIX, *args, "-f", str(spec_path)], env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def edit(spec_path: Path, change) -> None:
     data = yaml.safe_load(spec_path.read_text())
     change(data)

@@ -10,28 +10,19 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import PRODUCTION_COUNTS, copy_example, destroy_quietly, wait_for
+from conftest import PHOENIX, PRODUCTION_COUNTS, copy_example, destroy_quietly, phoenix, wait_for
 from phoenixctl.executor import Executor, Project
 from phoenixctl.load import LoadGenerator
 
 pytestmark = pytest.mark.slow
 
-PHOENIX = str(Path(sys.executable).parent / "phoenix")
 FAILPOINTS = ["launch", "health", "warmup", "swap", "drain", "destroy"]
-
-
-def phoenix(spec_path: Path, *args: str, failpoint: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
-    if failpoint:
-        env["PHOENIX_FAILPOINT"] = failpoint
-    return subprocess.run([PHOENIX, *args, "-f", str(spec_path)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def status(spec_path: Path) -> dict:
