@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-import httpx
 
 from . import drivers
 from . import config
@@ -135,8 +134,6 @@ class Project:
             raise SpecError(f"{self.loaded.where('provider')}: provider: unknown provider {provider!r}") from None
         self.store = StateStore(self.workdir / "state.db")
         self.secrets = SecretResolver(self.loaded, self.workdir)
-        # One client for every health check: building one per request costs a TLS context each time.
-        self.http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
 
     @classmethod
     def from_release(cls, current: "Project", spec_text: str) -> "Project":
@@ -149,7 +146,7 @@ class Project:
         return old
 
     def close(self) -> None:
-        self.http.close()
+        self.compute.close()
         self.store.close()
 
 
@@ -527,12 +524,9 @@ class Executor:
 
     def _health_problem(self, row: ServerRow) -> str:
         health = self.spec.roles[row.role].health
-        try:
-            response = self.project.http.get(f"http://{row.address}:{row.port}{health.path}", timeout=health.timeout)
-            if not 200 <= response.status_code < 400:
-                return f"GET {health.path} answered HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            return f"GET {health.path} failed: {type(exc).__name__}"
+        problem = self.compute.health(row.handle_data, row.address, row.port, health.path, health.timeout)
+        if problem:
+            return f"GET {health.path} answered {problem}"
         lb = self.store.load_balancer(row.env, row.role)
         if lb and self.lbs.is_alive(lb.handle_data):
             member = self.lbs.members(lb.handle_data).get(row.id)
@@ -670,11 +664,7 @@ class Executor:
     def _wait_listening(self, row: ServerRow, deadline: Deadline) -> None:
         def listening() -> bool:
             self._check_alive(row, "boot")
-            try:
-                with socket.create_connection((row.address, row.port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
+            return self.compute.listening(row.handle_data, row.address, row.port)
 
         try:
             deadline.poll(listening, interval=0.02, max_interval=0.1)
@@ -683,19 +673,13 @@ class Executor:
 
     def _wait_healthy(self, row: ServerRow, deadline: Deadline) -> None:
         health = self.spec.roles[row.role].health
-        url = f"http://{row.address}:{row.port}{health.path}"
         last = "no answer"
 
         def healthy() -> bool:
             nonlocal last
             self._check_alive(row, "health")
-            try:
-                response = self.project.http.get(url, timeout=health.timeout)
-            except httpx.HTTPError as exc:
-                last = type(exc).__name__
-                return False
-            last = f"HTTP {response.status_code}"
-            return 200 <= response.status_code < 400
+            last = self.compute.health(row.handle_data, row.address, row.port, health.path, health.timeout)
+            return not last
 
         try:
             deadline.poll(healthy, interval=0.05, max_interval=0.5)

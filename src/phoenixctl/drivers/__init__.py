@@ -7,8 +7,14 @@ from pathlib import Path
 
 from .base import ComputeDriver, LoadBalancerDriver
 
-_COMPUTE = {"local": "phoenixctl.drivers.local:LocalCompute"}
-_LOAD_BALANCERS = {"local": "phoenixctl.drivers.haproxy:HAProxyLoadBalancers"}
+_COMPUTE = {
+    "local": "phoenixctl.drivers.local:LocalCompute",
+    "fake": "phoenixctl.drivers.fake:FakeCompute",  # in memory: engine tests and benchmarks only
+}
+_LOAD_BALANCERS = {
+    "local": "phoenixctl.drivers.haproxy:HAProxyLoadBalancers",
+    "fake": "phoenixctl.drivers.fake:FakeLoadBalancers",
+}
 
 
 def _load(table: dict[str, str], name: str):

@@ -7,9 +7,12 @@ a root directory locally, an instance id on a cloud); it is kept in the state st
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from ..deadline import Deadline
 from ..spec import ImageSpec
@@ -96,6 +99,7 @@ class ComputeDriver(ABC):
     def __init__(self, workdir: Path, project: str):
         self.workdir = workdir  # the project's `.phoenix/`
         self.project = project
+        self._http: httpx.Client | None = None
 
     @abstractmethod
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
@@ -132,6 +136,30 @@ class ComputeDriver(ABC):
     def file_changes(self, handle: dict) -> FileChanges | None:
         """What changed in the server since it booted; None where the provider cannot tell."""
         return None
+
+    # Gates that need a live server. The defaults probe it for real over the network;
+    # a provider may answer otherwise (a fake from memory, a cloud through its agent).
+    def listening(self, handle: dict, address: str, port: int) -> bool:
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def health(self, handle: dict, address: str, port: int, path: str, timeout: float) -> str:
+        """'' when GET path answers 2xx or 3xx, else what it answered."""
+        if self._http is None:
+            # One client for every check: building one per request costs a TLS context each time.
+            self._http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))
+        try:
+            response = self._http.get(f"http://{address}:{port}{path}", timeout=timeout)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return "" if 200 <= response.status_code < 400 else f"HTTP {response.status_code}"
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
 
     def describe(self, handle: dict) -> dict:
         """Provider-specific fields for `status` (pid and root for local servers)."""

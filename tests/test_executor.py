@@ -1,0 +1,134 @@
+"""The executor's invariants, with the in-memory drivers (no process, no network).
+
+The real drivers are exercised in the integration tests; here every event is recorded in
+order with how many members take traffic right after it, so each invariant of DESIGN.md is
+checked at every step: launch before terminate, never below the allowed count, never a
+destroy while the balancer sends to the server, nothing left behind on a failure path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from phoenixctl.drivers.fake import FakeWorld
+from phoenixctl.errors import GateFailed, PhoenixError
+from phoenixctl.executor import Executor, Project
+
+SPEC = {
+    "project": "fake",
+    "provider": "fake",
+    "images": {"app": {"start": "serve"}},
+    "roles": {"web": {"image": "app", "port": 8080}, "api": {"image": "app", "port": 9090}},
+    "environments": {"prod": {"roles": {"web": 4, "api": 2}, "rollout": {"max_surge": 1, "max_unavailable": 0}}},
+    "defaults": {"deadlines": {"boot": "2s", "health": "1s", "swap": "2s", "drain": "2s", "stop": "2s"}},
+}
+
+
+class Fleet:
+    def __init__(self, directory: Path, **changes):
+        self.spec_path = directory / "phoenix.yaml"
+        self.write(**changes)
+        self.world = FakeWorld.of(directory / ".phoenix")
+
+    def write(self, **rollout) -> None:
+        spec = yaml.safe_load(yaml.safe_dump(SPEC))
+        spec["environments"]["prod"]["rollout"].update(rollout)
+        self.spec_path.write_text(yaml.safe_dump(spec))
+
+    def executor(self) -> Executor:
+        return Executor(Project(self.spec_path))
+
+    def serving(self, role: str) -> set[str]:
+        return self.world.serving(f"prod/{role}")
+
+    def alive(self) -> set[str]:
+        return {sid for sid, server in self.world.servers.items() if server.alive}
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    fleet = Fleet(tmp_path)
+    fleet.executor().up("prod")
+    return fleet
+
+
+def test_up_then_rolling_rotation_keeps_every_invariant(fleet: Fleet):
+    before = fleet.serving("web") | fleet.serving("api")
+    assert len(fleet.serving("web")) == 4 and len(fleet.serving("api")) == 2
+    start = len(fleet.world.events)
+    result = fleet.executor().rotate("prod")
+    assert sorted(result.retired) == sorted(before) and len(result.launched) == 6
+    assert fleet.world.min_serving("prod/web", start) >= 4  # max_unavailable 0
+    assert fleet.world.min_serving("prod/api", start) >= 2
+    events = [e for e in fleet.world.events[start:] if e[0] in ("launch", "drain") and e[1].startswith("web")]
+    # launch before terminate, one at a time (max_surge 1): launch, drain, launch, drain ...
+    assert [e[0] for e in events] == ["launch", "drain"] * 4
+    assert fleet.world.violations == []
+    assert fleet.alive() == fleet.serving("web") | fleet.serving("api")
+
+
+def test_a_failing_health_gate_leaves_the_old_servers_serving(fleet: Fleet):
+    before = fleet.serving("web")
+    fleet.world.unhealthy_roles.add("web")
+    with pytest.raises(GateFailed) as raised:
+        fleet.executor().rotate("prod", role="web")
+    assert raised.value.gate == "health"
+    assert fleet.serving("web") == before
+    assert fleet.alive() == before | fleet.serving("api")  # the new server is gone
+    assert fleet.world.violations == []
+
+
+def test_parallel_retirements_never_drain_the_last_server(fleet: Fleet):
+    """Two old servers retired side by side while a third is secretly DOWN: the traffic
+    guard is checked and applied under one lock, so one of them must stay."""
+    fleet.write(max_surge=0, max_unavailable="100%")
+    executor = fleet.executor()
+    web = sorted(fleet.serving("web"))
+    for sid in web[2:]:
+        fleet.world.servers[sid].healthy = False  # DOWN behind the plan's back
+    start = len(fleet.world.events)
+    with pytest.raises(PhoenixError, match="it is the last web server in service"):
+        executor.rotate("prod", role="web")
+    assert fleet.world.min_serving("prod/web", start) >= 1
+
+
+def test_cleanup_destroys_new_servers_even_when_the_balancer_is_unreachable(fleet: Fleet):
+    before = fleet.alive()
+    fleet.world.unhealthy_roles.add("api")
+    fleet.world.fail_remove = True
+    with pytest.raises(PhoenixError):
+        fleet.executor().rotate("prod", role="api")
+    assert fleet.alive() == before  # nothing orphaned, even with the balancer failing
+
+
+def test_blue_green_switches_in_one_step_and_keeps_the_previous_group(fleet: Fleet):
+    before = fleet.serving("web")
+    start = len(fleet.world.events)
+    fleet.write(strategy="blue-green")
+    fleet.executor().rotate("prod", role="web")
+    switches = [e for e in fleet.world.events[start:] if e[0] == "switch"]
+    assert len(switches) == 1 and set(switches[0][2]) == before  # the whole old group, at once
+    assert fleet.world.min_serving("prod/web", start) >= 4
+    status = fleet.executor().status("prod")
+    assert {s["id"] for s in status["servers"] if s["state"] == "standby"} == before
+    start = len(fleet.world.events)
+    fleet.executor().rollback("prod")
+    assert fleet.serving("web") == before and fleet.world.min_serving("prod/web", start) >= 4
+    assert not [e for e in fleet.world.events[start:] if e[0] == "launch"]  # a switch, no redeploy
+    assert fleet.world.violations == []
+
+
+def test_control_plane_rotates_two_hundred_servers(tmp_path: Path):
+    fleet = Fleet(tmp_path, max_surge="25%")
+    spec = yaml.safe_load(fleet.spec_path.read_text())
+    spec["environments"]["prod"]["roles"] = {"web": 200}
+    fleet.spec_path.write_text(yaml.safe_dump(spec))
+    fleet.executor().up("prod")
+    before = fleet.serving("web")
+    start = len(fleet.world.events)
+    result = fleet.executor().rotate("prod")
+    assert len(before) == 200 and sorted(result.retired) == sorted(before)
+    assert fleet.world.min_serving("prod/web", start) >= 200
+    assert len(fleet.alive()) == 200 and fleet.world.violations == []
