@@ -320,12 +320,14 @@ def rotate(env: str, role: str | None, dry_run: bool, discard_state: bool, lock_
 @app.command()
 @env_argument
 @dry_run_option
+@discard_state_option
 @lock_timeout_option
 @spec_option
 @json_option
-def rollback(env: str, dry_run: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
+def rollback(env: str, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Back to the previous build: a kept blue-green group at once, else a redeploy."""
     with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
+        executor.discard_state = discard_state
         if dry_run:
             _print_plan(executor.describe(env, "rollback"), as_json)
             return
@@ -334,12 +336,14 @@ def rollback(env: str, dry_run: bool, lock_timeout: float, spec_file: Path | Non
 
 @app.command()
 @env_argument
+@discard_state_option
 @lock_timeout_option
 @spec_option
 @json_option
-def promote(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
+def promote(env: str, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """After a paused canary: roll the rest of the new build."""
     with executor_for(spec_file, f"promote {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
+        executor.discard_state = discard_state
         _print_result(executor.promote(env), as_json)
 
 

@@ -631,7 +631,7 @@ class Executor:
                     LaunchRequest(
                         server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
                         port=boot.port, command=boot.command, userdata=boot.userdata,
-                        boot_env={"PHOENIX_SERVER_ID": server_id},
+                        boot_env={"PHOENIX_SERVER_ID": server_id}, boot_timeout=deadlines.boot,
                     ),
                     self._reserve_address,
                 )
@@ -656,7 +656,7 @@ class Executor:
             return row
         except BaseException as exc:
             self.reporter.info(f"{role}: {server_id} failed: {exc}")
-            self._destroy_server(op, self.store.server(server_id), deadlines.stop, failed=True)
+            self._destroy_server(op, self.store.server(server_id), deadlines.stop, progress=False)
             if isinstance(exc, GateFailed) or not isinstance(exc, Exception):
                 raise  # an interrupt stays an interrupt
             raise GateFailed(server_id, "launch", str(exc)) from exc
@@ -776,9 +776,10 @@ class Executor:
             if lb is not None and self.lbs.is_alive(lb.handle_data):
                 self.lbs.remove_member(lb.handle_data, server_id, Deadline(self.spec.deadlines(env).swap, f"removal of {server_id}"))
         finally:
-            self._destroy_server(op, self.store.server(server_id), self.spec.deadlines(env).stop, failed=True)
+            self._destroy_server(op, self.store.server(server_id), self.spec.deadlines(env).stop, progress=False)
 
-    def _destroy_server(self, op: Operation, row: ServerRow | None, stop_seconds: float, failed: bool = False, record: bool = True) -> None:
+    def _destroy_server(self, op: Operation, row: ServerRow | None, stop_seconds: float, progress: bool = True, record: bool = True) -> None:
+        """Stop and delete one server (`progress`: a planned step, counted in the progress bar)."""
         if row is None:
             return
         self.store.update_server(row.id, state="stopping", in_service=False)
@@ -788,7 +789,7 @@ class Executor:
         else:
             self.compute.destroy(row.handle_data, Deadline(stop_seconds, f"{row.id} to stop"))
         self.store.update_server(row.id, state="destroyed", retired_at=utcnow())
-        if not failed:
+        if progress:
             self.reporter.advanced()
 
     # --- load balancers -------------------------------------------------------------------

@@ -79,7 +79,7 @@ def _settle(ex: "Executor", op: "Operation", env: str, lb, row: ServerRow) -> li
 
     def remove(reason: str) -> list[str]:
         ex.lbs.remove_member(lb.handle_data, row.id, Deadline(ex.spec.deadlines(env).swap, f"removal of {row.id}"))
-        ex._destroy_server(op, ex.store.server(row.id), stop, failed=True)
+        ex._destroy_server(op, ex.store.server(row.id), stop, progress=False)
         return [f"{row.role}: {row.id} {reason}: destroyed"]
 
     if row.state in NEVER_SERVED:

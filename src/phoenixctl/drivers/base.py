@@ -37,6 +37,7 @@ class LaunchRequest:
     command: str
     userdata: bytes  # cloud-init user-data (MIME); holds secret values: never log or store it
     boot_env: dict[str, str] = field(default_factory=dict)  # per-server values: id, ...
+    boot_timeout: float = 120.0  # for the user-data's boot commands
 
     def __repr__(self) -> str:
         return f"LaunchRequest({self.server_id}, {self.env}/{self.role}, image {self.image_id})"

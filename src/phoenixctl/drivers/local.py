@@ -199,7 +199,7 @@ class LocalCompute(ComputeDriver):
             if entry["path"] == f"{userdata.SERVER_ROOT}/{userdata.ENV_FILE}":
                 variables = userdata.read_env_file(content)
         boot_env = {**env, **variables, **request.boot_env}
-        deadline = Deadline(120, f"boot commands of {request.server_id}")
+        deadline = Deadline(request.boot_timeout, f"boot commands of {request.server_id}")
         for index, command in enumerate(parsed.cloud_config.get("runcmd", [])):
             argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(part) for part in command]
             self._run_boot_step(request, f"runcmd {index + 1}", argv, root, boot_env, log, deadline)
