@@ -81,16 +81,21 @@ def test_a_failing_health_gate_leaves_the_old_servers_serving(fleet: Fleet):
 
 
 def test_parallel_retirements_never_drain_the_last_server(fleet: Fleet):
-    """Two old servers retired side by side while a third is secretly DOWN: the traffic
-    guard is checked and applied under one lock, so one of them must stay."""
+    """With max_unavailable 100% the plan retires the two oldest of three web servers side
+    by side first; the newest is secretly DOWN. Checked and drained under one lock per
+    balancer, the guard must keep one of the two serving."""
     fleet.write(max_surge=0, max_unavailable="100%")
+    spec = yaml.safe_load(fleet.spec_path.read_text())
+    spec["environments"]["prod"]["roles"]["web"] = 3
+    fleet.spec_path.write_text(yaml.safe_dump(spec))
     executor = fleet.executor()
-    web = sorted(fleet.serving("web"))
-    for sid in web[2:]:
-        fleet.world.servers[sid].healthy = False  # DOWN behind the plan's back
+    executor.up("prod")  # retires one of the four: three left
+    rows = executor.store.servers("prod", "web")  # oldest first, as the plan orders them
+    assert len(rows) == 3
+    fleet.world.servers[rows[-1].id].healthy = False  # the newest: DOWN behind the plan's back
     start = len(fleet.world.events)
     with pytest.raises(PhoenixError, match="it is the last web server in service"):
-        executor.rotate("prod", role="web")
+        fleet.executor().rotate("prod", role="web")
     assert fleet.world.min_serving("prod/web", start) >= 1
 
 
