@@ -148,7 +148,7 @@ def test_time_limit_stops_the_crawl_and_fails_the_share():
         result = warm(site.url, spec(timeout=1.0, concurrency=2, max_pages=100))
         elapsed = time.monotonic() - started
     assert result.timed_out
-    assert elapsed < 3.0  # the limit holds (plus one request in flight at most)
+    assert elapsed < 4.0  # the limit holds (plus one request in flight; unlimited it would take ~20 s)
     assert 0 < result.fetched < result.planned
     assert not result.passed(spec(min_success=0.95))
 
