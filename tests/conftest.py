@@ -6,10 +6,12 @@ even when the test failed."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
@@ -73,6 +75,36 @@ def phoenix(spec_path: Path, *args: str, failpoint: str | None = None, timeout: 
     if failpoint:
         env["PHOENIX_FAILPOINT"] = failpoint
     return subprocess.run([PHOENIX, *args, "-f", str(spec_path)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def cli_status(spec_path: Path, env: str = "production") -> dict:
+    """`phoenix status ENV --json`, as a separate process sees it."""
+    result = phoenix(spec_path, "status", env, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def server_cwd_pids(servers_dir: Path) -> set[int]:
+    """Pids of every live process whose working directory is under `servers_dir`."""
+    prefix = str(servers_dir.resolve()) + os.sep
+    pids = set()
+    for process in psutil.process_iter(["pid", "cwd", "status"]):
+        cwd = process.info["cwd"]
+        if cwd and process.info["status"] != psutil.STATUS_ZOMBIE and (cwd + os.sep).startswith(prefix):
+            pids.add(process.info["pid"])
+    return pids
+
+
+@contextmanager
+def brought_up(tmp_path_factory: pytest.TempPathFactory, name: str, env: str = "production") -> Iterator[Path]:
+    """A copy of the example with `env` up through the CLI; destroyed afterwards whatever happened."""
+    spec_path = copy_example(tmp_path_factory, name)
+    try:
+        result = phoenix(spec_path, "up", env)
+        assert result.returncode == 0, result.stderr
+        yield spec_path
+    finally:
+        destroy_quietly(spec_path, env)
 
 
 def destroy_quietly(spec_path: Path, env: str) -> None:

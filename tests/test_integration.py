@@ -25,7 +25,7 @@ from phoenixctl.errors import GateFailed, PhoenixError
 from phoenixctl.executor import Executor, Project
 from phoenixctl.load import LoadGenerator
 
-from conftest import CI_COUNTS, PRODUCTION_COUNTS, Environment, process_alive, process_gone
+from conftest import CI_COUNTS, PRODUCTION_COUNTS, Environment, process_alive, process_gone, server_cwd_pids
 
 pytestmark = pytest.mark.slow
 
@@ -70,17 +70,6 @@ def run_under_load(env: Environment, action, before: int = 300, after: int = 300
         result = action()
         load.wait_for_requests(load.stats.ok + load.stats.failed + after)
     return result, load.stats
-
-
-def server_cwd_pids(servers_dir: Path) -> set[int]:
-    """Pids of every live process whose working directory is under `servers_dir`."""
-    prefix = str(servers_dir.resolve()) + os.sep
-    pids = set()
-    for process in psutil.process_iter(["pid", "cwd", "status"]):
-        cwd = process.info["cwd"]
-        if cwd and process.info["status"] != psutil.STATUS_ZOMBIE and (cwd + os.sep).startswith(prefix):
-            pids.add(process.info["pid"])
-    return pids
 
 
 # --- production: one environment, brought up once, used in order --------------------------

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import PHOENIX, PRODUCTION_COUNTS, copy_example, destroy_quietly, wait_for
+from conftest import PHOENIX, PRODUCTION_COUNTS, brought_up, cli_status, wait_for
 from conftest import phoenix as run
 from phoenixctl import cli
 
@@ -23,12 +23,6 @@ def edit(spec_path: Path, change) -> None:
     data = yaml.safe_load(spec_path.read_text())
     change(data)
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def status(spec_path: Path) -> dict:
-    result = run(spec_path, "status", "production", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def plan(spec_path: Path) -> tuple[int, dict]:
@@ -42,18 +36,14 @@ def reasons(report: dict) -> dict[str, str]:
 
 @pytest.fixture
 def production(tmp_path_factory):
-    spec_path = copy_example(tmp_path_factory, "keeper")
-    try:
-        assert run(spec_path, "up", "production").returncode == 0
+    with brought_up(tmp_path_factory, "keeper") as spec_path:
         yield spec_path
-    finally:
-        destroy_quietly(spec_path, "production")
 
 
 def test_plan_gives_age_config_and_image_reasons(production: Path):
     code, report = plan(production)
     assert code == 0 and not report["needs_replacement"]
-    servers = {s["id"]: s for s in status(production)["servers"]}
+    servers = {s["id"]: s for s in cli_status(production)["servers"]}
 
     edit(production, lambda d: d["environments"]["production"].update(max_age="1s"))
     time.sleep(1.1)  # let the servers pass max_age: the age itself is what is tested
@@ -70,11 +60,11 @@ def test_plan_gives_age_config_and_image_reasons(production: Path):
     code, report = plan(production)
     assert code == 1 and set(reasons(report).values()) == {"image changed"} and set(reasons(report)) == set(servers)
     # plan changed nothing
-    assert {s["id"] for s in status(production)["servers"]} == set(servers)
+    assert {s["id"] for s in cli_status(production)["servers"]} == set(servers)
 
 
 def test_drift_is_seen_and_watch_replaces_the_server(production: Path):
-    edit_server = next(s for s in status(production)["servers"] if s["role"] == "edit")
+    edit_server = next(s for s in cli_status(production)["servers"] if s["role"] == "edit")
     root = Path(edit_server["root"])
     (root / "app" / "server.py").write_text((root / "app" / "server.py").read_text() + "\n# hotfix by hand\n")
     (root / "tmp").mkdir()
@@ -90,43 +80,43 @@ def test_drift_is_seen_and_watch_replaces_the_server(production: Path):
     # tmp/cache.bin is state on the server (edit declares no scratch): retiring it is refused
     watch = run(production, "watch", "production", "--passes", "1")
     assert "refusing to retire " + edit_server["id"] in watch.stdout and "tmp/cache.bin" in watch.stdout
-    assert edit_server["id"] in {s["id"] for s in status(production)["servers"]}
+    assert edit_server["id"] in {s["id"] for s in cli_status(production)["servers"]}
 
     # declared as scratch, the file no longer blocks; the hand-made fix is drift: replaced
     edit(production, lambda d: d["roles"]["edit"].update(scratch=["tmp/*"]))
     watch = run(production, "watch", "production", "--passes", "1")
     assert watch.returncode == 0, watch.stderr
     assert f"will replace {edit_server['id']}: drifted: 1 modified (app/server.py)" in watch.stdout
-    after = status(production)
+    after = cli_status(production)
     assert edit_server["id"] not in {s["id"] for s in after["servers"]}
     assert sum(1 for s in after["servers"] if s["role"] == "edit" and s["in_service"]) == 1
     assert run(production, "plan", "production").returncode == 0
 
 
 def test_state_on_a_server_blocks_retirement_unless_discarded(production: Path, capsys):
-    backend = next(s for s in status(production)["servers"] if s["role"] == "backend")
+    backend = next(s for s in cli_status(production)["servers"] if s["role"] == "backend")
     (Path(backend["root"]) / "uploads.db").write_text("someone's data")
     code = cli.main(["rotate", "production", "--role", "backend", "-f", str(production)])
     err = capsys.readouterr().err
     assert code == 1 and f"refusing to retire {backend['id']}: it holds state written on the server (uploads.db)" in err
     assert err.strip().splitlines()[-1].startswith("phoenix: error: refusing to retire")
-    assert backend["id"] in {s["id"] for s in status(production)["servers"]}  # nothing launched or retired
-    assert len(status(production)["servers"]) == sum(PRODUCTION_COUNTS.values())
+    assert backend["id"] in {s["id"] for s in cli_status(production)["servers"]}  # nothing launched or retired
+    assert len(cli_status(production)["servers"]) == sum(PRODUCTION_COUNTS.values())
     assert cli.main(["rotate", "production", "--role", "backend", "--discard-state", "-f", str(production)]) == 0
-    assert backend["id"] not in {s["id"] for s in status(production)["servers"]}
+    assert backend["id"] not in {s["id"] for s in cli_status(production)["servers"]}
 
 
 def test_persistent_mount_survives_replacement(production: Path):
-    lbs = {lb["role"]: lb["address"] for lb in status(production)["load_balancers"]}
+    lbs = {lb["role"]: lb["address"] for lb in cli_status(production)["load_balancers"]}
     put = httpx.put(f"http://{lbs['edit']}/api/articles/hello", content="Hello phoenix\nbody")
     assert put.status_code == 201
-    edit_server = next(s for s in status(production)["servers"] if s["role"] == "edit")
+    edit_server = next(s for s in cli_status(production)["servers"] if s["role"] == "edit")
     assert (Path(edit_server["root"]) / "persistent" / "content" / "hello.txt").read_text().startswith("Hello phoenix")
     assert run(production, "rotate", "production", "--role", "edit").returncode == 0
     assert run(production, "rotate", "production", "--role", "backend").returncode == 0
     articles = httpx.get(f"http://{lbs['backend']}/api/articles").json()["articles"]
     assert [a["name"] for a in articles] == ["hello"]
-    new_edit = next(s for s in status(production)["servers"] if s["role"] == "edit")
+    new_edit = next(s for s in cli_status(production)["servers"] if s["role"] == "edit")
     assert new_edit["id"] != edit_server["id"]
     assert (Path(new_edit["root"]) / "persistent" / "content" / "hello.txt").exists()
     assert (production.parent / ".phoenix" / "persistent" / "production" / "content" / "hello.txt").exists()
@@ -135,7 +125,7 @@ def test_persistent_mount_survives_replacement(production: Path):
 
 
 def test_watch_heals_a_killed_server_and_stops_cleanly_on_sigterm(production: Path):
-    victim = next(s for s in status(production)["servers"] if s["role"] == "frontend")
+    victim = next(s for s in cli_status(production)["servers"] if s["role"] == "frontend")
     os.killpg(victim["pid"], signal.SIGKILL)
     env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
     watcher = subprocess.Popen(
@@ -143,7 +133,7 @@ def test_watch_heals_a_killed_server_and_stops_cleanly_on_sigterm(production: Pa
     )
     try:
         def healed():
-            servers = status(production)["servers"]
+            servers = cli_status(production)["servers"]
             return victim["id"] not in {s["id"] for s in servers} and sum(1 for s in servers if s["role"] == "frontend" and s["in_service"]) == 3
 
         wait_for(healed, 60, "watch to replace the killed frontend")
@@ -166,13 +156,13 @@ def test_chaos_then_watch_returns_to_full_count(production: Path):
         [PHOENIX, "watch", "production", "--interval", "1", "-f", str(production)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        before = {s["id"] for s in status(production)["servers"]}
+        before = {s["id"] for s in cli_status(production)["servers"]}
         result = run(production, "chaos", "production", "--kill", "3", "--timeout", "90", "--json")
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert len(report["killed"]) == 3 and set(report["killed"]) <= before
         assert report["failed"] == 0, report
-        servers = status(production)["servers"]
+        servers = cli_status(production)["servers"]
         assert {role: sum(1 for s in servers if s["role"] == role and s["in_service"]) for role in PRODUCTION_COUNTS} == PRODUCTION_COUNTS
     finally:
         watcher.send_signal(signal.SIGTERM)

@@ -13,10 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from conftest import PHOENIX, PRODUCTION_COUNTS, copy_example, destroy_quietly, phoenix, wait_for
+from conftest import PHOENIX, PRODUCTION_COUNTS, brought_up, cli_status, phoenix, server_cwd_pids, wait_for
 from phoenixctl.executor import Executor, Project
 from phoenixctl.load import LoadGenerator
 
@@ -25,34 +24,14 @@ pytestmark = pytest.mark.slow
 FAILPOINTS = ["launch", "health", "warmup", "swap", "drain", "destroy"]
 
 
-def status(spec_path: Path) -> dict:
-    result = phoenix(spec_path, "status", "production", "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-def server_pids(servers_dir: Path) -> set[int]:
-    """Every live process running from a server root of the environment."""
-    pids = set()
-    for process in psutil.process_iter(["pid", "cwd", "status"]):
-        cwd = process.info.get("cwd") or ""
-        if cwd.startswith(str(servers_dir) + "/") and process.info["status"] != psutil.STATUS_ZOMBIE:
-            pids.add(process.info["pid"])
-    return pids
-
-
 @pytest.fixture
 def production(tmp_path_factory):
-    spec_path = copy_example(tmp_path_factory, "crash")
-    try:
-        assert phoenix(spec_path, "up", "production").returncode == 0
+    with brought_up(tmp_path_factory, "crash") as spec_path:
         yield spec_path
-    finally:
-        destroy_quietly(spec_path, "production")
 
 
 def lb_urls(spec_path: Path) -> list[str]:
-    lbs = {lb["role"]: lb["address"] for lb in status(spec_path)["load_balancers"]}
+    lbs = {lb["role"]: lb["address"] for lb in cli_status(spec_path)["load_balancers"]}
     return [f"http://{lbs['frontend']}/page/{n}" for n in range(30)] + [
         f"http://{lbs['backend']}/api/articles",
         f"http://{lbs['edit']}/healthz",
@@ -74,12 +53,12 @@ def test_sigkill_at_every_step_of_a_rotation(production: Path, capsys):
             assert following.returncode == 0, (point, following.stderr)
             recovered = json.loads(following.stdout)["recovered"]
             assert any("never finished" in line for line in recovered), (point, recovered)
-            now = status(production)
+            now = cli_status(production)
             counts = {role: sum(1 for s in now["servers"] if s["role"] == role) for role in PRODUCTION_COUNTS}
             assert counts == PRODUCTION_COUNTS, (point, now["servers"])
             assert all(s["in_service"] and s["state"] == "in_service" for s in now["servers"]), point
             # no process of the environment that the state store does not list
-            assert server_pids(workdir / "servers" / "production") == {s["pid"] for s in now["servers"]}, point
+            assert server_cwd_pids(workdir / "servers" / "production") == {s["pid"] for s in now["servers"]}, point
             # no balancer member that points at nothing
             project = Project(production)
             try:
@@ -140,10 +119,10 @@ def test_stale_lock_is_taken_over_and_recorded(production: Path):
 
 
 def test_recover_on_a_clean_environment_changes_nothing(production: Path):
-    before = status(production)
+    before = cli_status(production)
     result = phoenix(production, "recover", "production")
     assert result.returncode == 0 and "nothing to recover" in result.stdout
-    after = status(production)
+    after = cli_status(production)
     assert [(s["id"], s["pid"]) for s in after["servers"]] == [(s["id"], s["pid"]) for s in before["servers"]]
 
 
