@@ -128,9 +128,15 @@ def test_missing_argument(capsys):
 
 
 def test_every_command_has_help(capsys):
-    for command in ("validate", "schema", "bake", "up", "deploy", "rotate", "status", "history", "destroy", "demo", "init"):
+    commands = (
+        "validate", "schema", "bake", "up", "deploy", "rotate", "status", "history", "destroy", "demo", "init",
+        "config", "userdata", "promote", "rollback", "recover", "plan", "drift", "watch", "chaos",
+    )
+    for command in commands:
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and "Usage:" in out, command
+    code, out, _ = run(capsys, "secrets", "tls", "--help")
+    assert code == 0 and "--host" in out
 
 
 def test_schema_is_json_schema(capsys):
