@@ -1,0 +1,30 @@
+"""The state store: a file written by an older Phoenix opens and gains the new columns."""
+
+import sqlite3
+from pathlib import Path
+
+from phoenixctl.state import ServerRow, StateStore
+
+
+def test_an_older_store_gains_new_columns_and_keeps_its_rows(tmp_path: Path):
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # the servers table as the first release wrote it
+        db.execute(
+            "CREATE TABLE servers (id VARCHAR PRIMARY KEY, env VARCHAR, role VARCHAR, image_id VARCHAR, fingerprint VARCHAR,"
+            " address VARCHAR, port INTEGER, state VARCHAR, in_service BOOLEAN, launched_at DATETIME, retired_at DATETIME,"
+            " operation_id VARCHAR, handle TEXT)"
+        )
+        db.execute(
+            "INSERT INTO servers VALUES ('web-1', 'ci', 'web', 'img', 'fp', '127.0.0.2', 80, 'in_service', 1,"
+            " '2026-01-01 00:00:00', NULL, NULL, '{}')"
+        )
+    store = StateStore(path)
+    try:
+        [row] = store.servers("ci")
+        assert row.id == "web-1" and row.in_service and row.standby_until is None
+        store.update_server("web-1", state="standby")  # the new column is usable
+        assert store.server("web-1").state == "standby"
+        store.add_server(ServerRow(id="web-2", env="ci", role="web", image_id="img", fingerprint="fp", address="", port=80))
+        assert [r.id for r in store.servers("ci")] == ["web-1", "web-2"]
+    finally:
+        store.close()
