@@ -27,7 +27,7 @@ from . import drivers
 from . import config
 from .config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
-from .drivers.base import FileChanges, LaunchRequest
+from .drivers.base import BalancerRequest, FileChanges, LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
 from .faults import failpoint
 from .secrets import SecretResolver
@@ -128,10 +128,11 @@ class Project:
         self.workdir = self.dir / ".phoenix"
         provider = self.spec.provider.name
         try:
-            self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project)
-            self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project)
+            self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project, self.spec.provider)
+            self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project, self.spec.provider)
         except KeyError:
             raise SpecError(f"{self.loaded.where('provider')}: provider: unknown provider {provider!r}") from None
+        check_capabilities(self.loaded, self.load_balancers.capabilities, self.compute.reaches_servers)
         self.store = StateStore(self.workdir / "state.db")
         self.secrets = SecretResolver(self.loaded, self.workdir)
 
@@ -352,6 +353,13 @@ class Executor:
                 self.lbs.destroy(lb.handle_data, Deadline(deadlines.stop, f"stop of the {lb.role} load balancer"))
                 self.store.delete_load_balancer(env, lb.role)
                 self.reporter.info(f"load balancer {lb.role} at {lb.address}:{lb.port} stopped")
+            known_handles = [lb.handle_data for lb in lbs.values()]
+            for role, handle in self.lbs.discover(env).items():
+                if handle not in known_handles:  # a balancer the record missed (a crash mid-create)
+                    self.lbs.destroy(handle, Deadline(deadlines.stop, f"stop of an orphan {role} load balancer"))
+                    op.note("recovered", f"orphan {role} load balancer removed")
+            for removed in self.compute.teardown(env, Deadline(max(deadlines.stop, 60), f"teardown of environment {env}")):
+                self.reporter.info(f"removed {removed}")
             return op.result
 
     # --- converging an environment --------------------------------------------------------
@@ -632,6 +640,7 @@ class Executor:
                         server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
                         port=boot.port, command=boot.command, userdata=boot.userdata,
                         boot_env={"PHOENIX_SERVER_ID": server_id}, boot_timeout=deadlines.boot,
+                        placement=self.spec.placement(env, role), tags={"fingerprint": boot.fingerprint, "operation": op.id},
                     ),
                     self._reserve_address,
                 )
@@ -645,7 +654,9 @@ class Executor:
                 failpoint("health")
                 self._wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
             warmup_spec = self.spec.warmup(env, role)
-            if warmup_spec:
+            if warmup_spec and not self.compute.reaches_servers:
+                self.reporter.info(f"{role}: {server_id} not warmed: the provider's servers cannot be reached from here (emulator)")
+            elif warmup_spec:
                 self.store.update_server(server_id, state="warming")
                 with op.phase("warmup", server_id):
                     failpoint("warmup")
@@ -798,19 +809,28 @@ class Executor:
         if row and self.lbs.is_alive(row.handle_data):
             return row
         env_role = self.spec.environments[env].roles[role]
+        role_spec = self.spec.roles[role]
+        port, address = role_spec.port, None
         if env_role.lb_address:
             address, port = env_role.lb_address.rsplit(":", 1)
             port = int(port)
         elif row:
             address, port = row.address, row.port  # a balancer that died comes back where it was
-        else:
-            port = self.spec.roles[role].port
+        elif not self.lbs.assigns_addresses:
             address = self._reserve_address(port)
-        role_spec = self.spec.roles[role]
-        handle = self.lbs.create(env, role, address, port, role_spec.health.path, role_spec.tls_port)
+        zone = self.spec.environments[env].dns_zone
+        endpoint = self.lbs.create(
+            BalancerRequest(
+                env=env, role=role, port=port, health_path=role_spec.health.path, tls_port=role_spec.tls_port, address=address,
+                kind=role_spec.discovery.type, public=role_spec.discovery.public,
+                dns_name=f"{role_spec.discovery.dns}.{zone.rstrip('.')}" if role_spec.discovery.dns and zone else None,
+                drain_seconds=self.spec.deadlines(env).drain, placement=self.spec.placement(env, role),
+            )
+        )
+        handle, address, port = endpoint.handle, endpoint.address, endpoint.port
         row = LoadBalancerRow(env=env, role=role, address=address, port=port, handle=json.dumps(handle))
         self.store.save_load_balancer(row)
-        self.reporter.info(f"load balancer {role} listening on {address}:{port}")
+        self.reporter.info(f"{role_spec.discovery.type.replace('_', ' ')} {role} at {address}:{port}")
         # Members were in the dead balancer's memory only: whatever served must come back in.
         # A server that does not come UP is marked out of service for the plan to replace;
         # it is never destroyed here.
@@ -1033,6 +1053,29 @@ class Executor:
                 if isinstance(outcome, BaseException):
                     raise outcome
         return outcomes
+
+
+def check_capabilities(loaded: LoadedSpec, capabilities: frozenset[str], reaches_servers: bool) -> None:
+    """What the spec asks of its provider, checked before anything runs."""
+    spec, provider = loaded.spec, loaded.spec.provider.name
+
+    def fail(loc: tuple, message: str) -> None:
+        raise SpecError(f"{loaded.where(*loc)}: {'.'.join(map(str, loc))}: {message}")
+
+    needs = {"blue-green": "standby", "canary": "counters"}
+    for loc, rollout in [(("defaults", "rollout"), spec.defaults.rollout)] + [
+        (("environments", env, "rollout"), e.rollout) for env, e in spec.environments.items() if e.rollout
+    ]:
+        need = needs.get(rollout.strategy)
+        if need and need not in capabilities:
+            fail(loc + ("strategy",), f"provider {provider} cannot run {rollout.strategy} deployments (its balancers lack {need} members)")
+    for name, role in spec.roles.items():
+        if role.discovery.type == "floating_ip" and "floating_ip" not in capabilities:
+            fail(("roles", name, "discovery", "type"), f"provider {provider} has no floating IPs")
+        if role.discovery.dns and "dns" not in capabilities:
+            fail(("roles", name, "discovery", "dns"), f"provider {provider} keeps no DNS records")
+        if not spec.provider.server_checks and role.warmup and role.warmup.enabled:
+            fail(("roles", name, "warmup"), "warm-up needs provider.server_checks (Phoenix crawls each new server itself); set warmup.enabled: false")
 
 
 def describe_changes(changes: FileChanges) -> str:

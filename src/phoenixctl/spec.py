@@ -79,9 +79,37 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ImageRef(Model):
+    """An image built elsewhere: by id, by name pattern (the newest match wins), or the last
+    build of a Packer `manifest.json` (cloud providers)."""
+
+    id: str | None = Field(None, description="The image id, e.g. ami-0123456789abcdef0")
+    name: str | None = Field(None, description="A name pattern (* and ?): the newest image matching it")
+    owners: list[str] = Field(default_factory=list, description="With name: whose images (self, amazon, an account id)")
+    packer_manifest: str | None = Field(None, description="A Packer manifest.json (relative to phoenix.yaml): its last build")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ImageRef":
+        given = [n for n in ("id", "name", "packer_manifest") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of id, name or packer_manifest")
+        if self.owners and self.name is None:
+            raise ValueError("owners goes with name")
+        return self
+
+    def describe(self) -> str:
+        if self.id:
+            return self.id
+        if self.name:
+            return f"the newest image named {self.name!r}" + (f" owned by {', '.join(self.owners)}" if self.owners else "")
+        return f"the last build of {self.packer_manifest}"
+
+
 class ImageSpec(Model):
     """How to bake an image: files copied from the project, shell steps, the start command."""
 
+    base: ImageRef | None = Field(None, description="Cloud providers: the image `bake` starts its builder server from")
+    prebuilt: ImageRef | None = Field(None, description="Cloud providers: use this image as it is (no bake)")
     files: list[str] = Field(default_factory=list, description="Paths relative to phoenix.yaml, copied into the image")
     steps: list[str] = Field(default_factory=list, description="Shell commands run inside the image at bake time")
     start: str = Field(description="The command that starts a server from this image (run in the server's root)")
@@ -230,6 +258,25 @@ class WarmupSpec(Model):
         return paths
 
 
+class PlacementSpec(Model):
+    """Where a cloud provider puts servers; later layers win: provider -> role -> environment
+    -> environment x role. Servers are spread across the subnets' availability zones."""
+
+    instance_type: str | None = Field(None, description="e.g. t3.small")
+    subnets: list[str] | None = Field(None, description="Subnet ids (default: the default VPC's subnets)")
+    security_groups: list[str] | None = Field(None, description="Security group ids (default: one Phoenix creates per role)")
+
+
+class DiscoverySpec(Model):
+    """How clients find a role's servers."""
+
+    type: Literal["load_balancer", "floating_ip"] = Field(
+        "load_balancer", description="A load balancer per role, or a floating IP moved to the new server (one server)"
+    )
+    public: bool = Field(False, description="Cloud providers: an internet-facing load balancer (default: internal)")
+    dns: str | None = Field(None, description="A DNS record kept pointing at the role, relative to the environment's dns_zone")
+
+
 class RoleSpec(ConfigLayer):
     image: str
     port: int = Field(ge=1, le=65535)
@@ -253,6 +300,8 @@ class RoleSpec(ConfigLayer):
         description="Named directories of the persistent layer (outside every server) attached at boot; "
         "roles of one environment that name the same directory share it",
     )
+    discovery: DiscoverySpec = DiscoverySpec()
+    placement: PlacementSpec = PlacementSpec()
 
 
 Strategy = Literal["rolling", "blue-green", "canary"]
@@ -294,6 +343,7 @@ class EnvRoleSpec(ConfigLayer):
     lb_address: str | None = Field(
         None, pattern=r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5}$", description="Fixed host:port on loopback"
     )
+    placement: PlacementSpec = PlacementSpec()
 
     @model_validator(mode="before")
     @classmethod
@@ -318,10 +368,21 @@ class EnvironmentSpec(ConfigLayer):
     )
     rollout: RolloutSpec | None = None
     deadlines: DeadlinesSpec | None = None
+    placement: PlacementSpec = PlacementSpec()
+    dns_zone: str | None = Field(None, description="The DNS zone (e.g. a Route 53 hosted zone) of the roles' dns records")
 
 
 class ProviderSpec(Model):
     name: Name = "local"
+    region: str | None = Field(None, description="Cloud region (default: the SDK's usual chain, e.g. AWS_DEFAULT_REGION)")
+    endpoint_url: str | None = Field(None, description="The cloud API's address (default: the SDK's, e.g. AWS_ENDPOINT_URL)")
+    instance_type: str = Field("t3.micro", description="Default instance type (placement may override it)")
+    emulator: bool | Literal["auto"] = Field(
+        "auto", description="The API is an emulator whose servers run nothing (auto: its endpoint is on loopback)"
+    )
+    server_checks: bool = Field(
+        True, description="Phoenix connects to new servers itself (listen, health, warm-up); off: the balancer's check is the gate"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -351,6 +412,12 @@ class Spec(Model):
 
     def deadlines(self, env: str) -> DeadlinesSpec:
         return self.environments[env].deadlines or self.defaults.deadlines
+
+    def placement(self, env: str, role: str) -> PlacementSpec:
+        merged = {"instance_type": self.provider.instance_type}
+        for layer in (self.roles[role].placement, self.environments[env].placement, self.environments[env].roles[role].placement):
+            merged.update(layer.model_dump(exclude_none=True))
+        return PlacementSpec(**merged)
 
 
 class LoadedSpec:
@@ -486,6 +553,22 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
         for index, file in enumerate(image.files):
             if not (loaded.project_dir / file).exists():
                 fail(("images", image_name, "files", index), f"{file!r} does not exist next to {name}")
+        for ref in ("base", "prebuilt"):
+            manifest = getattr(image, ref) and getattr(image, ref).packer_manifest
+            if manifest and not (loaded.project_dir / manifest).exists():
+                fail(("images", image_name, ref, "packer_manifest"), f"{manifest!r} does not exist next to {name}")
+    for role_name, role in spec.roles.items():
+        for env_name, env in spec.environments.items():
+            env_role = env.roles.get(role_name)
+            if env_role is None:
+                continue
+            if role.discovery.type == "floating_ip" and env_role.count > 1:
+                fail(
+                    ("environments", env_name, "roles", role_name),
+                    f"a floating IP points at one server; role {role_name} has discovery type floating_ip but {env_role.count} servers",
+                )
+            if role.discovery.dns and not env.dns_zone:
+                fail(("roles", role_name, "discovery", "dns"), f"environment {env_name} has no dns_zone for this record")
 
 
 def role_waves(spec: Spec, roles: list[str]) -> list[list[str]]:

@@ -6,14 +6,17 @@ from importlib import import_module
 from pathlib import Path
 
 from .base import ComputeDriver, LoadBalancerDriver
+from ..spec import ProviderSpec
 
 _COMPUTE = {
     "local": "phoenixctl.drivers.local:LocalCompute",
     "fake": "phoenixctl.drivers.fake:FakeCompute",  # in memory: engine tests and benchmarks only
+    "aws": "phoenixctl.drivers.aws:AWSCompute",
 }
 _LOAD_BALANCERS = {
     "local": "phoenixctl.drivers.haproxy:HAProxyLoadBalancers",
     "fake": "phoenixctl.drivers.fake:FakeLoadBalancers",
+    "aws": "phoenixctl.drivers.aws:AWSLoadBalancers",
 }
 
 
@@ -22,12 +25,12 @@ def _load(table: dict[str, str], name: str):
     return getattr(import_module(module), cls)
 
 
-def compute_driver(name: str, workdir: Path, project: str) -> ComputeDriver:
-    return _load(_COMPUTE, name)(workdir, project)
+def compute_driver(name: str, workdir: Path, project: str, settings: ProviderSpec | None = None) -> ComputeDriver:
+    return _load(_COMPUTE, name)(workdir, project, settings)
 
 
-def load_balancer_driver(name: str, workdir: Path, project: str) -> LoadBalancerDriver:
-    return _load(_LOAD_BALANCERS, name)(workdir, project)
+def load_balancer_driver(name: str, workdir: Path, project: str, settings: ProviderSpec | None = None) -> LoadBalancerDriver:
+    return _load(_LOAD_BALANCERS, name)(workdir, project, settings)
 
 
 def register(kind: str, name: str, target: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from ..deadline import Deadline
-from ..spec import ImageSpec
+from ..spec import ImageSpec, PlacementSpec, ProviderSpec
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class LaunchRequest:
     userdata: bytes  # cloud-init user-data (MIME); holds secret values: never log or store it
     boot_env: dict[str, str] = field(default_factory=dict)  # per-server values: id, ...
     boot_timeout: float = 120.0  # for the user-data's boot commands
+    placement: PlacementSpec = PlacementSpec()  # instance type, subnets, security groups (clouds)
+    tags: dict[str, str] = field(default_factory=dict)  # fingerprint, operation: written on the resource
 
     def __repr__(self) -> str:
         return f"LaunchRequest({self.server_id}, {self.env}/{self.role}, image {self.image_id})"
@@ -45,6 +47,30 @@ class LaunchRequest:
 
 @dataclass(frozen=True)
 class Launched:
+    address: str
+    port: int
+    handle: dict
+
+
+@dataclass(frozen=True)
+class BalancerRequest:
+    """One role's way in: a load balancer, or a floating IP (one server at a time)."""
+
+    env: str
+    role: str
+    port: int
+    health_path: str
+    tls_port: int | None = None
+    address: str | None = None  # where to listen, for providers that let Phoenix choose (loopback)
+    kind: str = "load_balancer"  # or floating_ip
+    public: bool = False  # internet-facing, where the provider distinguishes
+    dns_name: str | None = None  # a record kept pointing at the balancer or the floating IP
+    drain_seconds: float = 30.0  # how long the balancer may keep a retiring member's connections
+    placement: PlacementSpec = PlacementSpec()
+
+
+@dataclass(frozen=True)
+class Endpoint:
     address: str
     port: int
     handle: dict
@@ -97,10 +123,16 @@ class ComputeDriver(ABC):
 
     name: str
 
-    def __init__(self, workdir: Path, project: str):
+    def __init__(self, workdir: Path, project: str, settings: ProviderSpec | None = None):
         self.workdir = workdir  # the project's `.phoenix/`
         self.project = project
+        self.settings = settings or ProviderSpec()
         self._http: httpx.Client | None = None
+
+    @property
+    def reaches_servers(self) -> bool:
+        """Phoenix may connect to servers itself (boot, health and warm-up gates)."""
+        return self.settings.server_checks
 
     @abstractmethod
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
@@ -133,6 +165,15 @@ class ComputeDriver(ABC):
     def discover(self, env: str) -> dict[str, dict]:
         """What really runs for the environment, by server id, whatever the state store
         says: recovery adopts what the record missed and removes orphans."""
+
+    def teardown(self, env: str, deadline: Deadline) -> list[str]:
+        """After the environment's last server is gone: remove what the provider created for
+        it (security groups, ...); returns what was removed."""
+        return []
+
+    def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:
+        """`phoenix doctor`: what this provider and account can do (name, ok, detail[, seconds])."""
+        return []
 
     def file_changes(self, handle: dict) -> FileChanges | None:
         """What changed in the server since it booted; None where the provider cannot tell."""
@@ -174,14 +215,21 @@ class LoadBalancerDriver(ABC):
     """One load balancer per role per environment; members are swapped through its API."""
 
     name: str
+    assigns_addresses = False  # True: the provider chooses the address (a cloud's DNS name or IP)
+    capabilities: frozenset[str] = frozenset()  # "standby", "counters", "floating_ip", "dns"
 
-    def __init__(self, workdir: Path, project: str):
+    def __init__(self, workdir: Path, project: str, settings: ProviderSpec | None = None):
         self.workdir = workdir
         self.project = project
+        self.settings = settings or ProviderSpec()
 
     @abstractmethod
-    def create(self, env: str, role: str, address: str, port: int, health_path: str, tls_port: int | None = None) -> dict:
+    def create(self, request: BalancerRequest) -> Endpoint:
         """Start the balancer; with `tls_port`, it also passes TLS through to the members."""
+
+    def discover(self, env: str) -> dict[str, dict]:
+        """The environment's balancers that really exist, by role, whatever the state store says."""
+        return {}
 
     @abstractmethod
     def is_alive(self, handle: dict) -> bool: ...

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..deadline import Deadline
 from ..errors import PhoenixError
 from ..spec import ImageSpec
-from .base import BakeResult, ComputeDriver, Launched, LaunchRequest, LoadBalancerDriver, MemberCounters, MemberState
+from .base import BakeResult, BalancerRequest, ComputeDriver, Endpoint, Launched, LaunchRequest, LoadBalancerDriver, MemberCounters, MemberState
 
 
 @dataclass
@@ -76,8 +76,8 @@ class FakeWorld:
 class FakeCompute(ComputeDriver):
     name = "fake"
 
-    def __init__(self, workdir: Path, project: str):
-        super().__init__(workdir, project)
+    def __init__(self, workdir: Path, project: str, settings=None):
+        super().__init__(workdir, project, settings)
         self.world = FakeWorld.of(workdir)
 
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
@@ -130,15 +130,16 @@ class FakeCompute(ComputeDriver):
 
 class FakeLoadBalancers(LoadBalancerDriver):
     name = "fake"
+    capabilities = frozenset({"standby", "counters"})
 
-    def __init__(self, workdir: Path, project: str):
-        super().__init__(workdir, project)
+    def __init__(self, workdir: Path, project: str, settings=None):
+        super().__init__(workdir, project, settings)
         self.world = FakeWorld.of(workdir)
 
-    def create(self, env: str, role: str, address: str, port: int, health_path: str, tls_port: int | None = None) -> dict:
-        key = f"{env}/{role}"
+    def create(self, request: BalancerRequest) -> Endpoint:
+        key = f"{request.env}/{request.role}"
         self.world.balancers.setdefault(key, {})
-        return {"key": key}
+        return Endpoint(request.address, request.port, {"key": key})
 
     def is_alive(self, handle: dict) -> bool:
         return handle["key"] in self.world.balancers

@@ -21,7 +21,7 @@ import psutil
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
-from .base import LoadBalancerDriver, MemberCounters, MemberState
+from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState
 
 BACKEND = "servers"
 
@@ -135,11 +135,14 @@ class RuntimeAPI:
 
 class HAProxyLoadBalancers(LoadBalancerDriver):
     name = "local"
+    capabilities = frozenset({"standby", "counters"})
 
     def _dir(self, env: str, role: str) -> Path:
         return self.workdir / "lb" / env / role
 
-    def create(self, env: str, role: str, address: str, port: int, health_path: str, tls_port: int | None = None) -> dict:
+    def create(self, request: BalancerRequest) -> Endpoint:
+        env, role, address, port = request.env, request.role, request.address, request.port
+        health_path, tls_port = request.health_path, request.tls_port
         if shutil.which("haproxy") is None:
             raise PhoenixError("haproxy is not installed (run `make setup`, or apt-get install haproxy)")
         directory = self._dir(env, role)
@@ -161,13 +164,14 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         pid = int(Deadline(10, f"haproxy pid file {pid_path}").poll(lambda: pid_path.exists() and pid_path.read_text().strip()))
         api = RuntimeAPI(str(socket_path))
         Deadline(10, f"haproxy admin socket for {env}/{role}").poll(lambda: self._answers(api))
-        return {
+        handle = {
             "pid": pid,
             "started": psutil.Process(pid).create_time(),
             "socket": str(socket_path),
             "dir": str(directory),
             "tls_port": tls_port,
         }
+        return Endpoint(address, port, handle)
 
     @staticmethod
     def _backends(handle: dict) -> list[str]:

@@ -65,8 +65,8 @@ def file_manifest(rootfs: Path) -> dict[str, dict]:
 class LocalCompute(ComputeDriver):
     name = "local"
 
-    def __init__(self, workdir: Path, project: str):
-        super().__init__(workdir, project)
+    def __init__(self, workdir: Path, project: str, settings=None):
+        super().__init__(workdir, project, settings)
         self.images_dir = workdir / "images"
         self.servers_dir = workdir / "servers"
         self.logs_dir = workdir / "logs"
