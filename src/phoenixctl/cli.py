@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import config
 from .errors import PhoenixError
-from .example import init_example
+from .example import EXAMPLES, init_example
 from .executor import PHASES, Executor, OperationResult, Project, Reporter
 from .spec import json_schema, load_spec
 
@@ -565,11 +565,13 @@ def phase_table(operations: list[dict], title: str) -> Table:
 
 @app.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-def init(directory: Path) -> None:
-    """Copy the example website project out as a starting point."""
+@click.option("--example", type=click.Choice(EXAMPLES), default="website", show_default=True,
+              help="website: the local provider; website-aws: the same site on AWS")
+def init(directory: Path, example: str) -> None:
+    """Copy an example project out as a starting point."""
     if (directory / "phoenix.yaml").exists():
         raise PhoenixError(f"{directory / 'phoenix.yaml'} already exists; not overwriting it")
-    made = init_example(directory)
+    made = init_example(directory, example)
     out.print(f"example project copied to {directory}, with a self-signed TLS pair per environment ({len(made)} files under secrets/)")
     out.print(f"next: cd {directory} && phoenix up ci")
 

@@ -10,14 +10,17 @@ from .secrets import create_tls_pair
 from .spec import load_spec
 
 
-def example_dir() -> Path:
-    return Path(str(resources.files("phoenixctl") / "examples" / "website"))
+EXAMPLES = ("website", "website-aws")  # the local site, and the same site on AWS
 
 
-def init_example(directory: Path) -> list[Path]:
-    """Copy the example to `directory` and give each environment its own TLS pair
-    (what `phoenix secrets tls ENV` does), so it runs as it is. Returns the files made."""
-    shutil.copytree(example_dir(), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix", "secrets"))
+def example_dir(name: str = "website") -> Path:
+    return Path(str(resources.files("phoenixctl") / "examples" / name))
+
+
+def init_example(directory: Path, name: str = "website") -> list[Path]:
+    """Copy an example to `directory` (links followed) and give each environment its own TLS
+    pair (what `phoenix secrets tls ENV` does), so it runs as it is. Returns the files made."""
+    shutil.copytree(example_dir(name), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix", "secrets"))
     loaded = load_spec(directory / "phoenix.yaml")
     made: list[Path] = []
     for env in loaded.spec.environments:

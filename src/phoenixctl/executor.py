@@ -353,11 +353,9 @@ class Executor:
                 self.lbs.destroy(lb.handle_data, Deadline(deadlines.stop, f"stop of the {lb.role} load balancer"))
                 self.store.delete_load_balancer(env, lb.role)
                 self.reporter.info(f"load balancer {lb.role} at {lb.address}:{lb.port} stopped")
-            known_handles = [lb.handle_data for lb in lbs.values()]
-            for role, handle in self.lbs.discover(env).items():
-                if handle not in known_handles:  # a balancer the record missed (a crash mid-create)
-                    self.lbs.destroy(handle, Deadline(deadlines.stop, f"stop of an orphan {role} load balancer"))
-                    op.note("recovered", f"orphan {role} load balancer removed")
+            for role, handle in self.lbs.discover(env).items():  # what the record missed (a crash mid-create)
+                self.lbs.destroy(handle, Deadline(max(deadlines.stop, 60), f"removal of an orphan {role} balancer"))
+                op.note("recovered", f"orphan {role} balancer removed")
             for removed in self.compute.teardown(env, Deadline(max(deadlines.stop, 60), f"teardown of environment {env}")):
                 self.reporter.info(f"removed {removed}")
             return op.result
@@ -640,7 +638,7 @@ class Executor:
                         server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
                         port=boot.port, command=boot.command, userdata=boot.userdata,
                         boot_env={"PHOENIX_SERVER_ID": server_id}, boot_timeout=deadlines.boot,
-                        placement=self.spec.placement(env, role), tags={"fingerprint": boot.fingerprint, "operation": op.id},
+                        tls_port=self.spec.roles[role].tls_port, placement=self.spec.placement(env, role), tags={"fingerprint": boot.fingerprint, "operation": op.id},
                     ),
                     self._reserve_address,
                 )

@@ -274,7 +274,9 @@ class DiscoverySpec(Model):
         "load_balancer", description="A load balancer per role, or a floating IP moved to the new server (one server)"
     )
     public: bool = Field(False, description="Cloud providers: an internet-facing load balancer (default: internal)")
-    dns: str | None = Field(None, description="A DNS record kept pointing at the role, relative to the environment's dns_zone")
+    dns: str | None = Field(
+        None, description="A DNS record kept pointing at the role, relative to the environment's dns_zone (where it names one)"
+    )
 
 
 class RoleSpec(ConfigLayer):
@@ -567,8 +569,6 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
                     ("environments", env_name, "roles", role_name),
                     f"a floating IP points at one server; role {role_name} has discovery type floating_ip but {env_role.count} servers",
                 )
-            if role.discovery.dns and not env.dns_zone:
-                fail(("roles", role_name, "discovery", "dns"), f"environment {env_name} has no dns_zone for this record")
 
 
 def role_waves(spec: Spec, roles: list[str]) -> list[list[str]]:

@@ -38,6 +38,7 @@ class LaunchRequest:
     userdata: bytes  # cloud-init user-data (MIME); holds secret values: never log or store it
     boot_env: dict[str, str] = field(default_factory=dict)  # per-server values: id, ...
     boot_timeout: float = 120.0  # for the user-data's boot commands
+    tls_port: int | None = None  # a second port the server serves (TLS passed through)
     placement: PlacementSpec = PlacementSpec()  # instance type, subnets, security groups (clouds)
     tags: dict[str, str] = field(default_factory=dict)  # fingerprint, operation: written on the resource
 

@@ -32,7 +32,19 @@ IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
 _IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
 
 
-def _walk_files(root: Path):
+def recipe_digest(recipe: ImageSpec, project_dir: Path) -> str:
+    """The content address of an image recipe: its fields and its files' paths, modes and bytes."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(recipe.model_dump(exclude_none=True), sort_keys=True).encode())
+    for entry in recipe.files:
+        for path in walk_files(project_dir / entry):
+            relative = path.relative_to(project_dir)
+            executable = os.access(path, os.X_OK)
+            digest.update(f"\0{relative}\0{int(executable)}\0{_sha256(path)}".encode())
+    return digest.hexdigest()
+
+
+def walk_files(root: Path):
     """Files under root in a stable order, skipping what IGNORED skips."""
     if root.is_file():
         yield root
@@ -56,7 +68,7 @@ def _sha256(path: Path) -> str:
 def file_manifest(rootfs: Path) -> dict[str, dict]:
     """Every file's hash and mode, by path relative to the root (used for drift detection)."""
     manifest = {}
-    for path in _walk_files(rootfs):
+    for path in walk_files(rootfs):
         info = path.lstat()
         manifest[str(path.relative_to(rootfs))] = {"sha256": _sha256(path), "mode": stat.S_IMODE(info.st_mode)}
     return manifest
@@ -74,15 +86,7 @@ class LocalCompute(ComputeDriver):
 
     # --- images ---------------------------------------------------------------------------
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
-        digest = hashlib.sha256()
-        digest.update(json.dumps(recipe.model_dump(), sort_keys=True).encode())
-        for entry in recipe.files:
-            source = project_dir / entry
-            for path in _walk_files(source):
-                relative = path.relative_to(project_dir)
-                executable = os.access(path, os.X_OK)
-                digest.update(f"\0{relative}\0{int(executable)}\0{_sha256(path)}".encode())
-        return f"img-{name}-{digest.hexdigest()[:16]}"
+        return f"img-{name}-{recipe_digest(recipe, project_dir)[:16]}"
 
     def _image_dir(self, image_id: str) -> Path:
         return self.images_dir / image_id
