@@ -389,12 +389,15 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
         out.print_json(json.dumps(report))
         return
     table = Table(title=f"{env}: servers", title_justify="left")
-    for column in ("id", "role", "address", "image", "state", "in service", "launched at", "age", "pid", "root"):
+    common = ("id", "role", "address", "image", "state", "in_service", "launched_at", "age_s", "fingerprint")
+    # the provider's own fields (pid and root locally, instance and zone on AWS)
+    extra = list(dict.fromkeys(key for s in report["servers"] for key in s if key not in common))
+    for column in ("id", "role", "address", "image", "state", "in service", "launched at", "age", *extra):
         table.add_column(column)
     for s in report["servers"]:
         table.add_row(
             s["id"], s["role"], s["address"], s["image"], s["state"], "yes" if s["in_service"] else "no",
-            s["launched_at"], f"{s['age_s']:.0f}s", str(s.get("pid", "")), str(s.get("root", "")),
+            s["launched_at"], f"{s['age_s']:.0f}s", *(str(s.get(key) or "") for key in extra),
         )
     out.print(table)
     lbs = Table(title=f"{env}: load balancers", title_justify="left")
@@ -403,6 +406,28 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     for lb in report["load_balancers"]:
         lbs.add_row(lb["role"], lb["address"], lb.get("tls_address", ""), "yes" if lb["alive"] else "no", str(lb["members_up"]))
     out.print(lbs)
+
+
+@app.command()
+@click.option("--probe", is_flag=True, help="Also time making an image and launching a server (creates and removes them)")
+@spec_option
+@json_option
+def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
+    """What the configured provider can do: images, user-data, load balancers, floating IPs, DNS."""
+    with executor_for(spec_file, "doctor", quiet=True) as executor:
+        report = executor.doctor(probe)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        table = Table(title=f"provider {report['provider']}", title_justify="left")
+        for column in ("capability", "ok", "detail", "seconds"):
+            table.add_column(column)
+        for row in report["capabilities"]:
+            seconds = f"{row['seconds']:.2f}s" if "seconds" in row else ""
+            table.add_row(row["capability"], "yes" if row["ok"] else "no", row["detail"], seconds)
+        out.print(table)
+    if any(not row["ok"] for row in report["capabilities"] if row["capability"] in ("account", "network", "images", "load balancer")):
+        raise SystemExit(1)  # what every deployment needs is missing
 
 
 @app.command()

@@ -978,6 +978,23 @@ class Executor:
             roles.append(entry)
         return {"environment": env, "strategy": strategy, "roles": roles}
 
+    # --- what the provider can do --------------------------------------------------------------
+    def doctor(self, probe: bool = False, timeout: float = 900.0) -> dict:
+        """The provider's capabilities for this spec; with `probe`, how long an image and a
+        server take to make (the floor of how fast a change can reach users)."""
+        deadline = Deadline(timeout, "the doctor's probes")
+        rows = self.compute.capability_report(probe, deadline) + self.lbs.capability_report()
+        capabilities = self.lbs.capabilities
+        rows += [
+            {"capability": "rolling", "ok": True, "detail": "launch before terminate, max_surge / max_unavailable"},
+            {"capability": "blue-green", "ok": "standby" in capabilities, "detail": "a kept group, switched in one step"},
+            {"capability": "canary", "ok": "counters" in capabilities, "detail": "per-member error counts from the balancer"},
+            {"capability": "server checks", "ok": self.compute.reaches_servers,
+             "detail": "Phoenix probes new servers (listen, health, warm-up)" if self.compute.reaches_servers
+             else "off: the balancer's health check is the gate; no warm-up"},
+        ]
+        return {"provider": self.spec.provider.name, "probe": probe, "capabilities": rows}
+
     # --- reading --------------------------------------------------------------------------
     def status(self, env: str) -> dict:
         self.project.loaded.environment(env)

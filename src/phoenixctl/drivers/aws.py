@@ -520,23 +520,14 @@ class AWSCompute(ComputeDriver):
 
     # --- doctor -------------------------------------------------------------------------------
     def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:
-        report = []
-
-        def check(name: str, action) -> None:
-            try:
-                report.append({"capability": name, "ok": True, "detail": action()})
-            except PhoenixError as exc:
-                report.append({"capability": name, "ok": False, "detail": str(exc)})
-
+        report: list[dict] = []
+        check = checker(report)
         check("account", lambda: f"account {self.aws.call('sts', 'get_caller_identity')['Account']}, region {self.aws.region}"
               + (" (an emulator: its servers run nothing)" if self.aws.emulator else ""))
         check("network", lambda: "default VPC {} with subnets in {} zones".format(
             (n := self.aws.network(None))[0], len({s["AvailabilityZone"] for s in n[2]})))
         check("images", lambda: f"{len(self.aws.pages('ec2', 'describe_images', 'Images', Owners=['self']))} own AMIs; create_image by `bake`")
         check("user-data", lambda: f"cloud-init user-data up to {USERDATA_LIMIT} bytes (gzipped when larger)")
-        check("load balancer", lambda: f"ELBv2: {len(self.aws.pages('elbv2', 'describe_load_balancers', 'LoadBalancers'))} balancers")
-        check("floating IP", lambda: f"Elastic IPs: {len(self.aws.call('ec2', 'describe_addresses')['Addresses'])} allocated")
-        check("DNS", lambda: f"Route 53: {len(self.aws.pages('route53', 'list_hosted_zones', 'HostedZones'))} hosted zones")
         if probe:
             report += self._probe(deadline)
         return report
@@ -566,6 +557,18 @@ class AWSCompute(ComputeDriver):
                 self._forget_image(ami)
             self.aws.call("ec2", "terminate_instances", InstanceIds=[instance])
         return results
+
+
+def checker(report: list[dict]):
+    """`check(name, action)`: run one capability check into the report; an error is a row, not a failure."""
+
+    def check(name: str, action) -> None:
+        try:
+            report.append({"capability": name, "ok": True, "detail": action()})
+        except PhoenixError as exc:
+            report.append({"capability": name, "ok": False, "detail": str(exc)})
+
+    return check
 
 
 def builder_userdata(name: str, recipe: ImageSpec, project_dir: Path) -> bytes:
@@ -831,6 +834,14 @@ class AWSLoadBalancers(LoadBalancerDriver):
 
     def counters(self, handle: dict) -> dict[str, MemberCounters]:
         raise PhoenixError("provider aws does not count requests per member")
+
+    def capability_report(self) -> list[dict]:
+        report: list[dict] = []
+        check = checker(report)
+        check("load balancer", lambda: f"ELBv2: {len(self.aws.pages('elbv2', 'describe_load_balancers', 'LoadBalancers'))} balancers")
+        check("floating IP", lambda: f"Elastic IPs: {len(self.aws.call('ec2', 'describe_addresses')['Addresses'])} allocated")
+        check("DNS", lambda: f"Route 53: {len(self.aws.pages('route53', 'list_hosted_zones', 'HostedZones'))} hosted zones")
+        return report
 
     # --- existence and removal ------------------------------------------------------------------
     def is_alive(self, handle: dict) -> bool:

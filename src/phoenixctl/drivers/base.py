@@ -232,6 +232,10 @@ class LoadBalancerDriver(ABC):
         """The environment's balancers that really exist, by role, whatever the state store says."""
         return {}
 
+    def capability_report(self) -> list[dict]:
+        """`phoenix doctor`: the balancer API, floating IPs, DNS (name, ok, detail)."""
+        return []
+
     @abstractmethod
     def is_alive(self, handle: dict) -> bool: ...
 

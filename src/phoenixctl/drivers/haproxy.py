@@ -137,6 +137,15 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
     name = "local"
     capabilities = frozenset({"standby", "counters"})
 
+    def capability_report(self) -> list[dict]:
+        binary = shutil.which("haproxy")
+        version = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.splitlines()[0] if binary else ""
+        return [
+            {"capability": "load balancer", "ok": bool(binary), "detail": version or "haproxy is not installed (make setup)"},
+            {"capability": "floating IP", "ok": False, "detail": "not on this provider: a balancer per role on loopback"},
+            {"capability": "DNS", "ok": False, "detail": "not on this provider"},
+        ]
+
     def _dir(self, env: str, role: str) -> Path:
         return self.workdir / "lb" / env / role
 

@@ -135,6 +135,48 @@ class LocalCompute(ComputeDriver):
             last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise PhoenixError(f"bake of image {name}: step {index + 1} ({step!r}) exited {result.returncode}: {last[0]}")
 
+    def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:
+        images = [p for p in self.images_dir.glob("img-*")] if self.images_dir.is_dir() else []
+        report = [
+            {"capability": "images", "ok": True, "detail": f"content-addressed copies under {self.images_dir} ({len(images)} kept)"},
+            {"capability": "user-data", "ok": True, "detail": "applied by the provider as cloud-init would: write_files, runcmd, shell parts"},
+            {"capability": "servers", "ok": True, "detail": "processes on their own loopback addresses"},
+        ]
+        if probe:
+            report += self._probe(deadline)
+        return report
+
+    def _probe(self, deadline: Deadline) -> list[dict]:
+        """Time copying a small image and starting a server on loopback until it listens."""
+        import socket
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="phoenix-doctor-") as scratch:
+            source = Path(scratch) / "project"
+            (source / "site").mkdir(parents=True)
+            (source / "site" / "index.html").write_text("<p>phoenix doctor</p>\n" * 200)
+            probe = LocalCompute(Path(scratch) / "work", self.project, self.settings)
+            recipe = ImageSpec(files=["site"], start="python -m http.server")
+            baked = probe.bake("doctor", recipe, source, deadline)
+            with socket.socket() as free:
+                free.bind(("127.0.0.1", 0))
+                port = free.getsockname()[1]
+            started = time.monotonic()
+            process = subprocess.Popen(
+                [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+                cwd=Path(baked.location) / "rootfs", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            try:
+                deadline.poll(lambda: probe.listening({}, "127.0.0.1", port), interval=0.01)
+                launch = time.monotonic() - started
+            finally:
+                process.kill()
+                process.wait()
+        return [
+            {"capability": "probe: image", "ok": True, "detail": "bake of a small image", "seconds": round(baked.seconds, 3)},
+            {"capability": "probe: launch", "ok": True, "detail": "a python server from start to listening", "seconds": round(launch, 3)},
+        ]
+
     # --- servers --------------------------------------------------------------------------
     def launch(self, request: LaunchRequest, reserve_address) -> Launched:
         address = reserve_address(request.port)
