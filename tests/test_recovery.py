@@ -134,7 +134,7 @@ def test_orphan_process_is_removed(production: Path):
     try:
         result = phoenix(production, "recover", "production")
         assert result.returncode == 0, result.stderr
-        assert f"backend-0rphan: process {orphan.pid} unknown to the record: destroyed" in result.stdout
+        assert f"backend-0rphan: process {orphan.pid} unknown to the record (an orphan): destroyed" in result.stdout
         assert orphan.wait(10) == -signal.SIGTERM  # stopped by recovery, not by us
     finally:
         if orphan.poll() is None:

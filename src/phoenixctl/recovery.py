@@ -48,10 +48,10 @@ def recover(ex: "Executor", op: "Operation", env: str) -> list[str]:
         row = rows.get(server_id)
         if row is None or row.state == "destroyed":
             ex.compute.destroy(handle, Deadline(stop, f"orphan {server_id} to stop"))
-            actions.append(f"{server_id}: process {handle['pid']} unknown to the record: destroyed")
+            actions.append(f"{server_id}: {ex.compute.label(handle)} unknown to the record (an orphan): destroyed")
         elif not ex.compute.is_alive(row.handle_data):
-            ex.store.update_server(server_id, handle={**row.handle_data, **{k: handle[k] for k in ("pid", "started", "root", "dir")}})
-            actions.append(f"{server_id}: its launch was not recorded but its process {handle['pid']} runs: adopted")
+            ex.store.update_server(server_id, handle=ex.compute.adopt(row.handle_data, handle))
+            actions.append(f"{server_id}: its launch was not recorded but its {ex.compute.label(handle)} runs: adopted")
     wanted = ex.spec.environments[env].roles
     for lb_row in ex.store.load_balancers(env):
         role = lb_row.role

@@ -79,11 +79,16 @@ class AWS:
         self.settings = settings
         self._clients: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._named_locks: dict[str, threading.Lock] = {}
         self._session = None
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._named_locks.setdefault(name, threading.Lock())
 
     @classmethod
     def of(cls, settings: ProviderSpec) -> "AWS":
-        key = (settings.region, settings.endpoint_url, settings.emulator, os.environ.get("AWS_ENDPOINT_URL"))
+        key = (settings.region, settings.endpoint_url, settings.emulator, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get(aws_shim.VARIABLE))
         with cls._shared_lock:
             return cls._shared.setdefault(key, cls(settings))
 
@@ -192,13 +197,20 @@ class AWS:
         """A security group Phoenix owns (found by its tags, else created) letting `source`
         reach `ports`."""
         filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()] + [{"Name": "vpc-id", "Values": [vpc_id]}]
-        existing = self.call("ec2", "describe_security_groups", Filters=filters)["SecurityGroups"]
-        if existing:
-            return existing[0]["GroupId"]
-        group = self.call(
-            "ec2", "create_security_group", GroupName=name, Description=f"Phoenix: {name}", VpcId=vpc_id,
-            TagSpecifications=[{"ResourceType": "security-group", "Tags": aws_tags({**tags, "Name": name})}],
-        )["GroupId"]
+        with self._lock_for(name):  # servers of a role launch side by side: one creates the group
+            existing = self.call("ec2", "describe_security_groups", Filters=filters)["SecurityGroups"]
+            if existing:
+                return existing[0]["GroupId"]
+            try:
+                group = self.call(
+                    "ec2", "create_security_group", GroupName=name, Description=f"Phoenix: {name}", VpcId=vpc_id,
+                    TagSpecifications=[{"ResourceType": "security-group", "Tags": aws_tags({**tags, "Name": name})}],
+                )["GroupId"]
+            except AWSError as exc:
+                if exc.code != "InvalidGroup.Duplicate":  # another command made it meanwhile
+                    raise
+                return self.call("ec2", "describe_security_groups", Filters=[
+                    {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"][0]["GroupId"]
         self.call(
             "ec2", "authorize_security_group_ingress", GroupId=group,
             IpPermissions=[{"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": [{"CidrIp": source}]} for p in ports],
@@ -517,6 +529,9 @@ class AWSCompute(ComputeDriver):
 
     def describe(self, handle: dict) -> dict:
         return {"instance": handle.get("instance_id"), "zone": handle.get("zone")}
+
+    def label(self, handle: dict) -> str:
+        return f"instance {handle.get('instance_id')}"
 
     # --- doctor -------------------------------------------------------------------------------
     def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:

@@ -167,6 +167,14 @@ class ComputeDriver(ABC):
         """What really runs for the environment, by server id, whatever the state store
         says: recovery adopts what the record missed and removes orphans."""
 
+    def label(self, handle: dict) -> str:
+        """How people know the server: `process 1234`, `instance i-0abc`."""
+        return "server"
+
+    def adopt(self, recorded: dict, found: dict) -> dict:
+        """The handle of a server whose launch was not recorded, from what `discover` found."""
+        return {**recorded, **found}
+
     def teardown(self, env: str, deadline: Deadline) -> list[str]:
         """After the environment's last server is gone: remove what the provider created for
         it (security groups, ...); returns what was removed."""

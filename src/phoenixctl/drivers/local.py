@@ -390,6 +390,12 @@ class LocalCompute(ComputeDriver):
     def describe(self, handle: dict) -> dict:
         return {"pid": handle.get("pid"), "root": handle.get("root")}
 
+    def label(self, handle: dict) -> str:
+        return f"process {handle.get('pid')}"
+
+    def adopt(self, recorded: dict, found: dict) -> dict:
+        return {**recorded, **{key: found[key] for key in ("pid", "started", "root", "dir")}}  # the recorded log path stays
+
     def log_tail(self, handle: dict, lines: int = 3) -> str:
         try:
             text = Path(handle["log"]).read_text(errors="replace").strip().splitlines()

@@ -1,0 +1,403 @@
+"""The AWS provider against moto's server (ThreadedMotoServer on 127.0.0.1), through boto3.
+
+moto stands in for AWS: instances run nothing there, so the example runs with its live-server
+gates off (an endpoint on loopback is an emulator: Phoenix never connects to an instance).
+moto also marks targets healthy at once and never shows `draining`; the tests of an
+unhealthy target, a slow one and a long drain go through the documented shim
+(`phoenixctl/drivers/aws_shim.py`, `PHOENIX_AWS_SHIM`): those paths are covered only that way."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import gzip
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from phoenixctl.drivers.aws import AWS
+from phoenixctl.errors import PhoenixError, SpecError
+from phoenixctl.example import init_example
+from phoenixctl.executor import Executor, Project
+from phoenixctl.userdata import decode_content
+from phoenixctl.userdata import parse as parse_userdata
+
+from conftest import PHOENIX
+
+REGION = "us-east-1"
+PRODUCTION = {"frontend": 3, "backend": 2, "edit": 1}
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per API call otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+class Cloud:
+    """boto3 clients on the moto server, for the tests' own look at what exists."""
+
+    def __init__(self, url: str):
+        options = dict(endpoint_url=url, region_name=REGION, aws_access_key_id="test", aws_secret_access_key="test")
+        self.ec2 = boto3.client("ec2", **options)
+        self.elb = boto3.client("elbv2", **options)
+        self.route53 = boto3.client("route53", **options)
+
+    def instances(self, **tags: str) -> list[dict]:
+        filters = [{"Name": f"tag:phoenix:{k}", "Values": [v]} for k, v in tags.items()]
+        filters.append({"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]})
+        return [i for r in self.ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+
+    def targets(self, group_arn: str) -> dict[str, str]:
+        return {t["Target"]["Id"]: t["TargetHealth"]["State"] for t in self.elb.describe_target_health(TargetGroupArn=group_arn)["TargetHealthDescriptions"]}
+
+    def leftovers(self) -> dict[str, list]:
+        """Everything Phoenix creates for an environment and removes with it (AMIs stay: rollbacks need them)."""
+        return {
+            "instances": [i["InstanceId"] for i in self.instances(project="website")],
+            "balancers": [b["LoadBalancerName"] for b in self.elb.describe_load_balancers()["LoadBalancers"]],
+            "target groups": [g["TargetGroupName"] for g in self.elb.describe_target_groups()["TargetGroups"]],
+            "security groups": [g["GroupName"] for g in self.ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"],
+            "elastic IPs": [a["PublicIp"] for a in self.ec2.describe_addresses()["Addresses"]],
+        }
+
+
+NOTHING = {"instances": [], "balancers": [], "target groups": [], "security groups": [], "elastic IPs": []}
+
+
+@pytest.fixture
+def cloud(moto_url, monkeypatch) -> Cloud:
+    httpx.post(f"{moto_url}/moto-api/reset").raise_for_status()  # every test starts from an empty account
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    for name in ("PHOENIX_AWS_SHIM", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)  # no credentials: an emulator gets placeholders
+    AWS._shared.clear()
+    return Cloud(moto_url)
+
+
+def aws_example(tmp_path: Path, *edits: tuple[str, str]) -> Path:
+    """A copy of examples/website-aws (with a TLS pair per environment), edited as asked."""
+    directory = tmp_path / "website-aws"
+    init_example(directory, "website-aws")
+    spec = directory / "phoenix.yaml"
+    text = spec.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    spec.write_text(text)
+    return spec
+
+
+def executor(spec: Path) -> Executor:
+    return Executor(Project(spec))
+
+
+def tags_of(resource: dict) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def userdata_of(cloud: Cloud, instance_id: str) -> str:
+    value = cloud.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]["Value"]
+    raw = base64.b64decode(value)
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode()
+
+
+def serving(cloud: Cloud, ex: Executor, env: str) -> dict[str, set[str]]:
+    """Per role, the instances the balancer (or the Elastic IP) sends traffic to."""
+    result = {}
+    for row in ex.store.load_balancers(env):
+        handle = row.handle_data
+        if handle["kind"] == "floating_ip":
+            address = cloud.ec2.describe_addresses(AllocationIds=[handle["allocation_id"]])["Addresses"][0]
+            result[row.role] = {address["InstanceId"]} if address.get("InstanceId") else set()
+        else:
+            result[row.role] = {i for i, state in cloud.targets(handle["target_groups"][0][0]).items() if state == "healthy"}
+    return result
+
+
+# --- the example, from its directory, with nothing prepared --------------------------------------
+
+
+def test_example_ci_up_rotate_destroy_from_its_directory(cloud, moto_url, tmp_path):
+    spec = aws_example(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PHOENIX_FAILPOINT", "PHOENIX_AWS_SHIM")}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PHOENIX, *args], cwd=spec.parent, env=env, capture_output=True, text=True, timeout=120)
+
+    up = run("up", "ci")
+    assert up.returncode == 0, up.stderr
+    assert "not warmed" in up.stderr  # the emulator's instances cannot be reached: no warm-up, said so
+    first = {i["InstanceId"] for i in cloud.instances(env="ci")}
+    assert len(first) == 3
+    status = json.loads(run("status", "ci", "--json").stdout)
+    assert sorted(s["role"] for s in status["servers"] if s["in_service"]) == ["backend", "edit", "frontend"]
+    assert all(s["instance"] in first for s in status["servers"])
+
+    rotate = run("rotate", "ci", "--json")
+    assert rotate.returncode == 0, rotate.stderr
+    second = {i["InstanceId"] for i in cloud.instances(env="ci")}
+    assert len(second) == 3 and not second & first  # every server replaced, the old ones terminated
+
+    destroy = run("destroy", "ci")
+    assert destroy.returncode == 0, destroy.stderr
+    assert cloud.leftovers() == NOTHING
+
+
+# --- production: up, deploy, rollback, rotate, destroy ----------------------------------------------------
+
+
+def test_production_lifecycle_on_aws(cloud, tmp_path):
+    cloud.route53.create_hosted_zone(Name="website.test", CallerReference="phoenix-test")  # zones are never Phoenix's to create
+    spec = aws_example(tmp_path)
+    ex = executor(spec)
+    try:
+        result = ex.up("production")
+        assert len(result.launched) == 6 and result.baked
+
+        # Servers: tagged, placed as the spec says, spread across zones, with production's own user-data.
+        instances = cloud.instances(env="production")
+        by_role: dict[str, list[dict]] = {}
+        for instance in instances:
+            by_role.setdefault(tags_of(instance)["phoenix:role"], []).append(instance)
+        assert {role: len(items) for role, items in by_role.items()} == PRODUCTION
+        rows = {row.id: row for row in ex.store.servers("production")}
+        for instance in instances:
+            tags = tags_of(instance)
+            row = rows[tags["phoenix:server"]]
+            assert tags["phoenix:project"] == "website" and tags["phoenix:env"] == "production"
+            assert tags["phoenix:fingerprint"] == row.fingerprint and tags["phoenix:operation"] == result.id
+        assert {i["InstanceType"] for i in by_role["frontend"]} == {"c7i.large"}  # environment x role placement
+        assert {i["InstanceType"] for i in by_role["backend"] + by_role["edit"]} == {"t3.small"}  # environment placement
+        assert len({i["Placement"]["AvailabilityZone"] for i in by_role["frontend"]}) == 3
+        parsed = parse_userdata(userdata_of(cloud, by_role["frontend"][0]["InstanceId"]).encode())
+        files = {entry["path"]: entry for entry in parsed.cloud_config["write_files"]}
+        cert = files["/srv/phoenix/tls/cert.pem"]
+        assert decode_content(cert) == (spec.parent / "secrets/production/tls.crt").read_bytes()  # production's, not ci's
+        assert files["/srv/phoenix/tls/key.pem"]["permissions"] == "0600"
+        assert [name for name, _ in parsed.scripts] == ["phoenix-start.sh"]
+        assert b"python3 app/server.py" in parsed.scripts[0][1]
+
+        # The ways in: an NLB passing TLS through for the frontend, an internal ALB for the
+        # backend, an Elastic IP on the editor, a Route 53 alias for www; all tagged.
+        lbs = {row.role: row.handle_data for row in ex.store.load_balancers("production")}
+        frontend = cloud.elb.describe_load_balancers(LoadBalancerArns=[lbs["frontend"]["arn"]])["LoadBalancers"][0]
+        backend = cloud.elb.describe_load_balancers(LoadBalancerArns=[lbs["backend"]["arn"]])["LoadBalancers"][0]
+        assert (frontend["Type"], frontend["Scheme"]) == ("network", "internet-facing")
+        assert (backend["Type"], backend["Scheme"]) == ("application", "internal")
+        assert sorted(port for _, port in lbs["frontend"]["target_groups"]) == [8080, 8443]
+        for handle in (lbs["frontend"], lbs["backend"]):
+            arns = [handle["arn"]] + [arn for arn, _ in handle["target_groups"]]
+            for description in cloud.elb.describe_tags(ResourceArns=arns)["TagDescriptions"]:
+                assert tags_of(description)["phoenix:env"] == "production", description["ResourceArn"]
+        eip = cloud.ec2.describe_addresses(AllocationIds=[lbs["edit"]["allocation_id"]])["Addresses"][0]
+        assert tags_of(eip)["phoenix:role"] == "edit"
+        assert serving(cloud, ex, "production") == {role: {i["InstanceId"] for i in items} for role, items in by_role.items()}
+        zone = cloud.route53.list_hosted_zones_by_name(DNSName="website.test.")["HostedZones"][0]["Id"]
+        records = {r["Name"]: r for r in cloud.route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]}
+        assert records["www.website.test."]["AliasTarget"]["DNSName"].rstrip(".") == frontend["DNSName"]
+        assert records["edit.website.test."]["ResourceRecords"] == [{"Value": eip["PublicIp"]}]
+
+        # A new build: a new AMI, every server replaced, the Elastic IP moved to the new editor.
+        old_image = ex.store.servers("production")[0].image_id
+        (spec.parent / "VERSION").write_text("2.0.0\n")
+        ex = executor(spec)
+        deployed = ex.deploy("production")
+        assert len(deployed.launched) == 6 and len(deployed.retired) == 6 and deployed.baked
+        new_image = {row.image_id for row in ex.store.servers("production") if row.in_service}
+        assert new_image != {old_image} and len(new_image) == 1
+        amis = cloud.ec2.describe_images(Owners=["self"])["Images"]
+        assert len(amis) == 2 and all(tags_of(a)["phoenix:project"] == "website" for a in amis)
+        now = serving(cloud, ex, "production")
+        live = {i["InstanceId"] for i in cloud.instances(env="production")}
+        assert set().union(*now.values()) == live and not live & set().union(*[{i["InstanceId"] for i in v} for v in by_role.values()])
+        assert len(now["edit"]) == 1
+
+        # Back to the previous build, rolling.
+        back = ex.rollback("production")
+        assert len(back.launched) == 6
+        assert {row.image_id for row in ex.store.servers("production") if row.in_service} == {old_image}
+
+        # The phoenix rebirth: the same build, every server new.
+        before = {i["InstanceId"] for i in cloud.instances(env="production")}
+        rotated = ex.rotate("production")
+        assert len(rotated.launched) == 6
+        assert not before & {i["InstanceId"] for i in cloud.instances(env="production")}
+    finally:
+        executor(spec).destroy("production")
+    assert cloud.leftovers() == NOTHING
+    records = cloud.route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+    assert not {"www.website.test.", "edit.website.test."} & {r["Name"] for r in records}
+
+
+# --- nothing hides: recovery by tags ---------------------------------------------------------------
+
+
+def test_recovery_finds_an_instance_only_its_tags_know(cloud, tmp_path):
+    spec = aws_example(tmp_path)
+    ex = executor(spec)
+    try:
+        ex.up("ci")
+        # A command killed between run_instances and writing the record leaves an instance
+        # the state store never heard of: the kill is real (SIGKILL at the `launch` failpoint).
+        env = {**os.environ, "PHOENIX_FAILPOINT": "launch"}
+        killed = subprocess.run([PHOENIX, "rotate", "ci", "--role", "backend", "-f", str(spec)], env=env, capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -9
+        known = {row.handle_data.get("instance_id") for row in executor(spec).store.servers("ci")}
+        unknown = [i for i in cloud.instances(env="ci") if i["InstanceId"] not in known]
+        assert len(unknown) == 1 and tags_of(unknown[0])["phoenix:role"] == "backend"
+
+        recovered = executor(spec).recover("ci")
+        adopted = f"instance {unknown[0]['InstanceId']} runs: adopted"
+        assert any(adopted in action for action in recovered.recovered), recovered.recovered
+        live = {i["InstanceId"] for i in cloud.instances(env="ci")}
+        assert unknown[0]["InstanceId"] not in live and len(live) == 3  # adopted, then destroyed: it never served
+
+        # An instance the record has no row for at all (say, a lost state file) is an orphan.
+        image = cloud.instances(env="ci")[0]["ImageId"]
+        tags = [{"Key": f"phoenix:{k}", "Value": v} for k, v in dict(project="website", env="ci", role="edit", server="edit-0rphan").items()]
+        orphan = cloud.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        orphan_id = orphan["Instances"][0]["InstanceId"]
+        recovered = executor(spec).recover("ci")
+        assert f"edit-0rphan: instance {orphan_id} unknown to the record (an orphan): destroyed" in recovered.recovered
+        assert orphan_id not in {i["InstanceId"] for i in cloud.instances(env="ci")}
+    finally:
+        executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING
+
+
+def test_destroy_removes_balancers_the_record_lost(cloud, tmp_path):
+    spec = aws_example(tmp_path)
+    ex = executor(spec)
+    ex.up("ci")
+    for row in ex.store.load_balancers("ci"):
+        ex.store.delete_load_balancer("ci", row.role)  # as if the state store had lost them
+    result = executor(spec).destroy("ci")
+    assert sum("orphan" in action for action in result.recovered) >= 3
+    assert cloud.leftovers() == NOTHING
+
+
+# --- what moto does not model, through the shim ----------------------------------------------------
+
+
+def test_a_target_that_stays_unhealthy_leaves_the_old_servers_serving(cloud, tmp_path, monkeypatch):
+    spec = aws_example(tmp_path, ("swap: 5m", "swap: 2s"))
+    executor(spec).up("ci")
+    before = serving(cloud, executor(spec), "ci")
+    monkeypatch.setenv("PHOENIX_AWS_SHIM", "unhealthy")
+    AWS._shared.clear()
+    ex = executor(spec)
+    try:
+        with pytest.raises(PhoenixError, match="load balancer"):
+            ex.rotate("ci", role="backend")
+        monkeypatch.delenv("PHOENIX_AWS_SHIM")
+        AWS._shared.clear()
+        assert serving(cloud, executor(spec), "ci") == before  # still the old ones, healthy
+        assert {i["InstanceId"] for i in cloud.instances(env="ci")} == set().union(*before.values())  # the new one is gone
+    finally:
+        monkeypatch.delenv("PHOENIX_AWS_SHIM", raising=False)
+        AWS._shared.clear()
+        executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING
+
+
+def test_slow_to_become_healthy_and_a_long_drain(cloud, tmp_path, monkeypatch):
+    spec = aws_example(tmp_path, ("swap: 5m", "swap: 20s"))
+    executor(spec).up("ci")
+    old = {i["InstanceId"] for i in cloud.instances(env="ci", role="backend")}
+    monkeypatch.setenv("PHOENIX_AWS_SHIM", "slow=1.5,drain=1.5")
+    AWS._shared.clear()
+    ex = executor(spec)
+    try:
+        result = ex.rotate("ci", role="backend")
+        assert len(result.launched) == 1 and len(result.retired) == 1
+        phases = {name: entry for name, entry in ex.history("ci", 1)[0]["phases"].items()}
+        assert phases["swap"]["max_s"] >= 1.5  # waited for `initial` to become `healthy`
+        assert phases["drain"]["max_s"] >= 1.5  # waited through `draining` before terminating
+        assert not old & {i["InstanceId"] for i in cloud.instances(env="ci")}
+    finally:
+        monkeypatch.delenv("PHOENIX_AWS_SHIM", raising=False)
+        AWS._shared.clear()
+        executor(spec).destroy("ci")
+
+
+# --- images built elsewhere ------------------------------------------------------------------------
+
+
+def test_images_by_id_by_newest_name_and_from_a_packer_manifest(cloud, tmp_path):
+    subnet = cloud.ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    base = cloud.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = cloud.ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]["InstanceId"]
+    older = cloud.ec2.create_image(InstanceId=instance, Name="website-2026-01")["ImageId"]
+    newer = cloud.ec2.create_image(InstanceId=instance, Name="website-2026-02")["ImageId"]
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"builds": [{"packer_run_uuid": "a", "artifact_id": f"eu-west-1:ami-0elsewhere,{REGION}:{older}"}], "last_run_uuid": "a"}))
+    recipe = "    base: {name: \"al2023-ami-2023.*-x86_64\", owners: [amazon]}   # the builder starts from the newest match\n"
+    for prebuilt, expected in ((f"{{id: {older}}}", older), ('{name: "website-*"}', newer), (f"{{packer_manifest: {manifest}}}", older)):
+        spec = aws_example(tmp_path / expected / prebuilt[:6].strip("{: "), (recipe, f"    prebuilt: {prebuilt}\n"))
+        ex = executor(spec)
+        assert ex.bake() == [("web", expected, True, pytest.approx(0, abs=5))]
+        try:
+            ex.up("ci")
+            assert {i["ImageId"] for i in cloud.instances(env="ci")} == {expected}
+        finally:
+            ex.destroy("ci")
+
+
+# --- bad input: one line, the place named, nothing half-made -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("rollout: {max_surge: 1, max_unavailable: 0}", "rollout: {strategy: canary}"), "defaults.rollout.strategy: provider aws cannot run canary"),
+        (("    roles: {backend: 1, edit: 1, frontend: 1}", "    roles: {backend: 1, edit: 2, frontend: 1}"), "environments.ci.roles.edit: a floating IP points at one server"),
+        (("  server_checks: true ", "  server_checks: false "), "roles.frontend.warmup: warm-up needs provider.server_checks"),
+    ],
+)
+def test_spec_errors_name_the_place(cloud, tmp_path, edit, message):
+    spec = aws_example(tmp_path, edit)
+    result = subprocess.run([PHOENIX, "up", "ci", "-f", str(spec)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert re.match(r"phoenix: error: .*phoenix\.yaml:\d+: ", result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert cloud.leftovers() == NOTHING
+
+
+def test_a_missing_dns_zone_is_one_line_and_leaves_nothing(cloud, tmp_path):
+    spec = aws_example(tmp_path)
+    result = subprocess.run([PHOENIX, "up", "production", "-f", str(spec)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "phoenix: error: DNS zone website.test is not a Route 53 hosted zone of this account (Phoenix never creates zones)"
+    )
+    executor(spec).destroy("production")  # what came before the frontend (backend, edit) goes with destroy
+    assert cloud.leftovers() == NOTHING
+
+
+# --- doctor -----------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_capabilities_and_probe_timings(cloud, tmp_path):
+    spec = aws_example(tmp_path)
+    result = subprocess.run([PHOENIX, "doctor", "--probe", "--json", "-f", str(spec)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = {row["capability"]: row for row in json.loads(result.stdout)["capabilities"]}
+    for name in ("account", "images", "user-data", "load balancer", "floating IP", "DNS"):
+        assert report[name]["ok"], report[name]
+    assert not report["canary"]["ok"] and not report["blue-green"]["ok"]
+    assert report["probe: launch"]["seconds"] >= 0 and report["probe: image"]["seconds"] >= 0
+    assert "emulator" in report["account"]["detail"]
+    assert cloud.leftovers() == NOTHING  # the probe's instance is gone
+    assert cloud.ec2.describe_images(Owners=["self"])["Images"] == []  # and its image
