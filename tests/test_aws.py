@@ -364,6 +364,7 @@ def test_images_by_id_by_newest_name_and_from_a_packer_manifest(cloud, tmp_path)
         (("rollout: {max_surge: 1, max_unavailable: 0}", "rollout: {strategy: canary}"), "defaults.rollout.strategy: provider aws cannot run canary"),
         (("    roles: {backend: 1, edit: 1, frontend: 1}", "    roles: {backend: 1, edit: 2, frontend: 1}"), "environments.ci.roles.edit: a floating IP points at one server"),
         (("  server_checks: true ", "  server_checks: false "), "roles.frontend.warmup: warm-up needs provider.server_checks"),
+        (("    port: 8081\n", "    port: 8081\n    persistent: [content]\n"), "roles.backend.persistent: provider aws has no persistent layer"),
     ],
 )
 def test_spec_errors_name_the_place(cloud, tmp_path, edit, message):
@@ -373,6 +374,14 @@ def test_spec_errors_name_the_place(cloud, tmp_path, edit, message):
     assert re.match(r"phoenix: error: .*phoenix\.yaml:\d+: ", result.stderr)
     assert len(result.stderr.strip().splitlines()) == 1
     assert cloud.leftovers() == NOTHING
+
+
+def test_a_strategy_the_provider_cannot_run_is_refused_before_anything(cloud, tmp_path):
+    spec = aws_example(tmp_path)
+    result = subprocess.run([PHOENIX, "deploy", "ci", "--strategy", "blue-green", "-f", str(spec)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "phoenix: error: provider aws cannot run blue-green deployments (its balancers lack standby members)"
+    assert cloud.leftovers() == NOTHING and cloud.ec2.describe_images(Owners=["self"])["Images"] == []
 
 
 def test_a_missing_dns_zone_is_one_line_and_leaves_nothing(cloud, tmp_path):

@@ -171,3 +171,21 @@ def test_failing_bake_step_is_one_line(capsys, project):
     code, _, err = run(capsys, "bake", "-f", str(project))
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "step 1" in err and "exited 3" in err and "broken" in err
+
+
+def test_unknown_provider_names_line(capsys, project):
+    replace_in(project, "provider: local ", "provider: gcp ")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f"phoenix.yaml:{line_of(project, 'provider: gcp')}:", "unknown provider 'gcp'", "aws, local")
+
+
+def test_cloud_image_reference_on_the_local_provider(capsys, project):
+    replace_in(project, "    start: python app/server.py", "    start: python app/server.py\n    prebuilt: {id: ami-0123}")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, f"phoenix.yaml:{line_of(project, 'prebuilt:')}:", "images.web.prebuilt", "for cloud providers")
+
+
+def test_floating_ip_on_the_local_provider_is_a_balancer(capsys, project):
+    replace_in(project, "    port: 8082\n", "    port: 8082\n    discovery: {type: floating_ip}\n")
+    code, out, err = run(capsys, "validate", "-f", str(project))
+    assert code == 0, err

@@ -22,7 +22,7 @@ from rich.table import Table
 from . import config
 from .errors import PhoenixError
 from .example import EXAMPLES, init_example
-from .executor import PHASES, Executor, OperationResult, Project, Reporter
+from .executor import PHASES, Executor, OperationResult, Project, Reporter, check_provider
 from .spec import json_schema, load_spec
 
 
@@ -122,6 +122,7 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
 def validate(spec_file: Path | None) -> None:
     """Check the spec file; errors name the file, line and field (exit code 2)."""
     loaded = load_spec(spec_file)
+    check_provider(loaded)
     spec = loaded.spec
     out.print(
         f"{loaded.path.name}: ok ({len(spec.images)} image(s), {len(spec.roles)} role(s), "

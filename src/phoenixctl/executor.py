@@ -127,12 +127,9 @@ class Project:
         self.dir = self.loaded.project_dir
         self.workdir = self.dir / ".phoenix"
         provider = self.spec.provider.name
-        try:
-            self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project, self.spec.provider)
-            self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project, self.spec.provider)
-        except KeyError:
-            raise SpecError(f"{self.loaded.where('provider')}: provider: unknown provider {provider!r}") from None
-        check_capabilities(self.loaded, self.load_balancers.capabilities, self.compute.reaches_servers)
+        check_provider(self.loaded)
+        self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project, self.spec.provider)
+        self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project, self.spec.provider)
         self.store = StateStore(self.workdir / "state.db")
         self.secrets = SecretResolver(self.loaded, self.workdir)
 
@@ -230,6 +227,9 @@ class Executor:
         """Bake, then replace every server whose fingerprint changed, with the environment's
         strategy (or the one given): rolling, blue-green or canary."""
         strategy = strategy or self.spec.rollout(env).strategy
+        missing = missing_for_strategy(strategy, self.lbs.capabilities)
+        if missing:
+            raise PhoenixError(f"provider {self.spec.provider.name} cannot run {strategy} deployments (its balancers lack {missing})")
         with self.operation(env, "deploy") as op:
             self._supersede_paused(env)
             self._converge(op, env, roles=None, replace_outdated=True, replace_all=False, strategy=strategy, pause=pause)
@@ -1070,27 +1070,43 @@ class Executor:
         return outcomes
 
 
-def check_capabilities(loaded: LoadedSpec, capabilities: frozenset[str], reaches_servers: bool) -> None:
-    """What the spec asks of its provider, checked before anything runs."""
+def check_provider(loaded: LoadedSpec) -> None:
+    """The provider exists and can do what the spec asks of it; checked before anything runs."""
     spec, provider = loaded.spec, loaded.spec.provider.name
+    try:
+        capabilities = drivers.capabilities(provider)
+    except KeyError:
+        raise SpecError(f"{loaded.where('provider')}: provider: unknown provider {provider!r} (providers: {', '.join(drivers.names())})") from None
 
     def fail(loc: tuple, message: str) -> None:
         raise SpecError(f"{loaded.where(*loc)}: {'.'.join(map(str, loc))}: {message}")
 
-    needs = {"blue-green": "standby", "canary": "counters"}
     for loc, rollout in [(("defaults", "rollout"), spec.defaults.rollout)] + [
         (("environments", env, "rollout"), e.rollout) for env, e in spec.environments.items() if e.rollout
     ]:
-        need = needs.get(rollout.strategy)
-        if need and need not in capabilities:
-            fail(loc + ("strategy",), f"provider {provider} cannot run {rollout.strategy} deployments (its balancers lack {need} members)")
+        missing = missing_for_strategy(rollout.strategy, capabilities)
+        if missing:
+            fail(loc + ("strategy",), f"provider {provider} cannot run {rollout.strategy} deployments (its balancers lack {missing})")
+    for name, image in spec.images.items():
+        for ref in ("prebuilt", "base"):
+            if getattr(image, ref) is not None and "image_refs" not in capabilities:
+                fail(("images", name, ref), f"provider {provider} bakes its images from the project's files; {ref} is for cloud providers")
     for name, role in spec.roles.items():
         if role.discovery.type == "floating_ip" and "floating_ip" not in capabilities:
             fail(("roles", name, "discovery", "type"), f"provider {provider} has no floating IPs")
-        if role.discovery.dns and "dns" not in capabilities:
-            fail(("roles", name, "discovery", "dns"), f"provider {provider} keeps no DNS records")
+        zoned = [env for env, e in spec.environments.items() if e.dns_zone and name in e.roles]
+        if role.discovery.dns and zoned and "dns" not in capabilities:
+            fail(("roles", name, "discovery", "dns"), f"provider {provider} keeps no DNS records (environment {zoned[0]} names a dns_zone)")
+        if role.persistent and "persistent_layer" not in capabilities:
+            fail(("roles", name, "persistent"), f"provider {provider} has no persistent layer; use a managed store (EFS, RDS, S3) and pass its address in env")
         if not spec.provider.server_checks and role.warmup and role.warmup.enabled:
             fail(("roles", name, "warmup"), "warm-up needs provider.server_checks (Phoenix crawls each new server itself); set warmup.enabled: false")
+
+
+def missing_for_strategy(strategy: str, capabilities: frozenset[str]) -> str:
+    """'' when the provider can run the strategy, else what its balancers lack."""
+    need = {"blue-green": "standby", "canary": "counters"}.get(strategy)
+    return f"{need} members" if need and need not in capabilities else ""
 
 
 def describe_changes(changes: FileChanges) -> str:

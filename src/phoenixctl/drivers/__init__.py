@@ -36,3 +36,12 @@ def load_balancer_driver(name: str, workdir: Path, project: str, settings: Provi
 def register(kind: str, name: str, target: str) -> None:
     """Make another implementation available by name (`module:Class`), e.g. a test fake."""
     {"compute": _COMPUTE, "load_balancer": _LOAD_BALANCERS}[kind][name] = target
+
+
+def capabilities(name: str) -> frozenset[str]:
+    """What a provider's drivers can do (KeyError for an unknown provider)."""
+    return _load(_COMPUTE, name).capabilities | _load(_LOAD_BALANCERS, name).capabilities
+
+
+def names() -> list[str]:
+    return sorted(name for name in _COMPUTE if name != "fake")

@@ -255,6 +255,7 @@ class AWSCompute(ComputeDriver):
     """Images are AMIs; servers are EC2 instances launched with the rendered user-data."""
 
     name = "aws"
+    capabilities = frozenset({"image_refs"})
 
     def __init__(self, workdir: Path, project: str, settings: ProviderSpec | None = None):
         super().__init__(workdir, project, settings)
@@ -725,7 +726,8 @@ class AWSLoadBalancers(LoadBalancerDriver):
             "elbv2", "create_load_balancer", Name=name, Subnets=list(zones.values()), SecurityGroups=groups,
             Scheme="internet-facing" if request.public else "internal", Type=kind, Tags=aws_tags(tags),
         )["LoadBalancers"][0]  # idempotent: the same name and settings return the existing one
-        handle.update(arn=balancer["LoadBalancerArn"], dns=balancer["DNSName"], zone_id=balancer["CanonicalHostedZoneId"], target_groups=[])
+        handle.update(arn=balancer["LoadBalancerArn"], dns=balancer["DNSName"], zone_id=balancer["CanonicalHostedZoneId"], target_groups=[],
+                      tls_port=request.tls_port)
         protocol = "TCP" if kind == "network" else "HTTP"
         for port in ports:
             group = self.aws.call(

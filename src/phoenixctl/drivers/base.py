@@ -123,6 +123,7 @@ class ComputeDriver(ABC):
     """Images and servers."""
 
     name: str
+    capabilities: frozenset[str] = frozenset()  # "persistent_layer", "image_refs" (prebuilt and base images)
 
     def __init__(self, workdir: Path, project: str, settings: ProviderSpec | None = None):
         self.workdir = workdir  # the project's `.phoenix/`

@@ -75,6 +75,7 @@ class FakeWorld:
 
 class FakeCompute(ComputeDriver):
     name = "fake"
+    capabilities = frozenset({"persistent_layer"})
 
     def __init__(self, workdir: Path, project: str, settings=None):
         super().__init__(workdir, project, settings)

@@ -135,14 +135,15 @@ class RuntimeAPI:
 
 class HAProxyLoadBalancers(LoadBalancerDriver):
     name = "local"
-    capabilities = frozenset({"standby", "counters"})
+    # floating_ip: a role's one address that follows its current server; a balancer does that here
+    capabilities = frozenset({"standby", "counters", "floating_ip"})
 
     def capability_report(self) -> list[dict]:
         binary = shutil.which("haproxy")
         version = subprocess.run([binary, "-v"], capture_output=True, text=True).stdout.splitlines()[0] if binary else ""
         return [
             {"capability": "load balancer", "ok": bool(binary), "detail": version or "haproxy is not installed (make setup)"},
-            {"capability": "floating IP", "ok": False, "detail": "not on this provider: a balancer per role on loopback"},
+            {"capability": "floating IP", "ok": True, "detail": "stood in for by the role's balancer: one address, moved to each new server"},
             {"capability": "DNS", "ok": False, "detail": "not on this provider"},
         ]
 

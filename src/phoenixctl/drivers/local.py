@@ -76,6 +76,7 @@ def file_manifest(rootfs: Path) -> dict[str, dict]:
 
 class LocalCompute(ComputeDriver):
     name = "local"
+    capabilities = frozenset({"persistent_layer"})
 
     def __init__(self, workdir: Path, project: str, settings=None):
         super().__init__(workdir, project, settings)
