@@ -198,7 +198,7 @@ class AWS:
         reach `ports`."""
         filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()] + [{"Name": "vpc-id", "Values": [vpc_id]}]
         with self._lock_for(name):  # servers of a role launch side by side: one creates the group
-            existing = self.call("ec2", "describe_security_groups", Filters=filters)["SecurityGroups"]
+            existing = self.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=filters)
             if existing:
                 return existing[0]["GroupId"]
             try:
@@ -209,8 +209,8 @@ class AWS:
             except AWSError as exc:
                 if exc.code != "InvalidGroup.Duplicate":  # another command made it meanwhile
                     raise
-                return self.call("ec2", "describe_security_groups", Filters=[
-                    {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])["SecurityGroups"][0]["GroupId"]
+                return self.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
+                    {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])[0]["GroupId"]
         self.call(
             "ec2", "authorize_security_group_ingress", GroupId=group,
             IpPermissions=[{"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": [{"CidrIp": source}]} for p in ports],
@@ -516,14 +516,14 @@ class AWSCompute(ComputeDriver):
         return found
 
     def teardown(self, env: str, deadline: Deadline) -> list[str]:
-        groups = self.aws.call(
-            "ec2", "describe_security_groups",
+        groups = self.aws.pages(
+            "ec2", "describe_security_groups", "SecurityGroups",
             Filters=[
                 {"Name": f"tag:{TAG}project", "Values": [self.project]},
                 {"Name": f"tag:{TAG}env", "Values": [env]},
                 {"Name": f"tag:{TAG}part", "Values": ["servers"]},
             ],
-        )["SecurityGroups"]
+        )
         for group in groups:
             self.aws.delete_group(group["GroupId"], deadline)
         return [f"security group {g['GroupId']} ({g['GroupName']})" for g in groups]
@@ -742,7 +742,7 @@ class AWSLoadBalancers(LoadBalancerDriver):
             delay = max(0, int(request.drain_seconds * 0.8))
             self.aws.call("elbv2", "modify_target_group_attributes", TargetGroupArn=group,
                           Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": str(delay)}])
-            listeners = self.aws.call("elbv2", "describe_listeners", LoadBalancerArn=handle["arn"])["Listeners"]
+            listeners = self.aws.pages("elbv2", "describe_listeners", "Listeners", LoadBalancerArn=handle["arn"])
             if not any(listener["Port"] == port for listener in listeners):
                 self.aws.call("elbv2", "create_listener", LoadBalancerArn=handle["arn"], Protocol=protocol, Port=port,
                               DefaultActions=[{"Type": "forward", "TargetGroupArn": group}])
@@ -950,9 +950,9 @@ class AWSLoadBalancers(LoadBalancerDriver):
             role = tag_map(address.get("Tags")).get(f"{TAG}role", "?")
             found[f"{role} (floating IP {address['PublicIp']})"] = {"kind": "floating_ip", "env": env, "role": role,
                                                                     "allocation_id": address["AllocationId"]}
-        security = self.aws.call("ec2", "describe_security_groups", Filters=[
+        security = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
             {"Name": f"tag:{TAG}project", "Values": [self.project]}, {"Name": f"tag:{TAG}env", "Values": [env]},
-            {"Name": f"tag:{TAG}part", "Values": ["balancer"]}])["SecurityGroups"]
+            {"Name": f"tag:{TAG}part", "Values": ["balancer"]}])
         for group in security:
             entry(tag_map(group.get("Tags")).get(f"{TAG}role", "?"), "load_balancer")["security_group"] = group["GroupId"]
         return found
