@@ -22,8 +22,8 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from phoenixctl.drivers.aws import AWS
-from phoenixctl.errors import PhoenixError, SpecError
+from phoenixctl.drivers.aws_api import AWS
+from phoenixctl.errors import PhoenixError
 from phoenixctl.example import init_example
 from phoenixctl.executor import Executor, Project
 from phoenixctl.userdata import decode_content

@@ -16,7 +16,7 @@ _COMPUTE = {
 _LOAD_BALANCERS = {
     "local": "phoenixctl.drivers.haproxy:HAProxyLoadBalancers",
     "fake": "phoenixctl.drivers.fake:FakeLoadBalancers",
-    "aws": "phoenixctl.drivers.aws:AWSLoadBalancers",
+    "aws": "phoenixctl.drivers.aws_balancers:AWSLoadBalancers",
 }
 
 
