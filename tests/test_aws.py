@@ -23,6 +23,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from phoenixctl.drivers.aws_api import AWS
+from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import init_example
 from phoenixctl.executor import Executor, Project
@@ -204,10 +205,18 @@ def test_production_lifecycle_on_aws(cloud, tmp_path):
         eip = cloud.ec2.describe_addresses(AllocationIds=[lbs["edit"]["allocation_id"]])["Addresses"][0]
         assert tags_of(eip)["phoenix:role"] == "edit"
         assert serving(cloud, ex, "production") == {role: {i["InstanceId"] for i in items} for role, items in by_role.items()}
+        tls_group = next(arn for arn, port in lbs["frontend"]["target_groups"] if port == 8443)
+        assert cloud.targets(tls_group) == {i["InstanceId"]: "healthy" for i in by_role["frontend"]}  # the TLS group too
+        health = cloud.elb.describe_target_groups(TargetGroupArns=[tls_group])["TargetGroups"][0]
+        assert (health["Protocol"], health["HealthCheckProtocol"], health["HealthCheckPath"], health["HealthCheckPort"]) == ("TCP", "HTTP", "/healthz", "8080")
         zone = cloud.route53.list_hosted_zones_by_name(DNSName="website.test.")["HostedZones"][0]["Id"]
         records = {r["Name"]: r for r in cloud.route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]}
         assert records["www.website.test."]["AliasTarget"]["DNSName"].rstrip(".") == frontend["DNSName"]
         assert records["edit.website.test."]["ResourceRecords"] == [{"Value": eip["PublicIp"]}]
+
+        key_line = (spec.parent / "secrets/production/tls.key").read_text().splitlines()[1]
+        state = b"".join(p.read_bytes() for p in (spec.parent / ".phoenix").glob("state.db*"))
+        assert key_line.encode() not in state and base64.b64encode(key_line.encode())[:16] not in state
 
         # A new build: a new AMI, every server replaced, the Elastic IP moved to the new editor.
         old_image = ex.store.servers("production")[0].image_id
@@ -299,7 +308,7 @@ def test_a_target_that_stays_unhealthy_leaves_the_old_servers_serving(cloud, tmp
     AWS._shared.clear()
     ex = executor(spec)
     try:
-        with pytest.raises(PhoenixError, match="load balancer"):
+        with pytest.raises(PhoenixError, match=r"failed its load balancer gate: the backend load balancer to report .* UP: not done after 2s"):
             ex.rotate("ci", role="backend")
         monkeypatch.delenv("PHOENIX_AWS_SHIM")
         AWS._shared.clear()
@@ -330,6 +339,7 @@ def test_slow_to_become_healthy_and_a_long_drain(cloud, tmp_path, monkeypatch):
         monkeypatch.delenv("PHOENIX_AWS_SHIM", raising=False)
         AWS._shared.clear()
         executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING
 
 
 # --- images built elsewhere ------------------------------------------------------------------------
@@ -353,6 +363,7 @@ def test_images_by_id_by_newest_name_and_from_a_packer_manifest(cloud, tmp_path)
             assert {i["ImageId"] for i in cloud.instances(env="ci")} == {expected}
         finally:
             ex.destroy("ci")
+        assert cloud.leftovers() == NOTHING
 
 
 # --- bad input: one line, the place named, nothing half-made -------------------------------------------
@@ -400,6 +411,8 @@ def test_a_missing_dns_zone_is_one_line_and_leaves_nothing(cloud, tmp_path):
 
 def test_doctor_reports_capabilities_and_probe_timings(cloud, tmp_path):
     spec = aws_example(tmp_path)
+    snapshots = lambda: {s["SnapshotId"] for s in cloud.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}  # noqa: E731
+    before = snapshots()
     result = subprocess.run([PHOENIX, "doctor", "--probe", "--json", "-f", str(spec)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     report = {row["capability"]: row for row in json.loads(result.stdout)["capabilities"]}
@@ -410,3 +423,56 @@ def test_doctor_reports_capabilities_and_probe_timings(cloud, tmp_path):
     assert "emulator" in report["account"]["detail"]
     assert cloud.leftovers() == NOTHING  # the probe's instance is gone
     assert cloud.ec2.describe_images(Owners=["self"])["Images"] == []  # and its image
+    assert snapshots() == before  # and the image's snapshots
+
+
+# --- a builder as on a real cloud (through the shim: moto's instances run nothing) -----------------
+
+
+REAL_CLOUD = (
+    ("  server_checks: true ", "  server_checks: false\n  emulator: false "),  # never probe moto's addresses
+    ("    warmup: {paths", "    warmup: {enabled: false, paths"),
+    ("discovery: {type: floating_ip, dns: edit}", "discovery: {type: load_balancer}"),
+)
+
+
+@pytest.mark.parametrize("outcome", ["ok", "failed"])
+def test_a_builder_powers_off_and_its_console_decides(cloud, tmp_path, monkeypatch, outcome):
+    spec = aws_example(tmp_path, *REAL_CLOUD)
+    monkeypatch.setenv("PHOENIX_AWS_SHIM", f"builder={outcome}")
+    AWS._shared.clear()
+    ex = executor(spec)
+    if outcome == "ok":
+        [(name, image_id, cached, _)] = ex.bake()
+        ami = ex.store.image(image_id).location
+        image = cloud.ec2.describe_images(ImageIds=[ami])["Images"][0]
+        assert (name, cached, image["State"], tags_of(image)["phoenix:image"]) == ("web", False, "available", image_id)
+        assert ex.bake()[0][2] is True  # the same inputs: the AMI is reused
+    else:
+        with pytest.raises(PhoenixError, match="bake of image web: the builder's steps failed at line 9"):
+            ex.bake()
+        assert cloud.ec2.describe_images(Owners=["self"])["Images"] == []
+    assert cloud.leftovers() == NOTHING  # the builder is terminated either way
+
+
+def test_a_floating_ip_goes_back_when_the_new_server_fails(cloud, tmp_path):
+    spec = aws_example(tmp_path)
+    ex = executor(spec)
+    try:
+        ex.up("ci")
+        old = cloud.instances(env="ci", role="edit")[0]
+        lb = ex.store.load_balancer("ci", "edit").handle_data
+        image = old["ImageId"]
+        tags = [{"Key": f"phoenix:{k}", "Value": v} for k, v in dict(project="website", env="ci", role="edit", server="edit-new").items()]
+        new = cloud.ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        new_id = new["Instances"][0]["InstanceId"]
+        balancers = ex.lbs
+        balancers.add_member(lb, "edit-new", "", 8082, server={"instance_id": new_id})
+        holder = lambda: cloud.ec2.describe_addresses(AllocationIds=[lb["allocation_id"]])["Addresses"][0].get("InstanceId")  # noqa: E731
+        assert holder() == new_id
+        balancers.remove_member(lb, "edit-new", Deadline(5, "removal"))  # the new one failed a later step
+        assert holder() == old["InstanceId"]
+        cloud.ec2.terminate_instances(InstanceIds=[new_id])
+    finally:
+        executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING

@@ -638,7 +638,8 @@ class Executor:
                         server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
                         port=boot.port, command=boot.command, userdata=boot.userdata,
                         boot_env={"PHOENIX_SERVER_ID": server_id}, boot_timeout=deadlines.boot,
-                        tls_port=self.spec.roles[role].tls_port, placement=self.spec.placement(env, role), tags={"fingerprint": boot.fingerprint, "operation": op.id},
+                        tls_port=self.spec.roles[role].tls_port, placement=self.spec.placement(env, role),
+                        discovery=self.spec.roles[role].discovery, tags={"fingerprint": boot.fingerprint, "operation": op.id},
                     ),
                     self._reserve_address,
                 )
@@ -720,7 +721,7 @@ class Executor:
         with op.phase("swap", row.id):
             try:
                 self.store.update_server(row.id, state="joining")  # journal first: it may be a member from now on
-                self.lbs.add_member(lb.handle_data, row.id, row.address, row.port, self.spec.roles[row.role].tls_port)
+                self.lbs.add_member(lb.handle_data, row.id, row.address, row.port, self.spec.roles[row.role].tls_port, server=row.handle_data)
                 failpoint("swap")
                 deadline.poll(lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
@@ -835,7 +836,7 @@ class Executor:
         tls_port = self.spec.roles[role].tls_port
         back = [s for s in self.store.servers(env, role) if s.in_service and self.compute.is_alive(s.handle_data)]
         for server in back:
-            self.lbs.add_member(handle, server.id, server.address, server.port, tls_port)
+            self.lbs.add_member(handle, server.id, server.address, server.port, tls_port, server=server.handle_data)
         try:
             Deadline(self.spec.deadlines(env).swap, f"the {role} servers to be UP in the new balancer").poll(
                 lambda: all(m.up for name, m in self.lbs.members(handle).items() if name in {s.id for s in back}), interval=0.05
@@ -1094,6 +1095,8 @@ def check_provider(loaded: LoadedSpec) -> None:
     for name, role in spec.roles.items():
         if role.discovery.type == "floating_ip" and "floating_ip" not in capabilities:
             fail(("roles", name, "discovery", "type"), f"provider {provider} has no floating IPs")
+        if role.discovery.type == "floating_ip" and not spec.provider.server_checks:
+            fail(("roles", name, "discovery", "type"), "a floating IP has no health check of its own: it needs provider.server_checks")
         zoned = [env for env, e in spec.environments.items() if e.dns_zone and name in e.roles]
         if role.discovery.dns and zoned and "dns" not in capabilities:
             fail(("roles", name, "discovery", "dns"), f"provider {provider} keeps no DNS records (environment {zoned[0]} names a dns_zone)")

@@ -102,7 +102,10 @@ def _settle(ex: "Executor", op: "Operation", env: str, lb, row: ServerRow) -> li
         if len(serving) >= desired:
             ex._retire(op, env, row.role, row.id, lb)
             return [f"{row.role}: {row.id} was draining and the role is served without it: retired"]
-        ex.lbs.switch(lb.handle_data, enable=[row.id], disable=[])
+        if "standby" in ex.lbs.capabilities:  # drained members stay known to the balancer: send traffic again
+            ex.lbs.switch(lb.handle_data, enable=[row.id], disable=[])
+        else:  # deregistered (a cloud target group): register it again
+            ex.lbs.add_member(lb.handle_data, row.id, row.address, row.port, ex.spec.roles[row.role].tls_port, server=row.handle_data)
         Deadline(ex.spec.deadlines(env).swap, f"{row.id} to be UP again").poll(
             lambda: (member := ex.lbs.members(lb.handle_data).get(row.id)) is not None and member.up, interval=0.05
         )

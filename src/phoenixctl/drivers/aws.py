@@ -163,27 +163,42 @@ class AWSCompute(ComputeDriver):
         """The builder runs the recipe from its user-data and powers itself off; its console
         says whether the steps succeeded."""
         if self.aws.emulator:  # nothing runs there: stop it ourselves, as a finished builder would be
-            self.aws.wait("ec2", "instance_running", deadline, InstanceIds=[builder])
+            self._wait_state({"instance_id": builder}, {"running"}, deadline, f"builder {builder}")
             self.aws.call("ec2", "stop_instances", InstanceIds=[builder])
-            self.aws.wait("ec2", "instance_stopped", deadline, InstanceIds=[builder])
+            self._wait_state({"instance_id": builder}, {"stopped"}, deadline, f"builder {builder}")
             return
-        self.aws.wait("ec2", "instance_stopped", deadline, delay=10, InstanceIds=[builder])
+        self._wait_state({"instance_id": builder, "launched": time.time()}, {"stopped"}, deadline, f"builder {builder}")
 
         def verdict() -> str:
-            output = self.aws.call("ec2", "get_console_output", InstanceId=builder, Latest=True).get("Output", "")
-            if output and not output.lstrip().startswith(BAKE_MARKER):
-                try:
-                    output = base64.b64decode(output).decode(errors="replace")
-                except ValueError:
-                    pass
+            output = self.aws.call("ec2", "get_console_output", InstanceId=builder, Latest=True).get("Output", "")  # decoded by botocore
             return next((line for line in output.splitlines() if BAKE_MARKER in line), "")
 
         try:
             line = Deadline(min(120, max(deadline.remaining(), 1)), f"the console of builder {builder}").poll(verdict, interval=5)
         except DeadlineExceeded:
             raise PhoenixError(f"bake of image {name}: builder {builder} stopped without reporting its steps' outcome") from None
-        if "ok" not in line.split(BAKE_MARKER, 1)[1]:
-            raise PhoenixError(f"bake of image {name}: {line.split(BAKE_MARKER, 1)[1].strip()}")
+        outcome = line.split(BAKE_MARKER, 1)[1].strip()
+        if outcome != "ok":
+            raise PhoenixError(f"bake of image {name}: the builder's steps {outcome}")
+
+    def _wait_state(self, handle: dict, wanted: set[str], deadline: Deadline, what: str) -> None:
+        """Poll an instance until its state is one of `wanted`; a state it cannot come back
+        from fails at once. (botocore's instance waiters fail on states a fresh instance
+        passes through, such as `pending` while waiting for `stopped`.)"""
+        final = {"terminated", "gone"} - wanted
+        seen = ""
+
+        def arrived() -> bool:
+            nonlocal seen
+            seen = self._state(handle, fresh=True)
+            if seen in final or (seen == "shutting-down" and "terminated" not in wanted):
+                raise PhoenixError(f"{what} is {seen}, waiting for it to be {' or '.join(sorted(wanted))}")
+            return seen in wanted
+
+        try:
+            deadline.poll(arrived, interval=0.2 if self.aws.emulator else 2.0, max_interval=1.0 if self.aws.emulator else 10.0)
+        except DeadlineExceeded:
+            raise DeadlineExceeded(f"{what} still {seen} after {deadline.seconds:g}s (waiting for {' or '.join(sorted(wanted))})") from None
 
     def _tag_snapshots(self, ami: str, tags: dict[str, str]) -> None:
         """The image's snapshots carry its tags too (tagged here: not every API tags them at creation)."""
@@ -193,9 +208,14 @@ class AWSCompute(ComputeDriver):
             self.aws.call("ec2", "create_tags", Resources=snapshots, Tags=aws_tags(tags))
 
     def _forget_image(self, ami: str) -> None:
+        """Deregister an image Phoenix made and delete its snapshots (best effort: a failure path)."""
         try:
+            images = self.aws.call("ec2", "describe_images", ImageIds=[ami])["Images"]
+            snapshots = [m["Ebs"]["SnapshotId"] for i in images for m in i.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")]
             self.aws.call("ec2", "deregister_image", ImageId=ami)
-        except AWSError:
+            for snapshot in snapshots:
+                self.aws.call("ec2", "delete_snapshot", SnapshotId=snapshot)
+        except PhoenixError:
             pass
 
     # --- servers ------------------------------------------------------------------------------
@@ -203,12 +223,7 @@ class AWSCompute(ComputeDriver):
         placement = request.placement
         vpc_id, cidr, subnets = self.aws.network(placement.subnets)
         subnet = self._spread(request.env, request.role, subnets)
-        groups = placement.security_groups or [
-            self.aws.ensure_group(
-                self._tags(env=request.env, role=request.role, part="servers"), f"phoenix-{self.project}-{request.env}-{request.role}",
-                vpc_id, [p for p in (request.port, request.tls_port) if p], cidr,
-            )
-        ]
+        groups = placement.security_groups or [self._server_group(request, vpc_id, cidr)]
         tags = self._tags(env=request.env, role=request.role, server=request.server_id, **request.tags)
         instance = self.aws.call(
             "ec2", "run_instances", ImageId=request.image_location, InstanceType=placement.instance_type,
@@ -222,6 +237,24 @@ class AWSCompute(ComputeDriver):
         )["Instances"][0]
         handle = {"instance_id": instance["InstanceId"], "zone": subnet["AvailabilityZone"], "launched": time.time()}
         return Launched(address=instance.get("PrivateIpAddress", ""), port=request.port, handle=handle)
+
+    def _server_group(self, request: LaunchRequest, vpc_id: str, cidr: str) -> str:
+        """The role's security group: its ports open to the VPC (balancers and their health
+        checks), to the role's balancer group (a network balancer keeps clients' addresses),
+        and to everyone for a public floating IP."""
+        discovery = request.discovery
+        sources: list[dict] = [{"IpRanges": [{"CidrIp": cidr}]}]
+        if discovery.type == "floating_ip" and discovery.public:
+            sources.append({"IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+        elif discovery.type == "load_balancer":
+            balancer_groups = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
+                {"Name": f"tag:{TAG}{k}", "Values": [v]} for k, v in dict(project=self.project, env=request.env, role=request.role, part="balancer").items()
+            ])
+            sources += [{"UserIdGroupPairs": [{"GroupId": g["GroupId"]}]} for g in balancer_groups]
+        return self.aws.ensure_group(
+            self._tags(env=request.env, role=request.role, part="servers"), f"phoenix-{self.project}-{request.env}-{request.role}",
+            vpc_id, [p for p in (request.port, request.tls_port) if p], sources,
+        )
 
     def _spread(self, env: str, role: str, subnets: list[dict]) -> dict:
         """The subnet with the fewest of the role's servers: spread across availability zones."""
@@ -287,7 +320,7 @@ class AWSCompute(ComputeDriver):
             if exc.code in NOT_FOUND:
                 return
             raise
-        self.aws.wait("ec2", "instance_terminated", deadline, delay=5, InstanceIds=[instance_id])
+        self._wait_state(handle, {"terminated", "gone"}, deadline, f"instance {instance_id}")
         self._states.pop(instance_id, None)
 
     def terminate(self, handle: dict) -> None:

@@ -72,7 +72,8 @@ class AWS:
             self._session = boto3.Session(region_name=self.settings.region)
             if not self._session.region_name:
                 raise PhoenixError("provider aws: no region; set provider.region in phoenix.yaml or AWS_DEFAULT_REGION")
-        config = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=5, read_timeout=60)
+        # adaptive: client-side rate limiting on throttling, on top of retries with backoff
+        config = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=5, read_timeout=20)
         kwargs = {"config": config}
         if self.settings.endpoint_url:
             kwargs["endpoint_url"] = self.settings.endpoint_url
@@ -106,7 +107,7 @@ class AWS:
 
     def wait(self, service: str, waiter: str, deadline: Deadline, delay: float = 5.0, **kwargs) -> None:
         """A botocore waiter, bounded by the deadline (polled faster against an emulator)."""
-        from botocore.exceptions import WaiterError
+        from botocore.exceptions import BotoCoreError, WaiterError
 
         delay = 1 if self.emulator else delay
         attempts = max(1, math.ceil(max(deadline.remaining(), 0.1) / delay))
@@ -117,6 +118,8 @@ class AWS:
             if "Max attempts exceeded" in str(exc):
                 raise DeadlineExceeded(f"timed out after {deadline.seconds:g}s waiting for {deadline.what}") from None
             raise PhoenixError(f"{deadline.what}: {reason or exc}") from None
+        except BotoCoreError as exc:
+            raise PhoenixError(f"{deadline.what}: {exc}") from None
 
     def call(self, service: str, operation: str, **kwargs):
         """One API call; an AWS error becomes one line naming the call and AWS's reason."""
@@ -131,13 +134,15 @@ class AWS:
             raise PhoenixError(f"AWS {service} {operation}: {exc}") from None
 
     def pages(self, service: str, operation: str, key: str, **kwargs) -> list:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             paginator = self.client(service).get_paginator(operation)
             return [item for page in paginator.paginate(**kwargs) for item in page.get(key, [])]
         except ClientError as exc:
             raise AWSError(service, operation, _code(exc), exc.response.get("Error", {}).get("Message", "")) from None
+        except BotoCoreError as exc:
+            raise PhoenixError(f"AWS {service} {operation}: {exc}") from None
 
     # --- the default VPC, shared by both drivers ----------------------------------------------
     def network(self, subnets: list[str] | None) -> tuple[str, str, list[dict]]:
@@ -157,29 +162,35 @@ class AWS:
         vpc = self.call("ec2", "describe_vpcs", VpcIds=[vpc_id])["Vpcs"][0]
         return vpc_id, vpc["CidrBlock"], sorted(found, key=lambda s: (s["AvailabilityZone"], s["SubnetId"]))
 
-    def ensure_group(self, tags: dict[str, str], name: str, vpc_id: str, ports: list[int], source: str) -> str:
-        """A security group Phoenix owns (found by its tags, else created) letting `source`
-        reach `ports`."""
+    def ensure_group(self, tags: dict[str, str], name: str, vpc_id: str, ports: list[int], sources: list[dict]) -> str:
+        """A security group Phoenix owns (found by its tags, else created) letting each source
+        (`{"IpRanges": [...]}` or `{"UserIdGroupPairs": [...]}`) reach `ports`; rules are
+        added on every call, so a port or source added to the spec is opened too."""
         filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()] + [{"Name": "vpc-id", "Values": [vpc_id]}]
-        with self._lock_for(name):  # servers of a role launch side by side: one creates the group
+        with self._lock_for(name):  # servers of a role launch side by side: one creates the group, rules first
             existing = self.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=filters)
             if existing:
-                return existing[0]["GroupId"]
-            try:
-                group = self.call(
-                    "ec2", "create_security_group", GroupName=name, Description=f"Phoenix: {name}", VpcId=vpc_id,
-                    TagSpecifications=[{"ResourceType": "security-group", "Tags": aws_tags({**tags, "Name": name})}],
-                )["GroupId"]
-            except AWSError as exc:
-                if exc.code != "InvalidGroup.Duplicate":  # another command made it meanwhile
-                    raise
-                return self.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
-                    {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])[0]["GroupId"]
-        self.call(
-            "ec2", "authorize_security_group_ingress", GroupId=group,
-            IpPermissions=[{"IpProtocol": "tcp", "FromPort": p, "ToPort": p, "IpRanges": [{"CidrIp": source}]} for p in ports],
-        )
-        return group
+                group = existing[0]["GroupId"]
+            else:
+                try:
+                    group = self.call(
+                        "ec2", "create_security_group", GroupName=name, Description=f"Phoenix: {name}", VpcId=vpc_id,
+                        TagSpecifications=[{"ResourceType": "security-group", "Tags": aws_tags({**tags, "Name": name})}],
+                    )["GroupId"]
+                except AWSError as exc:
+                    if exc.code != "InvalidGroup.Duplicate":  # another command made it meanwhile
+                        raise
+                    group = self.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
+                        {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}])[0]["GroupId"]
+            for port in ports:
+                for source in sources:
+                    try:
+                        self.call("ec2", "authorize_security_group_ingress", GroupId=group,
+                                  IpPermissions=[{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **source}])
+                    except AWSError as exc:
+                        if exc.code != "InvalidPermission.Duplicate":
+                            raise
+            return group
 
     def delete_group(self, group_id: str, deadline: Deadline) -> None:
         """Delete a security group; network interfaces of terminated instances and deleted

@@ -12,6 +12,7 @@ from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, check
 from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState
 
 TARGET_STATES = {"healthy": "UP", "initial": "DOWN (initial)", "unhealthy": "DOWN", "draining": "DRAIN", "unused": "MAINT", "unavailable": "DOWN"}
+STATE_ORDER = {"draining": 0, "unused": 1, "unavailable": 2, "unhealthy": 3, "initial": 4, "healthy": 5}  # worst first
 
 
 class AWSLoadBalancers(LoadBalancerDriver):
@@ -27,6 +28,7 @@ class AWSLoadBalancers(LoadBalancerDriver):
         self.aws = AWS.of(self.settings)
         self._instance_of: dict[str, str] = {}  # server id -> instance id
         self._server_of: dict[str, str] = {}  # instance id -> server id
+        self._previous_holder: dict[str, str] = {}  # allocation id -> the instance a floating IP moved from
 
     def _tags(self, env: str, role: str, part: str) -> dict[str, str]:
         return {f"{TAG}project": self.project, f"{TAG}env": env, f"{TAG}role": role, f"{TAG}part": part}
@@ -45,6 +47,7 @@ class AWSLoadBalancers(LoadBalancerDriver):
             raise
 
     def _create(self, request: BalancerRequest, handle: dict) -> Endpoint:
+        zone = self._zone(request.dns_name) if request.dns_name else None  # before anything is made
         if request.kind == "floating_ip":
             address = self.aws.call(
                 "ec2", "allocate_address", Domain="vpc",
@@ -56,8 +59,8 @@ class AWSLoadBalancers(LoadBalancerDriver):
         else:
             endpoint = self._create_balancer(request, handle)
             target = {"Type": "A", "AliasTarget": {"HostedZoneId": handle["zone_id"], "DNSName": handle["dns"], "EvaluateTargetHealth": False}}
-        if request.dns_name:
-            handle["record"] = self._upsert_record(request.dns_name, target)
+        if zone:
+            handle["record"] = self._upsert_record(zone, request.dns_name, target)
         return endpoint
 
     def _create_balancer(self, request: BalancerRequest, handle: dict) -> Endpoint:
@@ -67,7 +70,7 @@ class AWSLoadBalancers(LoadBalancerDriver):
         tags = self._tags(request.env, request.role, "balancer")
         groups = request.placement.security_groups or [
             self.aws.ensure_group(tags, f"phoenix-{self.project}-{request.env}-{request.role}-lb", vpc_id, ports,
-                                  "0.0.0.0/0" if request.public else cidr)
+                                  [{"IpRanges": [{"CidrIp": "0.0.0.0/0" if request.public else cidr}]}])
         ]
         if not request.placement.security_groups:
             handle["security_group"] = groups[0]
@@ -103,15 +106,20 @@ class AWSLoadBalancers(LoadBalancerDriver):
                       LoadBalancerArns=[handle["arn"]])
         return Endpoint(balancer["DNSName"], request.port, handle)
 
-    def _upsert_record(self, name: str, target: dict) -> dict:
-        zone_name = name.split(".", 1)[1] + "."
-        zones = self.aws.call("route53", "list_hosted_zones_by_name", DNSName=zone_name, MaxItems="1")["HostedZones"]
-        if not zones or zones[0]["Name"] != zone_name:
+    def _zone(self, name: str) -> str:
+        """The hosted zone of a record name: the public zone named after its parent domain."""
+        zone_name = name.split(".", 1)[1].rstrip(".") + "."
+        zones = self.aws.call("route53", "list_hosted_zones_by_name", DNSName=zone_name, MaxItems="10")["HostedZones"]
+        matching = [z for z in zones if z["Name"] == zone_name]
+        if not matching:
             raise PhoenixError(f"DNS zone {zone_name.rstrip('.')} is not a Route 53 hosted zone of this account (Phoenix never creates zones)")
-        record = {"Name": name + ".", **target}
-        self.aws.call("route53", "change_resource_record_sets", HostedZoneId=zones[0]["Id"],
+        return min(matching, key=lambda z: z.get("Config", {}).get("PrivateZone", False))["Id"]
+
+    def _upsert_record(self, zone: str, name: str, target: dict) -> dict:
+        record = {"Name": name.rstrip(".") + ".", **target}
+        self.aws.call("route53", "change_resource_record_sets", HostedZoneId=zone,
                       ChangeBatch={"Comment": "phoenix", "Changes": [{"Action": "UPSERT", "ResourceRecordSet": record}]})
-        return {"zone": zones[0]["Id"], "set": record}
+        return {"zone": zone, "set": record}
 
     # --- members ------------------------------------------------------------------------------
     def _instance(self, server_id: str) -> str:
@@ -140,32 +148,46 @@ class AWSLoadBalancers(LoadBalancerDriver):
                         self._remember(server_id, instance["InstanceId"])
         return {i: self._server_of[i] for i in instance_ids if i in self._server_of}
 
-    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False) -> None:
+    def add_member(
+        self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False, server: dict | None = None
+    ) -> None:
         if standby:
             raise PhoenixError("provider aws keeps no standby members")
+        if server and server.get("instance_id"):  # from the launch itself: no tag lookup that may lag behind
+            self._remember(name, server["instance_id"])
         instance = self._instance(name)
         if handle["kind"] == "floating_ip":
+            addresses = self.aws.call("ec2", "describe_addresses", AllocationIds=[handle["allocation_id"]])["Addresses"]
+            holder = addresses[0].get("InstanceId") if addresses else None
+            if holder and holder != instance:
+                self._previous_holder[handle["allocation_id"]] = holder  # where the address goes back if this one fails
             self.aws.call("ec2", "associate_address", AllocationId=handle["allocation_id"], InstanceId=instance, AllowReassociation=True)
             return
         for group, group_port in handle["target_groups"]:
             self.aws.call("elbv2", "register_targets", TargetGroupArn=group, Targets=[{"Id": instance, "Port": group_port}])
 
     def members(self, handle: dict) -> dict[str, MemberState]:
+        """Per server: UP only when healthy in every target group of the role (HTTP and TLS);
+        a floating IP's member is the instance it is on (gated before the move)."""
         if handle["kind"] == "floating_ip":
             addresses = self.aws.call("ec2", "describe_addresses", AllocationIds=[handle["allocation_id"]])["Addresses"]
             holder = addresses[0].get("InstanceId") if addresses else None
             names = self._servers([holder]) if holder else {}
             return {names[holder]: MemberState("UP", True, 0)} if holder in names else {}
-        group = handle["target_groups"][0][0]
-        targets = self.aws.call("elbv2", "describe_target_health", TargetGroupArn=group)["TargetHealthDescriptions"]
-        names = self._servers([t["Target"]["Id"] for t in targets])
+        states: dict[str, list[str]] = {}
+        for group, _ in handle["target_groups"]:
+            for target in self.aws.call("elbv2", "describe_target_health", TargetGroupArn=group)["TargetHealthDescriptions"]:
+                states.setdefault(target["Target"]["Id"], []).append(target["TargetHealth"]["State"])
+        names = self._servers(list(states))
         members = {}
-        for target in targets:
-            state = target["TargetHealth"]["State"]
-            name = names.get(target["Target"]["Id"])
-            if name:
-                # A draining target may still have requests in flight; the balancer does not say how many.
-                members[name] = MemberState(TARGET_STATES.get(state, state.upper()), state == "healthy", 1 if state == "draining" else 0)
+        for instance, seen in states.items():
+            if instance not in names:
+                continue
+            worst = min(seen, key=lambda state: STATE_ORDER.get(state, -1))
+            if len(seen) < len(handle["target_groups"]) and worst == "healthy":
+                worst = "initial"  # registered in some groups only, so far
+            # A draining target may still have requests in flight; the balancer does not say how many.
+            members[names[instance]] = MemberState(TARGET_STATES.get(worst, worst.upper()), worst == "healthy", 1 if "draining" in seen else 0)
         return members
 
     def drain_member(self, handle: dict, name: str) -> None:
@@ -186,7 +208,13 @@ class AWSLoadBalancers(LoadBalancerDriver):
             return  # no such instance any more: nothing to take out
         if handle["kind"] == "floating_ip":
             addresses = self.aws.call("ec2", "describe_addresses", AllocationIds=[handle["allocation_id"]])["Addresses"]
-            if addresses and addresses[0].get("InstanceId") == instance and addresses[0].get("AssociationId"):
+            if not (addresses and addresses[0].get("InstanceId") == instance and addresses[0].get("AssociationId")):
+                return
+            previous = self._previous_holder.pop(handle["allocation_id"], None)
+            if previous and self._running(previous):
+                # The new server failed after the move: the address goes back to the one that served.
+                self.aws.call("ec2", "associate_address", AllocationId=handle["allocation_id"], InstanceId=previous, AllowReassociation=True)
+            else:
                 self.aws.call("ec2", "disassociate_address", AssociationId=addresses[0]["AssociationId"])
             return
         for group, group_port in handle["target_groups"]:
@@ -198,6 +226,15 @@ class AWSLoadBalancers(LoadBalancerDriver):
             except AWSError as exc:
                 if exc.code != "InvalidTarget":  # gone meanwhile
                     raise
+
+    def _running(self, instance_id: str) -> bool:
+        try:
+            reservations = self.aws.call("ec2", "describe_instances", InstanceIds=[instance_id])["Reservations"]
+        except AWSError as exc:
+            if exc.code in NOT_FOUND:
+                return False
+            raise
+        return bool(reservations) and reservations[0]["Instances"][0]["State"]["Name"] == "running"
 
     def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
         raise PhoenixError("provider aws keeps no standby members to switch to")

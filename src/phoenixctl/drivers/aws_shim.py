@@ -1,17 +1,20 @@
-"""A thin shim over the ELBv2 client for what emulators do not model (tests only).
+"""A thin shim over the ELBv2 and EC2 clients for what emulators do not model (tests only).
 
 moto marks a registered target `healthy` at once and forgets a deregistered one at once:
-it never shows a target that stays unhealthy, one slow to become healthy, or `draining`.
-With `PHOENIX_AWS_SHIM` set (comma-separated, e.g. `slow=3,drain=5`), describe_target_health
-answers as a real balancer would:
+it never shows a target that stays unhealthy, one slow to become healthy, or `draining`;
+and its instances run nothing, so an image builder never powers itself off. With
+`PHOENIX_AWS_SHIM` set (comma-separated, e.g. `slow=3,drain=5`), the answers are a real
+cloud's:
 
 - `unhealthy`: targets registered by this process never pass the health check;
 - `slow=S`: they show `initial` for S seconds after registration, then moto's answer;
-- `drain=S`: a deregistered target shows `draining` for S seconds before it is gone.
+- `drain=S`: a deregistered target shows `draining` for S seconds before it is gone;
+- `builder=ok` or `builder=failed`: a builder instance (tagged `phoenix:builder`) powers
+  off when it is next looked at, and its console reports its steps' outcome.
 
 Every other call goes to the real client unchanged. The paths these cover (a swap timing
-out, a slow swap, a long drain) are exercised against moto only through this shim; see
-the README's AWS section."""
+out, a slow swap, a long drain, a real builder's end) are exercised against moto only
+through this shim; see the README's AWS section."""
 
 from __future__ import annotations
 
@@ -22,23 +25,61 @@ import time
 VARIABLE = "PHOENIX_AWS_SHIM"
 
 
-def parse(text: str) -> dict[str, float]:
-    options: dict[str, float] = {}
+def parse(text: str) -> dict:
+    options: dict = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, value = item.partition("=")
-        if name not in ("unhealthy", "slow", "drain"):
-            raise ValueError(f"{VARIABLE}: unknown option {name!r} (unhealthy, slow=S, drain=S)")
-        options[name] = float(value) if value else 1.0
+        if name == "builder" and value in ("ok", "failed"):
+            options[name] = value
+        elif name in ("unhealthy", "slow", "drain"):
+            options[name] = float(value) if value else 1.0
+        else:
+            raise ValueError(f"{VARIABLE}: unknown option {item!r} (unhealthy, slow=S, drain=S, builder=ok|failed)")
     return options
 
 
 def wrap(service: str, client):
-    text = os.environ.get(VARIABLE, "")
-    if service != "elbv2" or not text:
-        return client
-    return TargetHealthShim(client, **parse(text))
+    options = parse(os.environ.get(VARIABLE, ""))
+    builder = options.pop("builder", None)
+    if service == "elbv2" and options:
+        return TargetHealthShim(client, **options)
+    if service == "ec2" and builder:
+        return BuilderShim(client, builder)
+    return client
 
 
+class BuilderShim:
+    """A builder that ran its steps: stopped when next described, its console telling the outcome."""
+
+    def __init__(self, client, outcome: str):
+        self._client = client
+        self.console = "PHOENIX-BAKE: ok" if outcome == "ok" else "PHOENIX-BAKE: failed at line 9 (exit 1)"
+        self._builders: set[str] = set()
+        self._running: set[str] = set()
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def run_instances(self, **kwargs):
+        answer = self._client.run_instances(**kwargs)
+        tags = [t["Key"] for spec in kwargs.get("TagSpecifications", []) for t in spec["Tags"]]
+        if "phoenix:builder" in tags:
+            launched = {i["InstanceId"] for i in answer["Instances"]}
+            self._builders |= launched
+            self._running |= launched
+        return answer
+
+    def describe_instances(self, **kwargs):
+        for instance in set(kwargs.get("InstanceIds", [])) & self._running:
+            self._client.stop_instances(InstanceIds=[instance])  # it powered itself off
+            self._running.discard(instance)
+        return self._client.describe_instances(**kwargs)
+
+    def get_console_output(self, InstanceId: str, **kwargs):
+        answer = self._client.get_console_output(InstanceId=InstanceId, **kwargs)
+        if InstanceId in self._builders:
+            answer["Output"] = "cloud-init: running the image's steps\n" + self.console + "\n"
+        return answer
 class TargetHealthShim:
     def __init__(self, client, unhealthy: float = 0.0, slow: float = 0.0, drain: float = 0.0):
         self._client = client

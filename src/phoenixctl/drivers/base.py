@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from ..deadline import Deadline
-from ..spec import ImageSpec, PlacementSpec, ProviderSpec
+from ..spec import DiscoverySpec, ImageSpec, PlacementSpec, ProviderSpec
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class LaunchRequest:
     boot_timeout: float = 120.0  # for the user-data's boot commands
     tls_port: int | None = None  # a second port the server serves (TLS passed through)
     placement: PlacementSpec = PlacementSpec()  # instance type, subnets, security groups (clouds)
+    discovery: DiscoverySpec = DiscoverySpec()  # how clients reach it: decides who may connect (clouds)
     tags: dict[str, str] = field(default_factory=dict)  # fingerprint, operation: written on the resource
 
     def __repr__(self) -> str:
@@ -249,9 +250,12 @@ class LoadBalancerDriver(ABC):
     def is_alive(self, handle: dict) -> bool: ...
 
     @abstractmethod
-    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False) -> None:
+    def add_member(
+        self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False, server: dict | None = None
+    ) -> None:
         """Register the member and ask for traffic once the balancer's own check passes
-        (with `standby`, checked but given no traffic until `switch`)."""
+        (with `standby`, checked but given no traffic until `switch`). `server` is the
+        member's compute handle (a cloud registers the instance it names)."""
 
     @abstractmethod
     def members(self, handle: dict) -> dict[str, MemberState]: ...

@@ -148,7 +148,9 @@ class FakeLoadBalancers(LoadBalancerDriver):
     def _members(self, handle: dict) -> dict[str, FakeMember]:
         return self.world.balancers[handle["key"]]
 
-    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False) -> None:
+    def add_member(
+        self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False, server: dict | None = None
+    ) -> None:
         self._members(handle)[name] = FakeMember(state="drain" if standby else "ready")
         self.world.log("add", name, "standby" if standby else "ready")
 

@@ -201,7 +201,9 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         except (psutil.Error, KeyError):
             return False
 
-    def add_member(self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False) -> None:
+    def add_member(
+        self, handle: dict, name: str, address: str, port: int, tls_port: int | None = None, standby: bool = False, server: dict | None = None
+    ) -> None:
         api = RuntimeAPI(handle["socket"])
         targets = [(BACKEND, port, "")]
         if handle.get("tls_port"):
