@@ -189,3 +189,14 @@ def test_floating_ip_on_the_local_provider_is_a_balancer(capsys, project):
     replace_in(project, "    port: 8082\n", "    port: 8082\n    discovery: {type: floating_ip}\n")
     code, out, err = run(capsys, "validate", "-f", str(project))
     assert code == 0, err
+
+
+def test_doctor_on_the_local_provider(capsys, project):
+    code, out, err = run(capsys, "doctor", "--probe", "--json", "-f", str(project))
+    assert code == 0, err
+    report = {row["capability"]: row for row in json.loads(out)["capabilities"]}
+    assert report["load balancer"]["ok"] and report["load balancer"]["detail"].startswith("HAProxy version")
+    assert report["blue-green"]["ok"] and report["canary"]["ok"] and report["server checks"]["ok"]
+    assert not report["DNS"]["ok"]
+    assert 0 < report["probe: launch"]["seconds"] < 30 and report["probe: image"]["seconds"] > 0
+    assert not (project.parent / ".phoenix" / "images").exists() or not any((project.parent / ".phoenix" / "images").iterdir())
