@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python bench/warmup.py --write bench/RESULTS.md
 	$(BIN)/python bench/strategies.py --write bench/RESULTS.md
 	$(BIN)/python bench/heal.py --write bench/RESULTS.md
+	$(BIN)/python bench/doctor.py --write bench/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .phoenix build src/*.egg-info

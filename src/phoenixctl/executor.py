@@ -27,7 +27,7 @@ from . import drivers
 from . import config
 from .config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
-from .drivers.base import BalancerRequest, FileChanges, LaunchRequest
+from .drivers.base import BalancerRequest, FileChanges, ImageSample, LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
 from .faults import failpoint
 from .secrets import SecretResolver
@@ -984,7 +984,9 @@ class Executor:
         """The provider's capabilities for this spec; with `probe`, how long an image and a
         server take to make (the floor of how fast a change can reach users)."""
         deadline = Deadline(timeout, "the doctor's probes")
-        rows = self.compute.capability_report(probe, deadline) + self.lbs.capability_report()
+        first = next(iter(self.spec.images.items()), None)
+        sample = ImageSample(first[0], first[1], self.project.dir) if first else None
+        rows = self.compute.capability_report(probe, deadline, sample) + self.lbs.capability_report()
         capabilities = self.lbs.capabilities
         rows += [
             {"capability": "rolling", "ok": True, "detail": "launch before terminate, max_surge / max_unavailable"},

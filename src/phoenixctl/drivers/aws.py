@@ -32,7 +32,7 @@ from ..errors import PhoenixError
 from ..spec import ImageRef, ImageSpec, ProviderSpec
 from ..userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT
 from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_map
-from .base import BakeResult, ComputeDriver, Launched, LaunchRequest
+from .base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest
 from .local import recipe_digest, walk_files
 
 EVENTUAL_GRACE = 60.0  # seconds after a launch during which "not found" means "not visible yet"
@@ -356,7 +356,7 @@ class AWSCompute(ComputeDriver):
         return f"instance {handle.get('instance_id')}"
 
     # --- doctor -------------------------------------------------------------------------------
-    def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:
+    def capability_report(self, probe: bool, deadline: Deadline, sample: ImageSample | None = None) -> list[dict]:
         report: list[dict] = []
         check = checker(report)
         check("account", lambda: f"account {self.aws.call('sts', 'get_caller_identity')['Account']}, region {self.aws.region}"
@@ -366,12 +366,14 @@ class AWSCompute(ComputeDriver):
         check("images", lambda: f"{len(self.aws.pages('ec2', 'describe_images', 'Images', Owners=['self']))} own AMIs; create_image by `bake`")
         check("user-data", lambda: f"cloud-init user-data up to {USERDATA_LIMIT} bytes (gzipped when larger)")
         if probe:
-            report += self._probe(deadline)
+            report += self._probe(deadline, sample)
         return report
 
-    def _probe(self, deadline: Deadline) -> list[dict]:
-        """Time what decides how fast a change reaches users: launching a server, making an image."""
-        base = self.resolve(ImageRef(name="al2023-ami-2023.*-x86_64", owners=["amazon"]), Path("."))
+    def _probe(self, deadline: Deadline, sample: ImageSample | None) -> list[dict]:
+        """Time what decides how fast a change reaches users: launching a server (from the
+        spec's first image's base, else Amazon Linux) and making an image of it."""
+        ref = sample and (sample.recipe.base or sample.recipe.prebuilt)
+        base = self.resolve(ref or ImageRef(name="al2023-ami-2023.*-x86_64", owners=["amazon"]), sample.project_dir if sample else Path("."))
         _, _, subnets = self.aws.network(None)
         started = time.monotonic()
         instance = self.aws.call(

@@ -19,6 +19,15 @@ from ..spec import DiscoverySpec, ImageSpec, PlacementSpec, ProviderSpec
 
 
 @dataclass(frozen=True)
+class ImageSample:
+    """One image of the spec, for the doctor's probes."""
+
+    name: str
+    recipe: ImageSpec
+    project_dir: Path
+
+
+@dataclass(frozen=True)
 class BakeResult:
     image_id: str
     location: str
@@ -182,8 +191,9 @@ class ComputeDriver(ABC):
         it (security groups, ...); returns what was removed."""
         return []
 
-    def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:
-        """`phoenix doctor`: what this provider and account can do (name, ok, detail[, seconds])."""
+    def capability_report(self, probe: bool, deadline: Deadline, sample: "ImageSample | None" = None) -> list[dict]:
+        """`phoenix doctor`: what this provider and account can do (name, ok, detail[, seconds]);
+        `probe` times making an image (the spec's first, as `sample`) and launching a server."""
         return []
 
     def file_changes(self, handle: dict) -> FileChanges | None:

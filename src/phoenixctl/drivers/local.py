@@ -26,7 +26,7 @@ from .. import userdata
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..spec import ImageSpec
-from .base import BakeResult, ComputeDriver, FileChanges, Launched, LaunchRequest
+from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
 _IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
@@ -136,7 +136,7 @@ class LocalCompute(ComputeDriver):
             last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
             raise PhoenixError(f"bake of image {name}: step {index + 1} ({step!r}) exited {result.returncode}: {last[0]}")
 
-    def capability_report(self, probe: bool, deadline: Deadline) -> list[dict]:
+    def capability_report(self, probe: bool, deadline: Deadline, sample: ImageSample | None = None) -> list[dict]:
         images = [p for p in self.images_dir.glob("img-*")] if self.images_dir.is_dir() else []
         report = [
             {"capability": "images", "ok": True, "detail": f"content-addressed copies under {self.images_dir} ({len(images)} kept)"},
@@ -144,21 +144,23 @@ class LocalCompute(ComputeDriver):
             {"capability": "servers", "ok": True, "detail": "processes on their own loopback addresses"},
         ]
         if probe:
-            report += self._probe(deadline)
+            report += self._probe(deadline, sample)
         return report
 
-    def _probe(self, deadline: Deadline) -> list[dict]:
-        """Time copying a small image and starting a server on loopback until it listens."""
+    def _probe(self, deadline: Deadline, sample: ImageSample | None) -> list[dict]:
+        """Time a bake of the spec's first image (its files and steps, in a scratch store) and
+        a server started on loopback until it listens."""
         import socket
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="phoenix-doctor-") as scratch:
-            source = Path(scratch) / "project"
-            (source / "site").mkdir(parents=True)
-            (source / "site" / "index.html").write_text("<p>phoenix doctor</p>\n" * 200)
             probe = LocalCompute(Path(scratch) / "work", self.project, self.settings)
-            recipe = ImageSpec(files=["site"], start="python -m http.server")
-            baked = probe.bake("doctor", recipe, source, deadline)
+            if sample is None:
+                source = Path(scratch) / "project"
+                (source / "site").mkdir(parents=True)
+                (source / "site" / "index.html").write_text("<p>phoenix doctor</p>\n")
+                sample = ImageSample("doctor", ImageSpec(files=["site"], start="python -m http.server"), source)
+            baked = probe.bake(sample.name, sample.recipe, sample.project_dir, deadline)
             with socket.socket() as free:
                 free.bind(("127.0.0.1", 0))
                 port = free.getsockname()[1]
@@ -174,7 +176,7 @@ class LocalCompute(ComputeDriver):
                 process.kill()
                 process.wait()
         return [
-            {"capability": "probe: image", "ok": True, "detail": "bake of a small image", "seconds": round(baked.seconds, 3)},
+            {"capability": "probe: image", "ok": True, "detail": f"bake of image {sample.name} (files and steps)", "seconds": round(baked.seconds, 3)},
             {"capability": "probe: launch", "ok": True, "detail": "a python server from start to listening", "seconds": round(launch, 3)},
         ]
 
