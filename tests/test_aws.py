@@ -479,3 +479,30 @@ def test_a_floating_ip_goes_back_when_the_new_server_fails(cloud, tmp_path):
     finally:
         executor(spec).destroy("ci")
     assert cloud.leftovers() == NOTHING
+
+
+def test_keeping_servers_phoenix_on_aws(cloud, tmp_path):
+    """plan, drift, chaos with healing and a watch pass: instances only, no traffic sent
+    (the emulator's balancers cannot be reached from here)."""
+    spec = aws_example(tmp_path)
+    executor(spec).up("ci")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PHOENIX, *args, "-f", str(spec)], capture_output=True, text=True, timeout=120)
+
+    try:
+        assert run("plan", "ci").returncode == 0  # nothing to replace
+        drift = json.loads(run("drift", "ci", "--json").stdout)
+        assert [s["supported"] for s in drift["servers"]] == [False, False, False]  # EC2 cannot look inside
+        victim_before = {i["InstanceId"] for i in cloud.instances(env="ci", role="backend")}
+        chaos = run("chaos", "ci", "--kill", "1", "--role", "backend", "--allow-outage", "--heal", "--json")
+        assert chaos.returncode == 0, chaos.stderr
+        report = json.loads(chaos.stdout)
+        assert report["requests"] == 0  # no load: the balancers cannot be reached from here
+        backend = {i["InstanceId"] for i in cloud.instances(env="ci", role="backend")}
+        assert len(backend) == 1 and not backend & victim_before  # a new instance replaced the terminated one
+        assert run("watch", "ci", "--passes", "1").returncode == 0
+        assert {i["InstanceId"] for i in cloud.instances(env="ci", role="backend")} == backend  # nothing more to do
+    finally:
+        executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING

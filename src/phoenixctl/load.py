@@ -57,6 +57,23 @@ class LoadStats:
         }
 
 
+class NoLoad:
+    """Stands in for a load generator where the balancers cannot be reached from here (an
+    emulator's addresses): nothing is sent, and the report says 0 requests."""
+
+    def __init__(self) -> None:
+        self.stats = LoadStats()
+
+    def __enter__(self) -> "NoLoad":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def wait_for_requests(self, count: int, timeout: float = 30.0) -> None:
+        pass
+
+
 class LoadGenerator:
     """Sends GETs to `urls` in turn from `concurrency` keep-alive connections at about
     `rate` requests per second in all, until stopped, `max_requests` or `max_seconds`."""

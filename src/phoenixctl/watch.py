@@ -22,7 +22,7 @@ from typing import Callable
 
 from .errors import PhoenixError
 from .executor import Executor, Project, Reporter
-from .load import LoadGenerator
+from .load import LoadGenerator, NoLoad
 from .lock import LockHeld
 
 
@@ -145,13 +145,16 @@ def chaos(
             )
         desired = {name: r.count for name, r in project.spec.environments[env].roles.items()}
         urls = [f"http://{lb['address']}{project.spec.roles[lb['role']].health.path}" for lb in status["load_balancers"]]
-        with LoadGenerator(urls, concurrency=8, rate=rate, max_seconds=timeout + 30) as load:
+        if not executor.compute.reaches_servers:
+            reporter.info("chaos: no load sent: the provider's balancers cannot be reached from here (emulator or server_checks off)")
+        load_generator = LoadGenerator(urls, concurrency=8, rate=rate, max_seconds=timeout + 30) if executor.compute.reaches_servers else NoLoad()
+        with load_generator as load:
             load.wait_for_requests(int(rate / 2))
             killed_at = time.monotonic()
             for victim in victims:
                 row = project.store.server(victim["id"])
                 executor.compute.terminate(row.handle_data)
-                reporter.info(f"chaos: terminated {victim['id']} ({victim['role']}, pid {victim['pid']})")
+                reporter.info(f"chaos: terminated {victim['id']} ({victim['role']}, {executor.compute.label(row.handle_data)})")
             if heal:
                 Executor(project, reporter, lock_timeout=timeout).reconcile(env, budget=0)
             expires = killed_at + timeout
