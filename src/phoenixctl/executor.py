@@ -408,7 +408,9 @@ class Executor:
         if image_ids is None:
             image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
             image_ids = {name: image_id for name, image_id, _, _ in (self._bake_one(n, op) for n in image_names)}
-        lbs = {role: self._ensure_load_balancer(op, env, role) for role in env_spec.roles}
+        # Side by side: a cloud balancer takes minutes to become active.
+        all_roles = list(env_spec.roles)
+        lbs = dict(zip(all_roles, self._parallel([lambda r=r: self._ensure_load_balancer(op, env, r) for r in all_roles])))
         self._expire_standby(op, env, lbs)
         boots = self.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
         plans: list[RolePlan] = []
