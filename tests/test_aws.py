@@ -208,6 +208,8 @@ def test_production_lifecycle_on_aws(cloud, tmp_path):
         eip = cloud.ec2.describe_addresses(AllocationIds=[lbs["edit"]["allocation_id"]])["Addresses"][0]
         assert tags_of(eip)["phoenix:role"] == "edit"
         assert serving(cloud, ex, "production") == {role: {i["InstanceId"] for i in items} for role, items in by_role.items()}
+        attributes = cloud.elb.describe_target_group_attributes(TargetGroupArn=lbs["backend"]["target_groups"][0][0])["Attributes"]
+        assert {a["Key"]: a["Value"] for a in attributes}["deregistration_delay.timeout_seconds"] == "48"  # 80% of drain: 60s
         tls_group = next(arn for arn, port in lbs["frontend"]["target_groups"] if port == 8443)
         assert cloud.targets(tls_group) == {i["InstanceId"]: "healthy" for i in by_role["frontend"]}  # the TLS group too
         health = cloud.elb.describe_target_groups(TargetGroupArns=[tls_group])["TargetGroups"][0]
@@ -251,6 +253,28 @@ def test_production_lifecycle_on_aws(cloud, tmp_path):
     assert cloud.leftovers() == NOTHING
     records = cloud.route53.list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
     assert not {"www.website.test.", "edit.website.test."} & {r["Name"] for r in records}
+
+
+def test_subnets_and_security_groups_the_spec_names(cloud, tmp_path):
+    vpc = cloud.ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = sorted(cloud.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"], key=lambda s: s["AvailabilityZone"])[:2]
+    group = cloud.ec2.create_security_group(GroupName="team-web", Description="the team's own", VpcId=vpc)["GroupId"]
+    cloud.route53.create_hosted_zone(Name="website.test", CallerReference="phoenix-test")
+    placement = f"placement: {{subnets: [{subnets[0]['SubnetId']}, {subnets[1]['SubnetId']}], security_groups: [{group}]}}"
+    spec = aws_example(tmp_path, ("    placement: {instance_type: t3.small}", f"    {placement}"))
+    ex = executor(spec)
+    try:
+        ex.up("production")
+        instances = cloud.instances(env="production")
+        assert len(instances) == 6
+        assert {i["SubnetId"] for i in instances} == {s["SubnetId"] for s in subnets}  # spread over both
+        assert {g["GroupId"] for i in instances for g in i["SecurityGroups"]} == {group}
+        frontend = [i for i in instances if tags_of(i)["phoenix:role"] == "frontend"]
+        assert sorted(len([i for i in frontend if i["SubnetId"] == s["SubnetId"]]) for s in subnets) == [1, 2]
+        assert cloud.leftovers()["security groups"] == ["team-web"]  # Phoenix made none
+    finally:
+        ex.destroy("production")
+    assert cloud.leftovers() == {**NOTHING, "security groups": ["team-web"]}  # the team's group is theirs
 
 
 # --- nothing hides: recovery by tags ---------------------------------------------------------------
