@@ -679,7 +679,7 @@ class Executor:
             return self.compute.listening(row.handle_data, row.address, row.port)
 
         try:
-            deadline.poll(listening, interval=0.02, max_interval=0.1)
+            self.poll(deadline, listening, interval=0.02, max_interval=0.1)
         except DeadlineExceeded as exc:
             raise GateFailed(row.id, "boot", str(exc)) from None
 
@@ -694,7 +694,7 @@ class Executor:
             return not last
 
         try:
-            deadline.poll(healthy, interval=0.05, max_interval=0.5)
+            self.poll(deadline, healthy, interval=0.05, max_interval=0.5)
         except DeadlineExceeded:
             raise GateFailed(row.id, "health", f"GET {health.path} still answered {last} after {deadline.seconds:g}s") from None
 
@@ -725,7 +725,7 @@ class Executor:
                 self.store.update_server(row.id, state="joining")  # journal first: it may be a member from now on
                 self.lbs.add_member(lb.handle_data, row.id, row.address, row.port, self.spec.roles[row.role].tls_port, server=row.handle_data)
                 failpoint("swap")
-                deadline.poll(lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
+                self.poll(deadline, lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
                 self._remove_and_destroy(op, env, lb, row.id)
                 if not isinstance(exc, Exception):
@@ -762,7 +762,8 @@ class Executor:
             if server_id in members:
                 failpoint("drain")
                 try:
-                    Deadline(deadlines.drain, f"sessions on {server_id} to reach zero").poll(
+                    self.poll(
+                        Deadline(deadlines.drain, f"sessions on {server_id} to reach zero"),
                         lambda: (member := self.lbs.members(lb.handle_data).get(server_id)) is None or member.sessions == 0,
                         interval=0.02,
                         max_interval=0.2,
@@ -776,6 +777,12 @@ class Executor:
             self._destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
         op.note("retired", server_id)
         self.reporter.info(f"{role}: {server_id} retired")
+
+    def poll(self, deadline: Deadline, check: Callable, interval: float, max_interval: float):
+        """`deadline.poll`, paced for the provider: a cloud API is not asked many times a second
+        (its health checks take seconds anyway, and throttling would slow everything)."""
+        pace = max(self.compute.poll_interval, self.lbs.poll_interval)
+        return deadline.poll(check, interval=max(interval, pace), max_interval=max(max_interval, pace * 2.5))
 
     def _guard(self, lb: LoadBalancerRow) -> threading.Lock:
         with self._address_lock:
@@ -840,8 +847,10 @@ class Executor:
         for server in back:
             self.lbs.add_member(handle, server.id, server.address, server.port, tls_port, server=server.handle_data)
         try:
-            Deadline(self.spec.deadlines(env).swap, f"the {role} servers to be UP in the new balancer").poll(
-                lambda: all(m.up for name, m in self.lbs.members(handle).items() if name in {s.id for s in back}), interval=0.05
+            self.poll(
+                Deadline(self.spec.deadlines(env).swap, f"the {role} servers to be UP in the new balancer"),
+                lambda: all(m.up for name, m in self.lbs.members(handle).items() if name in {s.id for s in back}),
+                interval=0.05, max_interval=0.5,
             )
         except DeadlineExceeded:
             members = self.lbs.members(handle)

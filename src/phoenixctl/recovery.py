@@ -106,8 +106,9 @@ def _settle(ex: "Executor", op: "Operation", env: str, lb, row: ServerRow) -> li
             ex.lbs.switch(lb.handle_data, enable=[row.id], disable=[])
         else:  # deregistered (a cloud target group): register it again
             ex.lbs.add_member(lb.handle_data, row.id, row.address, row.port, ex.spec.roles[row.role].tls_port, server=row.handle_data)
-        Deadline(ex.spec.deadlines(env).swap, f"{row.id} to be UP again").poll(
-            lambda: (member := ex.lbs.members(lb.handle_data).get(row.id)) is not None and member.up, interval=0.05
+        ex.poll(
+            Deadline(ex.spec.deadlines(env).swap, f"{row.id} to be UP again"),
+            lambda: (member := ex.lbs.members(lb.handle_data).get(row.id)) is not None and member.up, interval=0.05, max_interval=0.5,
         )
         ex.store.update_server(row.id, state="in_service", in_service=True)
         return [f"{row.role}: {row.id} was draining and the role needs it: returned to service"]

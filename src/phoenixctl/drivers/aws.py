@@ -57,6 +57,10 @@ class AWSCompute(ComputeDriver):
     def reaches_servers(self) -> bool:
         return self.settings.server_checks and not self.aws.emulator
 
+    @property
+    def poll_interval(self) -> float:
+        return 0.05 if self.aws.emulator else 2.0
+
     def _tags(self, **extra: str) -> dict[str, str]:
         return {f"{TAG}project": self.project, **{f"{TAG}{k}": v for k, v in extra.items()}}
 

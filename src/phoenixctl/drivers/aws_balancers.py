@@ -30,6 +30,10 @@ class AWSLoadBalancers(LoadBalancerDriver):
         self._server_of: dict[str, str] = {}  # instance id -> server id
         self._previous_holder: dict[str, str] = {}  # allocation id -> the instance a floating IP moved from
 
+    @property
+    def poll_interval(self) -> float:
+        return 0.05 if self.aws.emulator else 2.0  # target health changes every health-check interval (10 s)
+
     def _tags(self, env: str, role: str, part: str) -> dict[str, str]:
         return {f"{TAG}project": self.project, f"{TAG}env": env, f"{TAG}role": role, f"{TAG}part": part}
 

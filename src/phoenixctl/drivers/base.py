@@ -133,6 +133,7 @@ class ComputeDriver(ABC):
     """Images and servers."""
 
     name: str
+    poll_interval = 0.0  # the least time between two looks at a server while waiting (an API's pace)
     capabilities: frozenset[str] = frozenset()  # "persistent_layer", "image_refs" (prebuilt and base images)
 
     def __init__(self, workdir: Path, project: str, settings: ProviderSpec | None = None):
@@ -236,6 +237,7 @@ class LoadBalancerDriver(ABC):
     """One load balancer per role per environment; members are swapped through its API."""
 
     name: str
+    poll_interval = 0.0  # the least time between two looks at the balancer while waiting
     assigns_addresses = False  # True: the provider chooses the address (a cloud's DNS name or IP)
     capabilities: frozenset[str] = frozenset()  # "standby", "counters", "floating_ip", "dns"
 
