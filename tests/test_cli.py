@@ -51,58 +51,37 @@ def test_missing_file(capsys, tmp_path):
     assert_one_line_error(code, err, "nope.yaml", "no such file")
 
 
-def test_invalid_yaml_names_line(capsys, project):
-    replace_in(project, "  frontend:                # public", "  frontend: [unclosed\n  x:")
+# (old text, new text, the line the error names (found by this text), what the error says)
+BAD_SPECS = {
+    "invalid YAML": ("  frontend:                # public", "  frontend: [unclosed\n  x:", None, ["phoenix.yaml:", "invalid YAML"]),
+    "unknown field": ("    port: 8081\n", "    port: 8081\n    prot: 1\n", "prot: 1", ["roles.backend.prot", "unknown field"]),
+    "unknown role": (
+        "roles: {backend: 1, edit: 1, frontend: 1}", "roles: {backend: 1, edit: 1, frontnd: 1}", "frontnd",
+        ["environments.ci.roles.frontnd", "unknown role 'frontnd'"],
+    ),
+    "unknown image": ("    image: web\n    port: 8082", "    image: wbe\n    port: 8082", "image: wbe", ["roles.edit.image", "unknown image 'wbe'"]),
+    "bad duration": ("boot: 20s", "boot: soon", "boot: soon", ["defaults.deadlines.boot", "not a duration"]),
+    "bad percentage": ("max_surge: 100%", "max_surge: 150%", None, ["environments.production.rollout.max_surge", "percentage"]),
+    "non-string env value": (
+        "    port: 8081\n", "    port: 8081\n    env:\n      WORKERS: 4\n", None, ["roles.backend.env", "WORKERS", "must be a string"],
+    ),
+    "duplicate key": ("    port: 8081\n", "    port: 8081\n    port: 9000\n", "port: 9000", ["roles.backend.port", "duplicate key"]),
+    "missing image file": ("files: [app, VERSION]", "files: [app, VERSION, missing.txt]", None, ["images.web.files.2", "'missing.txt' does not exist"]),
+    "unknown provider": ("provider: local ", "provider: gcp ", "provider: gcp", ["unknown provider 'gcp'", "aws, local"]),
+    "cloud image on the local provider": (
+        "    start: python app/server.py", "    start: python app/server.py\n    prebuilt: {id: ami-0123}", "prebuilt:",
+        ["images.web.prebuilt", "for cloud providers"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPECS)
+def test_bad_spec_is_one_line_naming_the_place(capsys, project, case):
+    old, new, line_text, fragments = BAD_SPECS[case]
+    replace_in(project, old, new)
     code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, "phoenix.yaml:", "invalid YAML")
-
-
-def test_unknown_field_names_line_and_field(capsys, project):
-    replace_in(project, "    port: 8081\n", "    port: 8081\n    prot: 1\n")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f"phoenix.yaml:{line_of(project, 'prot: 1')}:", "roles.backend.prot", "unknown field")
-
-
-def test_unknown_role_in_environment(capsys, project):
-    replace_in(project, "roles: {backend: 1, edit: 1, frontend: 1}", "roles: {backend: 1, edit: 1, frontnd: 1}")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f":{line_of(project, 'frontnd')}:", "environments.ci.roles.frontnd", "unknown role 'frontnd'")
-
-
-def test_unknown_image(capsys, project):
-    replace_in(project, "    image: web\n    port: 8082", "    image: wbe\n    port: 8082")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f":{line_of(project, 'image: wbe')}:", "roles.edit.image", "unknown image 'wbe'")
-
-
-def test_bad_duration(capsys, project):
-    replace_in(project, "boot: 20s", "boot: soon")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f":{line_of(project, 'boot: soon')}:", "defaults.deadlines.boot", "not a duration")
-
-
-def test_bad_percentage(capsys, project):
-    replace_in(project, "max_surge: 100%", "max_surge: 150%")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, "environments.production.rollout.max_surge", "percentage")
-
-
-def test_non_string_env_value(capsys, project):
-    replace_in(project, "    port: 8081\n", "    port: 8081\n    env:\n      WORKERS: 4\n")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, "roles.backend.env", "WORKERS", "must be a string")
-
-
-def test_duplicate_key(capsys, project):
-    replace_in(project, "    port: 8081\n", "    port: 8081\n    port: 9000\n")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f":{line_of(project, 'port: 9000')}:", "roles.backend.port", "duplicate key")
-
-
-def test_missing_image_file(capsys, project):
-    replace_in(project, "files: [app, VERSION]", "files: [app, VERSION, missing.txt]")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, "images.web.files.2", "'missing.txt' does not exist")
+    where = [f"phoenix.yaml:{line_of(project, line_text)}:"] if line_text else []
+    assert_one_line_error(code, err, *where, *fragments)
 
 
 def test_unknown_environment_starts_nothing(capsys, project):
@@ -171,18 +150,6 @@ def test_failing_bake_step_is_one_line(capsys, project):
     code, _, err = run(capsys, "bake", "-f", str(project))
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "step 1" in err and "exited 3" in err and "broken" in err
-
-
-def test_unknown_provider_names_line(capsys, project):
-    replace_in(project, "provider: local ", "provider: gcp ")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f"phoenix.yaml:{line_of(project, 'provider: gcp')}:", "unknown provider 'gcp'", "aws, local")
-
-
-def test_cloud_image_reference_on_the_local_provider(capsys, project):
-    replace_in(project, "    start: python app/server.py", "    start: python app/server.py\n    prebuilt: {id: ami-0123}")
-    code, _, err = run(capsys, "validate", "-f", str(project))
-    assert_one_line_error(code, err, f"phoenix.yaml:{line_of(project, 'prebuilt:')}:", "images.web.prebuilt", "for cloud providers")
 
 
 def test_floating_ip_on_the_local_provider_is_a_balancer(capsys, project):

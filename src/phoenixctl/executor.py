@@ -227,9 +227,9 @@ class Executor:
         """Bake, then replace every server whose fingerprint changed, with the environment's
         strategy (or the one given): rolling, blue-green or canary."""
         strategy = strategy or self.spec.rollout(env).strategy
-        missing = missing_for_strategy(strategy, self.lbs.capabilities)
-        if missing:
-            raise PhoenixError(f"provider {self.spec.provider.name} cannot run {strategy} deployments (its balancers lack {missing})")
+        refusal = strategy_refusal(self.spec.provider.name, strategy, self.lbs.capabilities)
+        if refusal:
+            raise PhoenixError(refusal)
         with self.operation(env, "deploy") as op:
             self._supersede_paused(env)
             self._converge(op, env, roles=None, replace_outdated=True, replace_all=False, strategy=strategy, pause=pause)
@@ -1093,14 +1093,14 @@ def check_provider(loaded: LoadedSpec) -> None:
         raise SpecError(f"{loaded.where('provider')}: provider: unknown provider {provider!r} (providers: {', '.join(drivers.names())})") from None
 
     def fail(loc: tuple, message: str) -> None:
-        raise SpecError(f"{loaded.where(*loc)}: {'.'.join(map(str, loc))}: {message}")
+        raise loaded.error(loc, message)
 
     for loc, rollout in [(("defaults", "rollout"), spec.defaults.rollout)] + [
         (("environments", env, "rollout"), e.rollout) for env, e in spec.environments.items() if e.rollout
     ]:
-        missing = missing_for_strategy(rollout.strategy, capabilities)
-        if missing:
-            fail(loc + ("strategy",), f"provider {provider} cannot run {rollout.strategy} deployments (its balancers lack {missing})")
+        refusal = strategy_refusal(provider, rollout.strategy, capabilities)
+        if refusal:
+            fail(loc + ("strategy",), refusal)
     for name, image in spec.images.items():
         for ref in ("prebuilt", "base"):
             if getattr(image, ref) is not None and "image_refs" not in capabilities:
@@ -1119,10 +1119,12 @@ def check_provider(loaded: LoadedSpec) -> None:
             fail(("roles", name, "warmup"), "warm-up needs provider.server_checks (Phoenix crawls each new server itself); set warmup.enabled: false")
 
 
-def missing_for_strategy(strategy: str, capabilities: frozenset[str]) -> str:
-    """'' when the provider can run the strategy, else what its balancers lack."""
+def strategy_refusal(provider: str, strategy: str, capabilities: frozenset[str]) -> str:
+    """'' when the provider can run the strategy, else why not."""
     need = {"blue-green": "standby", "canary": "counters"}.get(strategy)
-    return f"{need} members" if need and need not in capabilities else ""
+    if need and need not in capabilities:
+        return f"provider {provider} cannot run {strategy} deployments (its balancers lack {need} members)"
+    return ""
 
 
 def describe_changes(changes: FileChanges) -> str:

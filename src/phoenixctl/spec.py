@@ -78,6 +78,9 @@ def resolve_quantity(quantity: int | str, total: int, round_up: bool) -> int:
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def _exactly_one_of(self, *fields: str) -> bool:
+        return sum(getattr(self, name) is not None for name in fields) == 1
+
 
 class ImageRef(Model):
     """An image built elsewhere: by id, by name pattern (the newest match wins), or the last
@@ -90,8 +93,7 @@ class ImageRef(Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ImageRef":
-        given = [n for n in ("id", "name", "packer_manifest") if getattr(self, n) is not None]
-        if len(given) != 1:
+        if not self._exactly_one_of("id", "name", "packer_manifest"):
             raise ValueError("give exactly one of id, name or packer_manifest")
         if self.owners and self.name is None:
             raise ValueError("owners goes with name")
@@ -149,8 +151,7 @@ class SecretSource(Model):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "SecretSource":
-        given = [name for name in ("file", "env", "command") if getattr(self, name) is not None]
-        if len(given) != 1:
+        if not self._exactly_one_of("file", "env", "command"):
             raise ValueError("give exactly one of file, env or command (never the secret's value)")
         return self
 
@@ -188,8 +189,7 @@ class FileSpec(Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> "FileSpec":
-        given = [name for name in ("content", "secret", "source") if getattr(self, name) is not None]
-        if len(given) != 1:
+        if not self._exactly_one_of("content", "secret", "source"):
             raise ValueError("give exactly one of content, secret or source")
         if self.secret and self.mode and int(self.mode, 8) & 0o077:
             raise ValueError(f"secret files must not be readable by group or others (mode {self.mode}); use '0600'")
@@ -434,6 +434,10 @@ class LoadedSpec:
 
     def where(self, *loc: Any) -> str:
         return f"{self.path.name}:{_line_for(self._lines, loc)}"
+
+    def error(self, loc: tuple, message: str) -> SpecError:
+        """`phoenix.yaml:LINE: field.path: message` for a place in this spec."""
+        return SpecError(f"{self.where(*loc)}: {_dotted(loc)}: {message}")
 
     def environment(self, env: str) -> EnvironmentSpec:
         if env not in self.spec.environments:

@@ -115,7 +115,7 @@ def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, ch
         except OSError:
             raise SpecError(f"{place(loaded, item.loc)}: {item.value!r} does not exist next to {loaded.path.name}") from None
         parts.append(("x-shellscript", item.value.rsplit("/", 1)[-1], script))
-    raw = _mime(parts)
+    raw = mime_document(parts)
     rendered = RenderedUserData(document, raw, len(raw), gzipped=False)
     if len(raw) > USERDATA_LIMIT:
         packed = gzip.compress(raw, mtime=0)
@@ -130,7 +130,7 @@ def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, ch
     return rendered
 
 
-def _mime(parts: list[tuple[str, str, bytes]]) -> bytes:
+def mime_document(parts: list[tuple[str, str, bytes]]) -> bytes:
     """A MIME multipart document that is byte-identical for identical parts."""
     boundary = "==phoenix-" + hashlib.sha256(b"".join(p[2] for p in parts)).hexdigest()[:24] + "=="
     message = MIMEMultipart(boundary=boundary)

@@ -19,19 +19,20 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import shlex
 import tarfile
 import threading
 import time
+from collections import Counter
 from email import message_from_bytes
-from email.mime.text import MIMEText
 from pathlib import Path
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..spec import ImageRef, ImageSpec, ProviderSpec
-from ..userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT
-from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_map
+from ..userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
+from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_filters, tag_map
 from .base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest
 from .local import recipe_digest, walk_files
 
@@ -49,7 +50,8 @@ class AWSCompute(ComputeDriver):
         super().__init__(workdir, project, settings)
         self.aws = AWS.of(self.settings)
         self._lock = threading.Lock()
-        self._placed: dict[str, int] = {}  # launches per subnet by this process, not yet visible in listings
+        self._in_flight: Counter[str] = Counter()  # subnet -> launches whose run_instances has not answered yet
+        self._unlisted: dict[str, tuple[str, float]] = {}  # instance -> (subnet, when): launched here, not listed yet
         self._states: dict[str, tuple[float, str]] = {}  # instance id -> (when read, state)
         self._refs: dict[str, str] = {}  # image reference -> AMI id (resolved once per command)
 
@@ -86,8 +88,6 @@ class AWSCompute(ComputeDriver):
         return ami
 
     def _from_manifest(self, path: Path) -> str:
-        import json
-
         try:
             manifest = json.loads(path.read_text())
             builds = manifest["builds"]
@@ -109,7 +109,7 @@ class AWSCompute(ComputeDriver):
     def _baked(self, image_id: str) -> dict | None:
         images = self.aws.pages(
             "ec2", "describe_images", "Images", Owners=["self"],
-            Filters=[{"Name": f"tag:{TAG}image", "Values": [image_id]}, {"Name": f"tag:{TAG}project", "Values": [self.project]}],
+            Filters=tag_filters(self._tags(image=image_id)),
         )
         usable = [i for i in images if i["State"] in ("available", "pending")]
         return max(usable, key=lambda i: i.get("CreationDate", "")) if usable else None
@@ -226,19 +226,26 @@ class AWSCompute(ComputeDriver):
     def launch(self, request: LaunchRequest, reserve_address) -> Launched:
         placement = request.placement
         vpc_id, cidr, subnets = self.aws.network(placement.subnets)
-        subnet = self._spread(request.env, request.role, subnets)
         groups = placement.security_groups or [self._server_group(request, vpc_id, cidr)]
         tags = self._tags(env=request.env, role=request.role, server=request.server_id, **request.tags)
-        instance = self.aws.call(
-            "ec2", "run_instances", ImageId=request.image_location, InstanceType=placement.instance_type,
-            MinCount=1, MaxCount=1, UserData=with_start(request.userdata, request.command), SubnetId=subnet["SubnetId"],
-            SecurityGroupIds=groups, ClientToken=f"{self.project}-{request.server_id}"[:64],
-            MetadataOptions={"HttpTokens": "required"},
-            TagSpecifications=[
-                {"ResourceType": "instance", "Tags": aws_tags({**tags, "Name": f"{self.project}-{request.env}-{request.server_id}"})},
-                {"ResourceType": "volume", "Tags": aws_tags(tags)},
-            ],
-        )["Instances"][0]
+        subnet = self._spread(request.env, request.role, subnets)
+        instance = None
+        try:
+            instance = self.aws.call(
+                "ec2", "run_instances", ImageId=request.image_location, InstanceType=placement.instance_type,
+                MinCount=1, MaxCount=1, UserData=with_start(request.userdata, request.command), SubnetId=subnet["SubnetId"],
+                SecurityGroupIds=groups, ClientToken=f"{self.project}-{request.server_id}"[:64],
+                MetadataOptions={"HttpTokens": "required"},
+                TagSpecifications=[
+                    {"ResourceType": "instance", "Tags": aws_tags({**tags, "Name": f"{self.project}-{request.env}-{request.server_id}"})},
+                    {"ResourceType": "volume", "Tags": aws_tags(tags)},
+                ],
+            )["Instances"][0]
+        finally:
+            with self._lock:
+                self._in_flight[subnet["SubnetId"]] -= 1
+                if instance is not None:
+                    self._unlisted[instance["InstanceId"]] = (subnet["SubnetId"], time.monotonic())
         handle = {"instance_id": instance["InstanceId"], "zone": subnet["AvailabilityZone"], "launched": time.time()}
         return Launched(address=instance.get("PrivateIpAddress", ""), port=request.port, handle=handle)
 
@@ -251,9 +258,8 @@ class AWSCompute(ComputeDriver):
         if discovery.type == "floating_ip" and discovery.public:
             sources.append({"IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
         elif discovery.type == "load_balancer":
-            balancer_groups = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
-                {"Name": f"tag:{TAG}{k}", "Values": [v]} for k, v in dict(project=self.project, env=request.env, role=request.role, part="balancer").items()
-            ])
+            balancer_groups = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups",
+                                             Filters=tag_filters(self._tags(env=request.env, role=request.role, part="balancer")))
             sources += [{"UserIdGroupPairs": [{"GroupId": g["GroupId"]}]} for g in balancer_groups]
         return self.aws.ensure_group(
             self._tags(env=request.env, role=request.role, part="servers"), f"phoenix-{self.project}-{request.env}-{request.role}",
@@ -261,25 +267,22 @@ class AWSCompute(ComputeDriver):
         )
 
     def _spread(self, env: str, role: str, subnets: list[dict]) -> dict:
-        """The subnet with the fewest of the role's servers: spread across availability zones."""
-        running = self._instances(env, role)
+        """The subnet with the fewest of the role's servers, counting those listed, those this
+        command launched that listings do not show yet, and launches under way: servers are
+        spread across availability zones even when they launch side by side."""
+        listed = {i["InstanceId"]: i.get("SubnetId") for i in self._instances(env, role)}
         with self._lock:
-            counts = {s["SubnetId"]: self._placed.get(s["SubnetId"], 0) for s in subnets}
-            for instance in running:
-                if instance.get("SubnetId") in counts:
-                    counts[instance["SubnetId"]] += 1
+            now = time.monotonic()
+            for instance in [i for i, (_, when) in self._unlisted.items() if i in listed or now - when > EVENTUAL_GRACE]:
+                del self._unlisted[instance]
+            counts = Counter(listed.values()) + Counter(subnet for subnet, _ in self._unlisted.values()) + self._in_flight
             chosen = min(subnets, key=lambda s: (counts[s["SubnetId"]], s["AvailabilityZone"]))
-            self._placed[chosen["SubnetId"]] = self._placed.get(chosen["SubnetId"], 0) + 1
+            self._in_flight[chosen["SubnetId"]] += 1
         return chosen
 
     def _instances(self, env: str, role: str | None = None) -> list[dict]:
-        filters = [
-            {"Name": f"tag:{TAG}project", "Values": [self.project]},
-            {"Name": f"tag:{TAG}env", "Values": [env]},
-            {"Name": "instance-state-name", "Values": LIVE_STATES},
-        ]
-        if role:
-            filters.append({"Name": f"tag:{TAG}role", "Values": [role]})
+        tags = self._tags(env=env, **({"role": role} if role else {}))
+        filters = tag_filters(tags) + [{"Name": "instance-state-name", "Values": LIVE_STATES}]
         reservations = self.aws.pages("ec2", "describe_instances", "Reservations", Filters=filters)
         return [i for r in reservations for i in r["Instances"]]
 
@@ -341,14 +344,7 @@ class AWSCompute(ComputeDriver):
         return found
 
     def teardown(self, env: str, deadline: Deadline) -> list[str]:
-        groups = self.aws.pages(
-            "ec2", "describe_security_groups", "SecurityGroups",
-            Filters=[
-                {"Name": f"tag:{TAG}project", "Values": [self.project]},
-                {"Name": f"tag:{TAG}env", "Values": [env]},
-                {"Name": f"tag:{TAG}part", "Values": ["servers"]},
-            ],
-        )
+        groups = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=tag_filters(self._tags(env=env, part="servers")))
         for group in groups:
             self.aws.delete_group(group["GroupId"], deadline)
         return [f"security group {g['GroupId']} ({g['GroupName']})" for g in groups]
@@ -429,7 +425,7 @@ poweroff
         + base64.b64encode(archive.getvalue()).decode()
         + "\n"
     )
-    document = _multipart([("cloud-config", "image.yaml", cloud_config), ("x-shellscript", "bake.sh", script)])
+    document = mime_document([("cloud-config", "image.yaml", cloud_config.encode()), ("x-shellscript", "bake.sh", script.encode())])
     packed = gzip.compress(document, mtime=0)
     if len(packed) > USERDATA_LIMIT:
         raise PhoenixError(
@@ -443,29 +439,18 @@ def with_start(userdata: bytes, command: str) -> bytes:
     """The rendered user-data plus a last part that starts the server as a service with its
     boot variables (the part a local server gets from the local provider itself)."""
     raw = gzip.decompress(userdata) if userdata[:2] == b"\x1f\x8b" else userdata
-    message = message_from_bytes(raw)
+    parts = [
+        (part.get_content_subtype(), part.get_filename(), part.get_payload(decode=True))
+        for part in message_from_bytes(raw).walk() if not part.is_multipart()
+    ]
     start = (
         "#!/bin/sh\n# Phoenix: start the server with its boot variables, restarted if it exits.\n"
         f"exec systemd-run --unit=phoenix-server --property=Restart=on-failure --working-directory={SERVER_ROOT} "
         f"--property=EnvironmentFile={SERVER_ROOT}/{ENV_FILE} /bin/sh -c {shlex.quote(command)}\n"
     )
-    part = MIMEText(start, "x-shellscript", "us-ascii")
-    part.add_header("Content-Disposition", "attachment", filename="phoenix-start.sh")
-    message.attach(part)
-    document = message.as_bytes()
+    document = mime_document(parts + [("x-shellscript", "phoenix-start.sh", start.encode())])
     if len(document) > USERDATA_LIMIT:
         document = gzip.compress(document, mtime=0)
         if len(document) > USERDATA_LIMIT:
             raise PhoenixError(f"user-data with the start part is {len(document)} bytes gzipped, over EC2's {USERDATA_LIMIT}")
     return document
-
-
-def _multipart(parts: list[tuple[str, str, str]]) -> bytes:
-    from email.mime.multipart import MIMEMultipart
-
-    message = MIMEMultipart(boundary="==phoenix-builder==")
-    for subtype, filename, text in parts:
-        part = MIMEText(text, subtype, "utf-8" if not text.isascii() else "us-ascii")
-        part.add_header("Content-Disposition", "attachment", filename=filename)
-        message.attach(part)
-    return message.as_bytes()

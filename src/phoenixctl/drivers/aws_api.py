@@ -25,6 +25,11 @@ def aws_tags(tags: dict[str, str]) -> list[dict]:
     return [{"Key": key, "Value": value} for key, value in sorted(tags.items())]
 
 
+def tag_filters(tags: dict[str, str]) -> list[dict]:
+    """Describe-call filters matching every one of the tags."""
+    return [{"Name": f"tag:{key}", "Values": [value]} for key, value in tags.items()]
+
+
 def tag_map(tags: list[dict] | None) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in tags or []}
 
@@ -166,7 +171,7 @@ class AWS:
         """A security group Phoenix owns (found by its tags, else created) letting each source
         (`{"IpRanges": [...]}` or `{"UserIdGroupPairs": [...]}`) reach `ports`; rules are
         added on every call, so a port or source added to the spec is opened too."""
-        filters = [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()] + [{"Name": "vpc-id", "Values": [vpc_id]}]
+        filters = tag_filters(tags) + [{"Name": "vpc-id", "Values": [vpc_id]}]
         with self._lock_for(name):  # servers of a role launch side by side: one creates the group, rules first
             existing = self.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=filters)
             if existing:

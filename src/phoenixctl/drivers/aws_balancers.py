@@ -8,7 +8,7 @@ from pathlib import Path
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..spec import ProviderSpec
-from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, short_name, tag_map
+from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, short_name, tag_filters, tag_map
 from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState
 
 TARGET_STATES = {"healthy": "UP", "initial": "DOWN (initial)", "unhealthy": "DOWN", "draining": "DRAIN", "unused": "MAINT", "unavailable": "DOWN"}
@@ -130,8 +130,8 @@ class AWSLoadBalancers(LoadBalancerDriver):
         if server_id not in self._instance_of:
             reservations = self.aws.pages(
                 "ec2", "describe_instances", "Reservations",
-                Filters=[{"Name": f"tag:{TAG}server", "Values": [server_id]}, {"Name": f"tag:{TAG}project", "Values": [self.project]},
-                         {"Name": "instance-state-name", "Values": LIVE_STATES}],
+                Filters=tag_filters({f"{TAG}project": self.project, f"{TAG}server": server_id})
+                + [{"Name": "instance-state-name", "Values": LIVE_STATES}],
             )
             instances = [i for r in reservations for i in r["Instances"]]
             if not instances:
@@ -338,15 +338,14 @@ class AWSLoadBalancers(LoadBalancerDriver):
                     entry(role, "load_balancer")["arn"] = arn
                 else:
                     entry(role, "load_balancer")["target_groups"].append([arn, 0])
-        addresses = self.aws.call("ec2", "describe_addresses", Filters=[{"Name": f"tag:{TAG}project", "Values": [self.project]},
-                                                                          {"Name": f"tag:{TAG}env", "Values": [env]}])["Addresses"]
+        mine_filters = tag_filters({f"{TAG}project": self.project, f"{TAG}env": env})
+        addresses = self.aws.call("ec2", "describe_addresses", Filters=mine_filters)["Addresses"]
         for address in addresses:
             role = tag_map(address.get("Tags")).get(f"{TAG}role", "?")
             found[f"{role} (floating IP {address['PublicIp']})"] = {"kind": "floating_ip", "env": env, "role": role,
                                                                     "allocation_id": address["AllocationId"]}
-        security = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups", Filters=[
-            {"Name": f"tag:{TAG}project", "Values": [self.project]}, {"Name": f"tag:{TAG}env", "Values": [env]},
-            {"Name": f"tag:{TAG}part", "Values": ["balancer"]}])
+        security = self.aws.pages("ec2", "describe_security_groups", "SecurityGroups",
+                                  Filters=mine_filters + tag_filters({f"{TAG}part": "balancer"}))
         for group in security:
             entry(tag_map(group.get("Tags")).get(f"{TAG}role", "?"), "load_balancer")["security_group"] = group["GroupId"]
         return found
