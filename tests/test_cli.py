@@ -91,6 +91,43 @@ def test_unknown_environment_starts_nothing(capsys, project):
     assert not (project.parent / ".phoenix" / "servers").exists()
 
 
+# Every command that takes an environment, with what else it needs: all take the same path for names.
+ENV_COMMANDS = [
+    ["up"], ["deploy"], ["deploy", "--dry-run"], ["rotate"], ["rotate", "--dry-run"], ["rollback"], ["promote"],
+    ["recover"], ["destroy"], ["status"], ["history"], ["plan"], ["drift"], ["watch", "--passes", "1"], ["chaos"],
+    ["config", "@", "frontend"], ["userdata", "@", "frontend"], ["secrets", "tls", "@", "--host", "x"],
+]
+
+
+@pytest.mark.parametrize("command", ENV_COMMANDS, ids=" ".join)
+def test_unknown_environment_is_the_same_error_for_every_command(capsys, project, command):
+    argv = [word if word != "@" else "prod" for word in command]
+    if "prod" not in argv:
+        argv.insert(2 if argv[0] == "secrets" else 1, "prod")
+    code, _, err = run(capsys, *argv, "-f", str(project))
+    assert_one_line_error(code, err, "phoenix.yaml: unknown environment 'prod' (environments: ci, production)")
+    assert not (project.parent / ".phoenix" / "servers").exists()
+
+
+def test_history_never_cuts_operation_ids_when_not_a_terminal(capsys, project):
+    from phoenixctl.executor import PHASES
+    from phoenixctl.state import StateStore, utcnow
+
+    (project.parent / ".phoenix").mkdir()
+    store = StateStore(project.parent / ".phoenix" / "state.db")
+    ids = [f"op-20261130-18{n:02d}00-a1b2c{n}" for n in range(3)]
+    for op_id in ids:  # operations with every phase: the widest table history prints
+        store.start_operation(op_id, "ci", "deploy")
+        store.record_phases(op_id, [dict(phase=p, seconds=1.5, server_id="frontend-abcdef", ok=True, started_at=utcnow()) for p in PHASES])
+        store.finish_operation(op_id, "succeeded", "3 launched, 3 retired, 1 image(s) baked; " + "a long summary " * 8)
+    store.close()
+    code, out, _ = run(capsys, "history", "ci", "-f", str(project))
+    assert code == 0
+    for op_id in ids:
+        assert op_id in out, out
+    assert out.count(f"{utcnow():%Y-%m-%d}T") == len(ids), out  # start times whole too
+
+
 def test_unknown_role_option(capsys, project):
     code, _, err = run(capsys, "rotate", "ci", "--role", "cache", "-f", str(project))
     assert_one_line_error(code, err, "unknown role 'cache'")

@@ -73,8 +73,17 @@ lock_timeout_option = click.option(
 
 
 @contextmanager
-def executor_for(spec_file: Path | None, description: str, quiet: bool = False, lock_timeout: float = 0.0) -> Iterator[Executor]:
+def executor_for(
+    spec_file: Path | None, description: str, quiet: bool = False, lock_timeout: float = 0.0, env: str | None = None
+) -> Iterator[Executor]:
+    """The project's executor; `env`, when given, is checked first, the same way for every command."""
     project = Project(spec_file)
+    try:
+        if env is not None:
+            project.loaded.environment(env)
+    except BaseException:
+        project.close()
+        raise
     progress = None
     if not quiet and err.is_terminal:
         progress = Progress(
@@ -158,7 +167,7 @@ def bake(images: tuple[str, ...], spec_file: Path | None, as_json: bool) -> None
 @json_option
 def up(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Create the environment from nothing (or complete it); a complete one is left unchanged."""
-    with executor_for(spec_file, f"up {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"up {env}", quiet=as_json, lock_timeout=lock_timeout, env=env) as executor:
         _print_result(executor.up(env), as_json)
 
 
@@ -174,7 +183,7 @@ discard_state_option = click.option(
 @json_option
 def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Every server that should be replaced and why; exit 1 when something should."""
-    with executor_for(spec_file, "plan", quiet=True) as executor:
+    with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
         report = executor.reconcile_plan(env)
     if as_json:
         out.print_json(json.dumps(report))
@@ -195,12 +204,12 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
 @spec_option
 @json_option
 def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
-    """Each server's files against how it booted; state written on servers listed apart."""
-    with executor_for(spec_file, "drift", quiet=True) as executor:
+    """Each server's files against how it booted; state written on servers listed apart; exit 1 on drift."""
+    with executor_for(spec_file, "drift", quiet=True, env=env) as executor:
         report = executor.drift(env)
     if as_json:
         out.print_json(json.dumps(report))
-        return
+        raise click.exceptions.Exit(1 if report["drifted"] else 0)
     for server in report["servers"]:
         if not server["supported"]:
             out.print(f"{server['id']}: the provider cannot tell")
@@ -215,6 +224,7 @@ def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
         if server["state"]:
             verdict = "discarded on retirement" if server["on_server_state"] == "discard" else "retiring it is refused without --discard-state"
             out.print(f"  state left on the server ({verdict}): {', '.join(server['state'])}", markup=False)
+    raise click.exceptions.Exit(1 if report["drifted"] else 0)  # like plan: 1 when there is something to act on
 
 
 @app.command()
@@ -250,6 +260,7 @@ def chaos(
     """Terminate random in-service servers under load; report the time to the full count again."""
     from .watch import chaos as run_chaos
 
+    load_spec(spec_file).environment(env)
     report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
     if as_json:
         out.print_json(json.dumps(report))
@@ -292,7 +303,7 @@ def _print_plan(plan: dict, as_json: bool) -> None:
 @json_option
 def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Bake, then replace every server whose image or boot configuration changed."""
-    with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         if dry_run:
             _print_plan(executor.describe(env, "deploy", strategy), as_json)
@@ -310,7 +321,7 @@ def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, discard_s
 @json_option
 def rotate(env: str, role: str | None, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Replace every server even if nothing changed: the phoenix rebirth."""
-    with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         if dry_run:
             _print_plan(executor.describe(env, "rotate", role=role), as_json)
@@ -327,7 +338,7 @@ def rotate(env: str, role: str | None, dry_run: bool, discard_state: bool, lock_
 @json_option
 def rollback(env: str, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Back to the previous build: a kept blue-green group at once, else a redeploy."""
-    with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         if dry_run:
             _print_plan(executor.describe(env, "rollback"), as_json)
@@ -343,7 +354,7 @@ def rollback(env: str, dry_run: bool, discard_state: bool, lock_timeout: float, 
 @json_option
 def promote(env: str, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """After a paused canary: roll the rest of the new build."""
-    with executor_for(spec_file, f"promote {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"promote {env}", quiet=as_json, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         _print_result(executor.promote(env), as_json)
 
@@ -355,7 +366,7 @@ def promote(env: str, discard_state: bool, lock_timeout: float, spec_file: Path 
 @json_option
 def recover(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Only recovery: finish or undo what an interrupted command left, remove orphans."""
-    with executor_for(spec_file, f"recover {env}", quiet=True, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"recover {env}", quiet=True, lock_timeout=lock_timeout, env=env) as executor:
         result = executor.recover(env)
     if as_json:
         out.print_json(json.dumps({"operation": result.id, "environment": env, "recovered": result.recovered}))
@@ -374,7 +385,7 @@ def recover(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool
 @json_option
 def destroy(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
     """Stop and remove every server and load balancer of the environment."""
-    with executor_for(spec_file, f"destroy {env}", quiet=as_json, lock_timeout=lock_timeout) as executor:
+    with executor_for(spec_file, f"destroy {env}", quiet=as_json, lock_timeout=lock_timeout, env=env) as executor:
         _print_result(executor.destroy(env), as_json)
 
 
@@ -384,7 +395,7 @@ def destroy(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool
 @json_option
 def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Servers and load balancers of the environment, as they really are."""
-    with executor_for(spec_file, "status", quiet=True) as executor:
+    with executor_for(spec_file, "status", quiet=True, env=env) as executor:
         report = executor.status(env)
     if as_json:
         out.print_json(json.dumps(report))
@@ -438,7 +449,7 @@ def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
 @json_option
 def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
-    with executor_for(spec_file, "history", quiet=True) as executor:
+    with executor_for(spec_file, "history", quiet=True, env=env) as executor:
         operations = executor.history(env, limit)
     if as_json:
         out.print_json(json.dumps(operations))
@@ -469,7 +480,7 @@ def _env_role(executor: Executor, env: str, role: str) -> None:
 @json_option
 def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -> None:
     """The merged boot configuration of one server, secrets redacted, with where each value came from."""
-    with executor_for(spec_file, "config", quiet=True) as executor:
+    with executor_for(spec_file, "config", quiet=True, env=env) as executor:
         _env_role(executor, env, role)
         loaded = executor.project.loaded
         merged = config.merge(loaded, executor.project.workdir, env, role, executor.lb_addresses(env))
@@ -534,7 +545,7 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
     """The cloud-init user-data a server of ENV/ROLE boots with, secrets redacted."""
     from .userdata import USERDATA_LIMIT, render
 
-    with executor_for(spec_file, "userdata", quiet=True) as executor:
+    with executor_for(spec_file, "userdata", quiet=True, env=env) as executor:
         _env_role(executor, env, role)
         project = executor.project
         merged = config.merge(project.loaded, project.workdir, env, role, executor.lb_addresses(env))
@@ -580,7 +591,11 @@ def phase_table(operations: list[dict], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     shown = [p for p in PHASES if any(p in op["phases"] for op in operations)]  # no empty columns
     for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):
-        table.add_column(column, justify="right" if column in PHASES or column == "total" else "left")
+        # ids and times are never cut (they are looked up and pasted); the summary wraps instead
+        table.add_column(
+            column, justify="right" if column in PHASES or column == "total" else "left",
+            no_wrap=column != "summary", min_width=None if column == "summary" else len(column),
+        )
     for op in operations:
         phases = op["phases"]
         cells = [f"{phases[p]['max_s']:.2f}s ×{phases[p]['count']}" if p in phases else "" for p in shown]

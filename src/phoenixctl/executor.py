@@ -226,6 +226,7 @@ class Executor:
     def deploy(self, env: str, strategy: str | None = None, pause: bool = False) -> OperationResult:
         """Bake, then replace every server whose fingerprint changed, with the environment's
         strategy (or the one given): rolling, blue-green or canary."""
+        self.project.loaded.environment(env)
         strategy = strategy or self.spec.rollout(env).strategy
         refusal = strategy_refusal(self.spec.provider.name, strategy, self.lbs.capabilities)
         if refusal:
@@ -238,8 +239,8 @@ class Executor:
     def rotate(self, env: str, role: str | None = None) -> OperationResult:
         """Replace every server even if nothing changed: the phoenix rebirth. Same build, so
         a canary has nothing to compare: canary environments rotate rolling."""
+        self.project.loaded.environment(env)
         if role:
-            self.project.loaded.environment(env)
             self._check_env_role(env, role)
         strategy = self.spec.rollout(env).strategy
         with self.operation(env, "rotate") as op:
