@@ -137,3 +137,19 @@ def test_control_plane_rotates_two_hundred_servers(tmp_path: Path):
     assert len(before) == 200 and sorted(result.retired) == sorted(before)
     assert fleet.world.min_serving("prod/web", start) >= 200
     assert len(fleet.alive()) == 200 and fleet.world.violations == []
+
+
+def test_watch_exits_non_zero_when_it_ends_with_a_role_below_its_count(fleet: Fleet, capsys):
+    from phoenixctl.cli import main
+
+    victims = sorted(fleet.serving("web"))[:2]
+    for victim in victims:
+        fleet.world.servers[victim].alive = False  # two web servers die ...
+    fleet.world.unhealthy_roles.add("web")  # ... and their replacements fail their health gate
+    code = main(["watch", "prod", "--passes", "1", "--interval", "0", "-f", str(fleet.spec_path)])
+    captured = capsys.readouterr()
+    assert code == 1, captured
+    assert captured.err.strip().splitlines()[-1] == "phoenix: error: watch ended with prod below its count: web serves 2 of 4"
+    fleet.world.unhealthy_roles.clear()  # healthy again: the next watch heals and ends at full count
+    assert main(["watch", "prod", "--passes", "1", "--interval", "0", "-f", str(fleet.spec_path)]) == 0
+    assert len(fleet.serving("web")) == 4 and fleet.world.violations == []

@@ -70,6 +70,7 @@ def test_drift_is_seen_and_watch_replaces_the_server(production: Path):
     (root / "tmp").mkdir()
     (root / "tmp" / "cache.bin").write_bytes(b"cache")  # the edit role declares no scratch: a new file is state
     result = run(production, "drift", "production", "--json")
+    assert result.returncode == 1, result.stderr  # like plan: 1 when there is something to act on
     report = {s["id"]: s for s in json.loads(result.stdout)["servers"]}
     assert report[edit_server["id"]]["modified"] == ["app/server.py"]
     assert report[edit_server["id"]]["added"] == ["tmp/cache.bin"]
@@ -77,10 +78,20 @@ def test_drift_is_seen_and_watch_replaces_the_server(production: Path):
     code, planned = plan(production)
     assert code == 1 and reasons(planned)[edit_server["id"]].startswith("drifted: 1 modified (app/server.py), 1 added")
 
-    # tmp/cache.bin is state on the server (edit declares no scratch): retiring it is refused
+    # tmp/cache.bin is state on the server (edit declares no scratch): retiring it is refused,
+    # and that refusal does not stop the pass from healing a dead server of another role
+    backend = next(s for s in cli_status(production)["servers"] if s["role"] == "backend")
+    os.killpg(backend["pid"], signal.SIGKILL)
     watch = run(production, "watch", "production", "--passes", "1")
+    assert watch.returncode == 0, watch.stdout + watch.stderr  # every role serves its count when it ends
     assert "refusing to retire " + edit_server["id"] in watch.stdout and "tmp/cache.bin" in watch.stdout
-    assert edit_server["id"] in {s["id"] for s in cli_status(production)["servers"]}
+    assert f"removing {backend['id']}: dead" in watch.stdout
+    after = cli_status(production)
+    assert edit_server["id"] in {s["id"] for s in after["servers"]}
+    assert backend["id"] not in {s["id"] for s in after["servers"]}
+    assert sum(1 for s in after["servers"] if s["role"] == "backend" and s["in_service"]) == 2
+    history = json.loads(run(production, "history", "production", "--json", "--limit", "1").stdout)
+    assert history[0]["status"] == "incomplete" and f"refused: {edit_server['id']}" in history[0]["summary"]
 
     # declared as scratch, the file no longer blocks; the hand-made fix is drift: replaced
     edit(production, lambda d: d["roles"]["edit"].update(scratch=["tmp/*"]))

@@ -113,3 +113,14 @@ def test_rotate_replaces_every_live_server():
     plan = plan_role("frontend", 3, "fp-new", "img-new", [server(i) for i in range(3)], RolloutSpec(), replace_all=True)
     assert [r.reason for r in plan.replace] == ["rotation requested"] * 3
     assert len(plan.batches) == 3
+
+
+def test_kept_servers_are_neither_replaced_nor_retired():
+    """A server whose retirement was refused (state on it) stays; the others are still planned."""
+    observed = [server(1, fingerprint="fp-old"), server(2, fingerprint="fp-old"), server(3, alive=False)]
+    plan = plan_role("frontend", 3, "fp-new", "img-new", observed, RolloutSpec(), keep=frozenset({"s1"}))
+    assert [r.server_id for r in plan.replace] == ["s2"]
+    assert [r.server_id for r in plan.remove_dead] == ["s3"]
+    assert sum(b.launch for b in plan.batches) == 1 + 1  # the dead one's place, then s2's replacement
+    extra = plan_role("frontend", 1, "fp-new", "img-new", [server(1), server(2)], RolloutSpec(), keep=frozenset({"s1"}))
+    assert [r.server_id for r in extra.retire_extra] == ["s2"]  # the kept one is never the one retired

@@ -235,11 +235,17 @@ def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
 @discard_state_option
 @spec_option
 def watch(env: str, interval: float | None, budget: int | None, passes: int | None, discard_state: bool, spec_file: Path | None) -> None:
-    """Reconcile loop: replace outdated, old, drifted, unhealthy and dead servers as they appear."""
+    """Reconcile loop: replace outdated, old, drifted, unhealthy and dead servers as they appear;
+    exit 1 when it ends with a role below its count."""
     from .watch import Watcher
 
     load_spec(spec_file).environment(env)
-    Watcher(spec_file, env, lambda line: out.print(line, markup=False), interval, budget, discard_state).run(passes)
+    watcher = Watcher(spec_file, env, lambda line: out.print(line, markup=False), interval, budget, discard_state)
+    watcher.run(passes)
+    short = watcher.shortfall()
+    if short:
+        below = ", ".join(f"{role} serves {serving} of {wanted}" for role, (serving, wanted) in sorted(short.items()))
+        raise PhoenixError(f"watch ended with {env} below its count: {below}")
 
 
 @app.command()

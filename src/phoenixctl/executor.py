@@ -66,6 +66,7 @@ class OperationResult:
     seconds: float = 0.0
     paused: bool = False  # a canary in service, waiting for promote or rollback
     recovered: list[str] = field(default_factory=list)  # what recovery found and did first
+    refused: list[str] = field(default_factory=list)  # servers a watch pass was not allowed to retire
 
     @property
     def changed(self) -> bool:
@@ -81,6 +82,8 @@ class OperationResult:
             parts.append(f"{len(self.baked)} image(s) baked")
         if self.recovered:
             parts.append(f"recovered: {'; '.join(self.recovered)}")
+        if self.refused:
+            parts.append(f"refused: {', '.join(self.refused)} (state on the server)")
         return ", ".join(parts)
 
 
@@ -415,30 +418,35 @@ class Executor:
         self._expire_standby(op, env, lbs)
         boots = self.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
         plans: list[RolePlan] = []
+        reconcile = reconcile_budget is not None
         for role, env_role in env_spec.roles.items():
             if roles and role not in roles:
                 continue
             boot = boots[role]
-            reconcile = reconcile_budget is not None
             observed = [self._observe(row, inspect=reconcile) for row in self.store.servers(env, role) if row.state != "standby"]
-            plan = plan_role(
-                role,
-                env_role.count,
-                boot.fingerprint,
-                boot.image_id,
-                observed,
-                self.spec.rollout(env),
-                replace_all=replace_all,
-                replace_outdated=replace_outdated,
-                max_age=self.spec.max_age(env, role) if reconcile else None,
-                now=utcnow(),
-                budget=reconcile_budget,
-            )
+
+            def plan_with(keep: frozenset[str]) -> RolePlan:
+                return plan_role(
+                    role, env_role.count, boot.fingerprint, boot.image_id, observed, self.spec.rollout(env),
+                    replace_all=replace_all, replace_outdated=replace_outdated,
+                    max_age=self.spec.max_age(env, role) if reconcile else None, now=utcnow(), budget=reconcile_budget, keep=keep,
+                )
+
+            plan, refused = plan_with(frozenset()), {}
+            while refusals := self._state_refusals(env, [r.server_id for r in plan.replace + plan.retire_extra]):
+                if not reconcile:  # a deploy or rotation is refused whole, before anything starts
+                    raise PhoenixError(next(iter(refusals.values())))
+                # A watch pass replaces what it may: one server that cannot be retired never
+                # stops the healing of dead or unhealthy servers elsewhere.
+                refused.update(refusals)
+                plan = plan_with(frozenset(refused))
+            for server_id, why in refused.items():
+                self.reporter.info(f"{role}: {why}")
+                op.note("refused", server_id)
             if reconcile_budget is not None:
                 reconcile_budget -= sum(1 for r in plan.replace if not r.urgent)
             plans.append(plan)
             self.reporter.planned(sum(b.launch for b in plan.batches) + len(plan.replace) + len(plan.retire_extra) + len(plan.remove_dead))
-        self._check_server_state(env, [r.server_id for p in plans for r in p.replace + p.retire_extra])
         # Roles have their own servers and balancers: converge them side by side, each after
         # the roles it depends on (a frontend warms its cache from a backend in service).
         by_role = {p.role: p for p in plans}
@@ -449,6 +457,8 @@ class Executor:
             )
         if roles is None:
             self._retire_removed_roles(op, env)
+        if op.result.refused:
+            op.final_status = "incomplete"  # what it may was done; the refused servers wait
         if any(paused):
             op.final_status, op.result.paused = "paused", True
             self.reporter.info(f"canary in service; `phoenix promote {env}` rolls the rest, `phoenix rollback {env}` retires it")
@@ -543,11 +553,13 @@ class Executor:
                 return f"the load balancer reports it {member.status}"
         return ""
 
-    def _check_server_state(self, env: str, server_ids: list[str]) -> None:
-        """Refuse to retire servers holding files written outside scratch and persistent mounts
-        (new files: data someone keeps there; a changed image file is drift, replaced freely)."""
+    def _state_refusals(self, env: str, server_ids: list[str]) -> dict[str, str]:
+        """Why each of these servers may not be retired: it holds files written outside scratch
+        and persistent mounts (new files: data someone keeps there; a changed image file is
+        drift, replaced freely)."""
+        refusals: dict[str, str] = {}
         if self.discard_state:
-            return
+            return refusals
         for server_id in server_ids:
             row = self.store.server(server_id)
             if row is None or self.spec.roles.get(row.role) is None or self.spec.roles[row.role].on_server_state == "discard":
@@ -556,10 +568,11 @@ class Executor:
             written = changes.added if changes else []  # new files: data that would be lost
             if written:
                 shown = ", ".join(written[:5]) + (f" and {len(written) - 5} more" if len(written) > 5 else "")
-                raise PhoenixError(
+                refusals[server_id] = (
                     f"refusing to retire {server_id}: it holds state written on the server ({shown}); "
                     f"declare those paths as scratch, set on_server_state: discard for role {row.role}, or pass --discard-state"
                 )
+        return refusals
 
     def _execute_role(
         self, op: Operation, env: str, plan: RolePlan, lb: LoadBalancerRow, boot: BootConfig, strategy: str = "rolling", pause: bool = False
@@ -1046,6 +1059,15 @@ class Executor:
                 }
             )
         return {"environment": env, "servers": servers, "load_balancers": load_balancers}
+
+    def shortfall(self, env: str) -> dict[str, tuple[int, int]]:
+        """Roles serving fewer servers than the spec wants: role -> (serving, wanted)."""
+        wanted = {role: r.count for role, r in self.project.loaded.environment(env).roles.items()}
+        serving = dict.fromkeys(wanted, 0)
+        for row in self.store.servers(env):
+            if row.role in serving and row.in_service and self.compute.is_alive(row.handle_data):
+                serving[row.role] += 1
+        return {role: (serving[role], count) for role, count in wanted.items() if serving[role] < count}
 
     def history(self, env: str, limit: int = 20) -> list[dict]:
         self.project.loaded.environment(env)

@@ -124,6 +124,7 @@ def plan_role(
     max_age: float | None = None,
     now: datetime | None = None,
     budget: int | None = None,
+    keep: frozenset[str] = frozenset(),
 ) -> RolePlan:
     """Decide what happens to one role.
 
@@ -132,7 +133,8 @@ def plan_role(
     - missing servers are launched first, in one batch;
     - with `replace_outdated`, servers whose fingerprint differs are replaced, with reasons;
       with `replace_all` (rotate), every live server is replaced;
-    - servers beyond the desired count are retired, oldest first."""
+    - servers beyond the desired count are retired, oldest first;
+    - servers in `keep` (their retirement was refused) are neither replaced nor retired."""
     plan = RolePlan(role=role, desired=desired, fingerprint=fingerprint, image_id=image_id)
     live = [s for s in observed if s.alive and s.in_service]
     plan.remove_dead = [
@@ -145,13 +147,16 @@ def plan_role(
     by_age = sorted(live, key=lambda s: (s.launched_at or datetime.min, s.id))
     extra = len(live) - desired
     if extra > 0:
-        # Prefer retiring outdated servers over current ones.
-        ranked = sorted(by_age, key=lambda s: (s.fingerprint == fingerprint and not replace_all, s.launched_at or datetime.min))
+        # Prefer retiring outdated servers over current ones; never one that must be kept.
+        retirable = [s for s in by_age if s.id not in keep]
+        ranked = sorted(retirable, key=lambda s: (s.fingerprint == fingerprint and not replace_all, s.launched_at or datetime.min))
         plan.retire_extra = [Replacement(s.id, f"more than the {desired} wanted") for s in ranked[:extra]]
     retiring = {r.server_id for r in plan.retire_extra}
     kept = [s for s in by_age if s.id not in retiring]
 
     for server in kept:
+        if server.id in keep:
+            continue
         reason = replacement_reason(server, fingerprint, image_id, replace_all, replace_outdated, max_age, now)
         if reason:
             plan.replace.append(Replacement(server.id, reason, urgent=bool(server.unhealthy)))

@@ -65,6 +65,14 @@ class Watcher:
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
         self._log(f"watch stopped after {self.passes} pass(es)")
 
+    def shortfall(self) -> dict[str, tuple[int, int]]:
+        """Roles serving fewer servers than wanted, as (serving, wanted): how the watch ends."""
+        project = Project(self.spec_path)
+        try:
+            return Executor(project).shortfall(self.env)
+        finally:
+            project.close()
+
     def _stopping(self) -> None:
         if not self.stop.is_set():
             self._log("stopping after the pass under way")
