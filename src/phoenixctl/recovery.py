@@ -13,7 +13,11 @@ else, always in the direction that keeps every role served:
 - a server caught stopping is finished off;
 - processes the record does not know (a launch killed before it was written down) are
   adopted when their row exists, destroyed otherwise;
-- balancer members that point at nothing are removed.
+- balancer members that point at nothing are removed;
+- a role left serving more than its count finishes the interrupted replacement: the
+  servers that operation put into service stay, the ones they were launched to replace
+  (the others, oldest first) are drained and retired, so every role serves exactly its
+  desired count and the plan has nothing left to do.
 """
 
 from __future__ import annotations
@@ -37,9 +41,11 @@ def unfinished(ex: "Executor", env: str, current: str) -> list:
 def recover(ex: "Executor", op: "Operation", env: str) -> list[str]:
     """Bring the record and reality together; returns what was found and done."""
     actions: list[str] = []
+    interrupted_ids = set()
     for interrupted in unfinished(ex, env, op.id):
         ex.store.set_operation_status(interrupted.id, "interrupted", f"recovered by {op.id}")
         actions.append(f"operation {interrupted.id} ({interrupted.kind}) never finished: recovering")
+        interrupted_ids.add(interrupted.id)
     stop = ex.spec.deadlines(env).stop
     # Reality first: processes the record missed.
     discovered = ex.compute.discover(env)
@@ -68,7 +74,26 @@ def recover(ex: "Executor", op: "Operation", env: str) -> list[str]:
             if name not in valid:
                 ex.lbs.remove_member(lb.handle_data, name, Deadline(ex.spec.deadlines(env).swap, f"removal of {name}"))
                 actions.append(f"{role}: balancer member {name} pointed at nothing: removed")
+        if interrupted_ids and role in wanted:
+            actions += _finish_replacements(ex, op, env, lb, wanted[role].count, interrupted_ids)
     return actions
+
+
+def _finish_replacements(ex: "Executor", op: "Operation", env: str, lb, desired: int, interrupted: set[str]) -> list[str]:
+    """An interrupted rotation leaves new servers in service beside the old ones they were
+    launched to replace: retire those old ones (oldest first) down to the desired count.
+    A paused canary serves beside the old servers on purpose: left alone."""
+    paused = ex.store.paused_operation(env)
+    rows = ex.store.servers(env, lb.role)
+    if paused is not None and any(row.operation_id == paused.id for row in rows):
+        return []
+    serving = [row for row in rows if row.in_service and ex.compute.is_alive(row.handle_data)]
+    extra = len(serving) - desired
+    if extra <= 0:
+        return []
+    replaced = sorted(serving, key=lambda row: (row.operation_id in interrupted, row.launched_at, row.id))[:extra]
+    ex._retire_all(op, env, lb.role, [row.id for row in replaced], lb)
+    return [f"{lb.role}: {row.id} was being replaced ({len(serving)} served, {desired} wanted): retired" for row in replaced]
 
 
 def _settle(ex: "Executor", op: "Operation", env: str, lb, row: ServerRow) -> list[str]:
