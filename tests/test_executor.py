@@ -153,3 +153,44 @@ def test_watch_exits_non_zero_when_it_ends_with_a_role_below_its_count(fleet: Fl
     fleet.world.unhealthy_roles.clear()  # healthy again: the next watch heals and ends at full count
     assert main(["watch", "prod", "--passes", "1", "--interval", "0", "-f", str(fleet.spec_path)]) == 0
     assert len(fleet.serving("web")) == 4 and fleet.world.violations == []
+
+
+def _new_build(fleet: Fleet, on_failure: str) -> None:
+    spec = yaml.safe_load(fleet.spec_path.read_text())
+    spec["images"]["app"]["start"] = "serve --build 2"  # a new image for both roles
+    spec["environments"]["prod"]["rollout"]["on_failure"] = on_failure
+    fleet.spec_path.write_text(yaml.safe_dump(spec))
+
+
+def _fingerprints(fleet: Fleet, role: str) -> set[str]:
+    return {row.fingerprint for row in fleet.executor().store.servers("prod", role) if row.in_service}
+
+
+def test_a_failed_deploy_rolls_back_the_roles_it_already_moved(fleet: Fleet):
+    """web converges on the new build, api fails its gate: by default web goes back, so the
+    environment ends on one release, and the error says which release each role serves."""
+    before = {role: _fingerprints(fleet, role) for role in ("web", "api")}
+    up_release = fleet.executor().store.releases("prod")[0].operation_id
+    _new_build(fleet, "rollback")
+    fleet.world.unhealthy_roles.add("api")
+    start = len(fleet.world.events)
+    with pytest.raises(GateFailed) as raised:
+        fleet.executor().deploy("prod")
+    assert {role: _fingerprints(fleet, role) for role in ("web", "api")} == before
+    assert f"prod serves the release of {up_release} on every role" in str(raised.value)
+    assert len(fleet.serving("web")) == 4 and len(fleet.serving("api")) == 2
+    assert fleet.world.min_serving("prod/web", start) >= 4 and fleet.world.violations == []
+    history = fleet.executor().history("prod", limit=1)[0]
+    assert history["status"] == "failed" and f"serves the release of {up_release} on every role" in history["summary"]
+
+
+def test_a_failed_deploy_keeps_moved_roles_when_asked_and_says_so(fleet: Fleet):
+    before = _fingerprints(fleet, "api")
+    up_release = fleet.executor().store.releases("prod")[0].operation_id
+    _new_build(fleet, "keep")
+    fleet.world.unhealthy_roles.add("api")
+    with pytest.raises(GateFailed) as raised:
+        fleet.executor().deploy("prod")
+    assert _fingerprints(fleet, "api") == before and len(_fingerprints(fleet, "web")) == 1
+    assert _fingerprints(fleet, "web") != _fingerprints(fleet, "api")
+    assert f"prod serves the release of {up_release} on api; the new build on web" in str(raised.value)

@@ -451,10 +451,15 @@ class Executor:
         # the roles it depends on (a frontend warms its cache from a backend in service).
         by_role = {p.role: p for p in plans}
         paused = []
-        for wave in role_waves(self.spec, list(by_role)):
-            paused += self._parallel(
-                [lambda p=by_role[r]: self._execute_role(op, env, p, lbs[p.role], boots[p.role], strategy, pause) for r in wave]
-            )
+        try:
+            for wave in role_waves(self.spec, list(by_role)):
+                paused += self._parallel(
+                    [lambda p=by_role[r]: self._execute_role(op, env, p, lbs[p.role], boots[p.role], strategy, pause) for r in wave]
+                )
+        except PhoenixError as failure:
+            if op.result.kind in ("deploy", "promote") and release_kind is None:
+                self._after_failed_release(op, env, {role: boot.fingerprint for role, boot in boots.items()}, failure)
+            raise
         if roles is None:
             self._retire_removed_roles(op, env)
         if op.result.refused:
@@ -466,6 +471,59 @@ class Executor:
         reasons = sorted({r.reason for p in plans for r in p.replace})
         self._record_release(op, env, release_kind or op.result.kind, release_reason or "; ".join(reasons), image_ids, boots)
         return plans
+
+    def _after_failed_release(self, op: Operation, env: str, new: dict[str, str], failure: PhoenixError) -> None:
+        """A deploy failed part-way: by default the roles it already moved go back to the
+        release served before it (`rollout.on_failure: rollback`), so the environment ends on
+        one release; the failure's message then says which role serves which release."""
+        previous = next(iter(self.store.releases(env, limit=1)), None)
+        if previous is None:
+            failure.args = (f"{failure}; {env} had no earlier release to go back to",)
+            return
+        before = json.loads(previous.fingerprints)
+        moved = sorted(
+            role for role in before
+            if any(row.in_service and row.fingerprint != before[role] for row in self.store.servers(env, role))
+        )
+        undo_failed = ""
+        if moved and self.spec.rollout(env).on_failure == "rollback":
+            self.reporter.info(f"deploy failed: rolling {', '.join(moved)} back to the release of {previous.operation_id}")
+            try:
+                self._roll_back_roles(op, env, moved, previous)
+            except PhoenixError as undo:
+                undo_failed = f"; rolling back failed too: {undo}"
+        failure.args = (f"{failure}{undo_failed}; {self._serving_summary(env, previous, before, new)}",)
+
+    def _roll_back_roles(self, op: Operation, env: str, roles: list[str], previous: ReleaseRow) -> None:
+        """Roles back to a release: a switch back to a kept group where there is one, else
+        a rolling redeploy of that release's spec and images."""
+        switched = [role for role in roles if strategies.switch_back(self, op, env, role, self.store.load_balancer(env, role))]
+        rest = [role for role in roles if role not in switched]
+        if rest:
+            old = Project.from_release(self.project, previous.spec_text)
+            Executor(old, self.reporter, discard_state=self.discard_state)._converge(
+                op, env, roles=rest, replace_outdated=True, replace_all=False, strategy="rolling",
+                image_ids=json.loads(previous.image_ids), release_kind="rollback",
+                release_reason=f"a failed {op.result.kind} rolled back to the release of {previous.operation_id}",
+            )
+
+    def _serving_summary(self, env: str, previous: ReleaseRow, before: dict[str, str], new: dict[str, str]) -> str:
+        """Which release each role serves now, in one line."""
+        where: dict[str, list[str]] = {}
+        for role in sorted(set(before) | set(new)):
+            prints = {row.fingerprint for row in self.store.servers(env, role) if row.in_service}
+            if prints and prints == {before.get(role)}:
+                label = f"the release of {previous.operation_id}"
+            elif prints and prints == {new.get(role)}:
+                label = "the new build"
+            elif prints:
+                label = "a mix of the new build and the previous release"
+            else:
+                label = "nothing"
+            where.setdefault(label, []).append(role)
+        if len(where) == 1:
+            return f"{env} serves {next(iter(where))} on every role"
+        return f"{env} serves " + "; ".join(f"{label} on {', '.join(roles)}" for label, roles in where.items())
 
     def _record_release(self, op: Operation, env: str, kind: str, reason: str, image_ids=None, boots=None) -> None:
         """Remember what the environment serves now, when it changed."""

@@ -321,6 +321,10 @@ class RolloutSpec(Model):
     canary_tolerance: Annotated[float, BeforeValidator(lambda v: parse_share(v))] = Field(
         0.01, description="canary: how much higher the canaries' error rate may be than the old servers' (0.01 or 1%)"
     )
+    on_failure: Literal["rollback", "keep"] = Field(
+        "rollback",
+        description="a deploy that fails: roll the roles it already moved back to the previous release (a release is the unit), or keep them",
+    )
 
 
 class DeadlinesSpec(Model):
