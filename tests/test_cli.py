@@ -204,3 +204,16 @@ def test_doctor_on_the_local_provider(capsys, project):
     assert not report["DNS"]["ok"]
     assert 0 < report["probe: launch"]["seconds"] < 30 and report["probe: image"]["seconds"] > 0
     assert not (project.parent / ".phoenix" / "images").exists() or not any((project.parent / ".phoenix" / "images").iterdir())
+
+
+def test_text_from_a_server_is_printed_as_plain_text(capsys, project):
+    """A server whose output looks like rich markup ("[/x]") fails its gate with that text
+    shown as it is: no MarkupError, no internal error, nothing left running."""
+    replace_in(project, "    health: {path: /healthz}\n", "    health: {path: /healthz}\n    command: python -c \"print('[/x] [bold]boom'); raise SystemExit(3)\"\n")
+    try:
+        code, _, err = run(capsys, "up", "ci", "-f", str(project))
+        assert code == 1, err
+        assert "internal error" not in err and "[/x] [bold]boom" in err, err
+    finally:
+        assert main(["destroy", "ci", "-f", str(project)]) == 0
+    assert not list((project.parent / ".phoenix" / "servers" / "ci").glob("*"))

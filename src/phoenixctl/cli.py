@@ -18,6 +18,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import config
 from .errors import PhoenixError
@@ -32,10 +33,13 @@ def app() -> None:
     """Phoenix servers in practice: bake an image, launch fresh servers, gate them, swap
     them in, drain and destroy the old ones."""
 
-out = Console(highlight=False, soft_wrap=True)
+# Markup off everywhere: what we print comes from specs, servers' logs and the state store,
+# and is shown as plain text ("[/x]" in a server's output is text, never a style); the few
+# styled words are built as rich Text.
+out = Console(highlight=False, soft_wrap=True, markup=False)
 if not out.is_terminal:
-    out = Console(highlight=False, soft_wrap=True, width=200)  # tables readable in CI logs
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True, markup=False, width=200)  # tables readable in CI logs
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 spec_option = click.option(
     "--file", "-f", "spec_file", type=click.Path(path_type=Path), default=None, help="The spec file (default: ./phoenix.yaml)"
@@ -87,7 +91,7 @@ def executor_for(
     progress = None
     if not quiet and err.is_terminal:
         progress = Progress(
-            SpinnerColumn(), TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
+            SpinnerColumn(), TextColumn(description, markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
         )
     try:
         if progress:
@@ -283,7 +287,7 @@ def _print_plan(plan: dict, as_json: bool) -> None:
         out.print_json(json.dumps(plan))
         return
     head = f"{plan['kind']} {plan['environment']}" + (f" ({plan['strategy']})" if "strategy" in plan else "")
-    out.print(f"[bold]plan[/]: {head}" + (f": {plan['action']}" if "action" in plan else "") + " — nothing was changed")
+    out.print(Text.assemble(("plan", "bold"), f": {head}" + (f": {plan['action']}" if "action" in plan else "") + " — nothing was changed"))
     if "servers" in plan:
         out.print(f"  servers: {', '.join(plan['servers']) or 'none'}")
     for role in plan.get("roles", []):
@@ -523,7 +527,7 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
     if as_json:
         out.print_json(json.dumps(report))
         return
-    out.print(f"[bold]{env}/{role}[/]: configuration at boot (later wins: {' -> '.join(report['layers'])})")
+    out.print(Text.assemble((f"{env}/{role}", "bold"), f": configuration at boot (later wins: {' -> '.join(report['layers'])})"))
     table = Table(show_header=True, box=None, pad_edge=False)
     for column in ("", "name", "value", "from"):
         table.add_column(column)
@@ -634,7 +638,7 @@ def demo(env: str, rate: float, keep: bool) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
     init_example(workdir)
     spec_file = workdir / "phoenix.yaml"
-    out.print(f"[bold]phoenix demo[/]: the example website in {workdir}, environment {env}")
+    out.print(Text.assemble(("phoenix demo", "bold"), f": the example website in {workdir}, environment {env}"))
     failed = 0
     try:
         with executor_for(spec_file, f"up {env}") as executor:
@@ -654,10 +658,12 @@ def demo(env: str, rate: float, keep: bool) -> None:
         failed = stats.failed
         out.print(f"rotate: {rotation.summary()} in {rotation.seconds:.1f}s")
         out.print(phase_table(report, "rotation phases (per phase: the slowest server, ×servers)"))
-        verdict = "[green]no request failed[/]" if not failed else f"[red]{failed} failed[/] {dict(stats.errors)}"
+        verdict = ("no request failed", "green") if not failed else (f"{failed} failed {dict(stats.errors)}", "red")
         out.print(
-            f"requests: {stats.sent} sent, {stats.ok} ok, {failed} failed — {verdict}; "
-            f"latency p50 {stats.percentile(50) * 1000:.1f} ms, p99 {stats.percentile(99) * 1000:.1f} ms"
+            Text.assemble(
+                f"requests: {stats.sent} sent, {stats.ok} ok, {failed} failed — ", verdict,
+                f"; latency p50 {stats.percentile(50) * 1000:.1f} ms, p99 {stats.percentile(99) * 1000:.1f} ms",
+            )
         )
     finally:
         with executor_for(spec_file, f"destroy {env}", quiet=True) as executor:
