@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -16,10 +16,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, WithJsonSchema
+from pydantic_core import core_schema as cs
 
 from .errors import SpecError
 
@@ -28,6 +31,34 @@ NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+# What the parsers below accept, as JSON Schema for `phoenix schema` (what a file may say, not
+# the number it becomes): _DURATION's spelling, a lookahead keeping zero out; percentages of at
+# most 100%. tests/test_schema.py checks that each parser and its schema agree value by value.
+_POSITIVE = r"(?=[0-9.]*[1-9])"
+_UP_TO_100 = r"0*(?:100(?:\.0+)?|\d{1,2}(?:\.\d+)?)"
+DURATION_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": rf"^\s*{_POSITIVE}\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?\s*$"},
+    ],
+    "description": "A duration: seconds, or a string such as 500ms, 30s, 2m, 1h or 7d",
+}
+QUANTITY_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": rf"^\s*(?:\d+|{_UP_TO_100}%)\s*$"},
+    ],
+    "description": "A count (2) or a percentage of the role's size (25%)",
+}
+SHARE_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "maximum": 1},
+        {"type": "string", "pattern": rf"^\s*{_UP_TO_100}\s*%\s*$"},
+    ],
+    "description": "A share between 0 and 1, or a percentage (0.95 or 95%)",
+}
 
 
 def parse_duration(value: Any) -> float:
@@ -62,8 +93,19 @@ def parse_quantity(value: Any) -> int | str:
     raise ValueError(f"{value!r} is not a count or a percentage between 0% and 100%")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Quantity = Annotated[int | str, BeforeValidator(parse_quantity)]
+def parse_share(value: Any) -> float:
+    """`0.95` or `95%`."""
+    if isinstance(value, str) and (match := _PERCENT.match(value)):
+        value = float(match.group(1)) / 100
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"{value!r} is not a share between 0 and 1 (or 0% and 100%)")
+    return float(value)
+
+
+# Each shorthand carries its JSON Schema: the type after validation is not what a file says.
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_JSON_SCHEMA, mode="validation")]
+Quantity = Annotated[int | str, BeforeValidator(parse_quantity), WithJsonSchema(QUANTITY_JSON_SCHEMA, mode="validation")]
+Share = Annotated[float, BeforeValidator(parse_share), WithJsonSchema(SHARE_JSON_SCHEMA, mode="validation")]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
@@ -78,8 +120,26 @@ def resolve_quantity(quantity: int | str, total: int, round_up: bool) -> int:
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def _exactly_one_of(self, *fields: str) -> bool:
-        return sum(getattr(self, name) is not None for name in fields) == 1
+    # Fields of which a file gives exactly one (checked by the model's validator, and in its schema)
+    exactly_one: ClassVar[tuple[str, ...]] = ()
+    # A shorthand a before-validator expands into the mapping (`provider: local`), as JSON Schema
+    shorthand: ClassVar[dict[str, Any] | None] = None
+
+    def _exactly_one_given(self) -> bool:
+        return sum(getattr(self, name) is not None for name in self.exactly_one) == 1
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: cs.CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        if cls.exactly_one:
+            schema["oneOf"] = [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in cls.exactly_one
+            ]
+        if cls.shorthand is not None and handler.mode == "validation":
+            title, description = schema.pop("title", None), schema.pop("description", None)
+            schema = {"anyOf": [dict(cls.shorthand), schema]}
+            schema.update({key: value for key, value in (("title", title), ("description", description)) if value})
+        return schema
 
 
 class ImageRef(Model):
@@ -91,9 +151,11 @@ class ImageRef(Model):
     owners: list[str] = Field(default_factory=list, description="With name: whose images (self, amazon, an account id)")
     packer_manifest: str | None = Field(None, description="A Packer manifest.json (relative to phoenix.yaml): its last build")
 
+    exactly_one = ("id", "name", "packer_manifest")
+
     @model_validator(mode="after")
     def _exactly_one(self) -> "ImageRef":
-        if not self._exactly_one_of("id", "name", "packer_manifest"):
+        if not self._exactly_one_given():
             raise ValueError("give exactly one of id, name or packer_manifest")
         if self.owners and self.name is None:
             raise ValueError("owners goes with name")
@@ -149,9 +211,11 @@ class SecretSource(Model):
     env: str | None = Field(None, description="An environment variable of the phoenix command holding the secret")
     command: str | None = Field(None, description="A shell command whose standard output is the secret")
 
+    exactly_one = ("file", "env", "command")
+
     @model_validator(mode="after")
     def _exactly_one(self) -> "SecretSource":
-        if not self._exactly_one_of("file", "env", "command"):
+        if not self._exactly_one_given():
             raise ValueError("give exactly one of file, env or command (never the secret's value)")
         return self
 
@@ -170,8 +234,10 @@ class FileSpec(Model):
     content: str | None = None
     secret: SecretName | None = Field(None, description="Write this secret of the environment (mode 0600)")
     source: str | None = Field(None, description="Copy this project file (relative to phoenix.yaml)")
-    mode: str | None = Field(None, description="Octal string such as '0644' (secrets: '0600')")
+    mode: Annotated[str, Field(pattern=_MODE.pattern)] | None = Field(None, description="Octal string such as '0644' (secrets: '0600')")
     owner: str = "root:root"
+
+    exactly_one = ("content", "secret", "source")
 
     @field_validator("path")
     @classmethod
@@ -189,7 +255,7 @@ class FileSpec(Model):
 
     @model_validator(mode="after")
     def _one_source(self) -> "FileSpec":
-        if not self._exactly_one_of("content", "secret", "source"):
+        if not self._exactly_one_given():
             raise ValueError("give exactly one of content, secret or source")
         if self.secret and self.mode and int(self.mode, 8) & 0o077:
             raise ValueError(f"secret files must not be readable by group or others (mode {self.mode}); use '0600'")
@@ -205,7 +271,11 @@ class ConfigLayer(Model):
     environment x role. `env` and `files` merge by name and path, `runcmd` and `scripts`
     add up, `cloud_config` merges by top-level key."""
 
-    env: dict[str, str | SecretRef] = Field(default_factory=dict, description="Environment variables given at boot")
+    env: dict[str, str | SecretRef] = Field(
+        default_factory=dict,
+        description="Environment variables given at boot",
+        json_schema_extra={"propertyNames": {"pattern": _ENV_KEY.pattern}},
+    )
     files: list[FileSpec] = Field(default_factory=list, description="Files written into the server at boot")
     runcmd: list[str] = Field(default_factory=list, description="Commands run at boot, before the start command")
     scripts: list[str] = Field(default_factory=list, description="Project files delivered as shell parts of the user-data")
@@ -225,27 +295,22 @@ class ConfigLayer(Model):
         return env
 
 
-def parse_share(value: Any) -> float:
-    """`0.95` or `95%`."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        value = float(value.strip()[:-1]) / 100
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{value!r} is not a share between 0 and 1 (or 0% and 100%)")
-    return float(value)
-
-
 class WarmupSpec(Model):
     """Crawl each new server on its own address before it takes traffic (a gate)."""
 
     enabled: bool = True
-    paths: list[str] = Field(default_factory=lambda: ["/"], description="Where the crawl starts")
+    paths: list[str] = Field(
+        default_factory=lambda: ["/"],
+        description="Where the crawl starts",
+        json_schema_extra={"items": {"type": "string", "pattern": "^/"}},
+    )
     sitemap: str | None = Field(None, description="A sitemap (or sitemap index) whose pages are warmed too")
     max_pages: int = Field(500, ge=1, description="Pages at most")
     concurrency: int = Field(4, ge=1, le=64)
     timeout: Duration = Field(60.0, description="The whole crawl's time limit")
     request_timeout: Duration = 10.0
     success_codes: list[int] = Field(default_factory=lambda: [200, 203, 204, 301, 302, 304])
-    min_success: Annotated[float, BeforeValidator(parse_share)] = Field(
+    min_success: Share = Field(
         0.95, description="Share of the planned pages that must succeed in time (0.95 or 95%)"
     )
 
@@ -318,7 +383,7 @@ class RolloutSpec(Model):
     keep_previous: Duration = Field(600.0, description="blue-green: how long the previous group stays ready to switch back to")
     canary: Quantity = Field(1, description="canary: new servers put beside the old ones first (count or percentage)")
     canary_time: Duration = Field(30.0, description="canary: how long they are watched")
-    canary_tolerance: Annotated[float, BeforeValidator(lambda v: parse_share(v))] = Field(
+    canary_tolerance: Share = Field(
         0.01, description="canary: how much higher the canaries' error rate may be than the old servers' (0.01 or 1%)"
     )
     on_failure: Literal["rollback", "keep"] = Field(
@@ -350,6 +415,8 @@ class EnvRoleSpec(ConfigLayer):
         None, pattern=r"^127\.\d{1,3}\.\d{1,3}\.\d{1,3}:\d{1,5}$", description="Fixed host:port on loopback"
     )
     placement: PlacementSpec = PlacementSpec()
+
+    shorthand = {"type": "integer", "minimum": 0, "description": "The count alone: `frontend: 3`"}
 
     @model_validator(mode="before")
     @classmethod
@@ -389,6 +456,8 @@ class ProviderSpec(Model):
     server_checks: bool = Field(
         True, description="Phoenix connects to new servers itself (listen, health, warm-up); off: the balancer's check is the gate"
     )
+
+    shorthand = {"type": "string", "pattern": NAME_PATTERN, "description": "The name alone: `provider: local`"}
 
     @model_validator(mode="before")
     @classmethod
@@ -592,8 +661,20 @@ def role_waves(spec: Spec, roles: list[str]) -> list[list[str]]:
     return waves
 
 
+class _SpecJsonSchema(GenerateJsonSchema):
+    """Mappings keyed by a constrained name (`images`, `secrets`) accept no other key, as the
+    models do: pydantic emits only patternProperties for them."""
+
+    def dict_schema(self, schema: cs.DictSchema) -> JsonSchemaValue:
+        json_schema = super().dict_schema(schema)
+        if "patternProperties" in json_schema and "additionalProperties" not in json_schema:
+            json_schema["additionalProperties"] = False
+        return json_schema
+
+
 def json_schema() -> dict:
-    schema = Spec.model_json_schema()
+    """The JSON Schema of what a `phoenix.yaml` may say (every shorthand the models accept)."""
+    schema = Spec.model_json_schema(mode="validation", schema_generator=_SpecJsonSchema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "phoenix.yaml"
     return schema
