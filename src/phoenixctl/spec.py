@@ -27,6 +27,13 @@ from pydantic_core import core_schema as cs
 from .errors import SpecError
 
 SPEC_FILENAME = "phoenix.yaml"
+# Bounds on what a spec may be, so a hostile or broken file is refused at once instead of
+# exhausting memory or time: its size, its nodes once aliases are expanded, its nesting.
+MAX_SPEC_BYTES = 1 << 20
+MAX_EXPANDED_NODES = 50_000
+MAX_DEPTH = 64
+MAX_ROLE_COUNT = 10_000  # servers of one role in one environment
+MAX_DURATION = 366 * 86400.0
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -72,8 +79,12 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 500ms, 2m)")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):  # .nan and .inf: a deadline that never expires
+        raise ValueError("a duration must be a finite number")
     if seconds <= 0:
         raise ValueError("a duration must be positive")
+    if seconds > MAX_DURATION:
+        raise ValueError("a duration must be at most 366d")
     return seconds
 
 
@@ -408,7 +419,7 @@ class DefaultsSpec(ConfigLayer):
 
 
 class EnvRoleSpec(ConfigLayer):
-    count: int = Field(ge=0)
+    count: int = Field(ge=0, le=MAX_ROLE_COUNT, description=f"Servers of the role (at most {MAX_ROLE_COUNT})")
     max_age: Duration | None = Field(None, description="Replaces the environment's max_age for this role")
     warmup: WarmupSpec | None = Field(None, description="Replaces the role's warm-up in this environment")
     lb_address: str | None = Field(
@@ -416,7 +427,7 @@ class EnvRoleSpec(ConfigLayer):
     )
     placement: PlacementSpec = PlacementSpec()
 
-    shorthand = {"type": "integer", "minimum": 0, "description": "The count alone: `frontend: 3`"}
+    shorthand = {"type": "integer", "minimum": 0, "maximum": MAX_ROLE_COUNT, "description": "The count alone: `frontend: 3`"}
 
     @model_validator(mode="before")
     @classmethod
@@ -527,8 +538,14 @@ class LoadedSpec:
 # --- loading with line numbers -------------------------------------------------------------
 
 
-def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], filename: str) -> None:
+def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], filename: str, seen_nodes: set[int] | None = None) -> None:
+    """Map each field's path to its line. A node reached again through an alias is not walked
+    again (its fields keep the lines of where it was written), so aliases cost nothing here."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
     lines[path] = node.start_mark.line + 1
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: set[Any] = set()
         for key_node, value_node in node.value:
@@ -538,11 +555,62 @@ def _index_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], filename
                     f"{filename}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key"
                 )
             seen.add(key)
-            _index_lines(value_node, path + (key,), lines, filename)
+            _index_lines(value_node, path + (key,), lines, filename, seen_nodes)
             lines[path + (key,)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, path + (index,), lines, filename)
+            _index_lines(item, path + (index,), lines, filename, seen_nodes)
+
+
+def _check_bounds(root: yaml.Node, name: str) -> None:
+    """Refuse a document nested too deeply, with a recursive alias, or whose aliases expand it
+    beyond MAX_EXPANDED_NODES (a "billion laughs"). Each node's expanded size is counted once."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise SpecError(f"{name}:{node.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in on_path:
+            raise SpecError(f"{name}:{node.start_mark.line + 1}: an alias refers to the node that contains it")
+        on_path.add(id(node))
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else (
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        )
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_EXPANDED_NODES:
+                raise SpecError(
+                    f"{name}:{node.start_mark.line + 1}: the document expands to more than {MAX_EXPANDED_NODES} values "
+                    "(aliases repeating aliases?)"
+                )
+        on_path.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def _parse_yaml(text: str, name: str) -> tuple[yaml.Node | None, Any]:
+    """Compose the document once, check its bounds, then build it from the same nodes."""
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise SpecError(f"{name}:{line}: contains a NUL byte (is it a text file?)")
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except RecursionError:
+            raise SpecError(f"{name}: nested deeper than {MAX_DEPTH} levels") from None
+        if root is None:
+            return None, None
+        _check_bounds(root, name)
+        return root, loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
@@ -566,19 +634,26 @@ def load_spec(path: str | Path | None = None) -> LoadedSpec:
     spec_path = Path(path) if path else Path.cwd() / SPEC_FILENAME
     name = spec_path.name if path is None else str(path)
     try:
-        text = spec_path.read_text()
+        with spec_path.open("rb") as file:
+            raw = file.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(f"{name}: no such file (create one with `phoenix init DIR`, or pass -f PATH)") from None
     except OSError as exc:
         raise SpecError(f"{name}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{name}: larger than {MAX_SPEC_BYTES // 1024} KiB; a spec that size is not a spec")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SpecError(f"{name}:{line}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
     return parse_spec(text, spec_path, name)
 
 
 def parse_spec(text: str, spec_path: Path, name: str) -> LoadedSpec:
     """Validate spec text (a file's, or one kept with a release) as if it were at spec_path."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root, data = _parse_yaml(text, name)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
