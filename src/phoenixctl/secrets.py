@@ -1,7 +1,10 @@
-"""Per-environment secrets: resolved by reference at plan time, never stored, never shown.
+r"""Per-environment secrets: resolved by reference at plan time, never stored, never shown.
 
 A secret is declared in exactly one environment (`environments.E.secrets`), by a file, an
-environment variable or a command. Values live in memory only while servers are launched.
+environment variable or a command. Its value is what the source holds, less one trailing
+newline (`\n` or `\r\n`), whatever the source: `echo`, editors and secret stores' command
+lines end a value with one, and in a variable it would break an HTTP header or a password.
+Values live in memory only while servers are launched.
 What Phoenix keeps is a keyed hash (HMAC with a per-project key in `.phoenix/secret.key`),
 so a rotated secret changes the fingerprint of the servers that use it and a value copied
 into another environment is caught, without the value ever being written down."""
@@ -89,9 +92,17 @@ class SecretResolver:
                 # Its output is not shown: it may hold part of the secret.
                 raise SpecError(f"{place}: command exited {result.returncode}")
             value = result.stdout
+        value = without_trailing_newline(value)
         if not value.strip():
             raise SpecError(f"{place}: the secret is empty")
         return value
+
+
+def without_trailing_newline(value: bytes) -> bytes:
+    r"""A secret's value: its source's bytes less one trailing newline (`\n` or `\r\n`)."""
+    if value.endswith(b"\r\n"):
+        return value[:-2]
+    return value[:-1] if value.endswith(b"\n") else value
 
 
 def same_source(a: SecretSource, b: SecretSource, project_dir: Path) -> bool:
