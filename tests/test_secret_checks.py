@@ -83,3 +83,83 @@ def test_one_trailing_newline_is_stripped_from_every_source(project: Path, monke
     assert userdata.decode_content(files["etc/echoed"]) == b"token-from-echo"
     assert userdata.decode_content(files["etc/two"]) == b"line\n"
     assert userdata.decode_content(files["etc/bare"]) == b"no-newline"
+
+
+# --- phoenix validate: every reference it can check without reading a value -----------------
+
+
+def validate(project: Path, *args: str):
+    """`phoenix validate` as a subprocess; it must start nothing and create no .phoenix/."""
+    result = phoenix(project, "validate", *args)
+    assert not (project.parent / ".phoenix").exists()
+    return result
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+    return result.stderr
+
+
+def declare(project: Path, env: str, **secrets) -> None:
+    edit_spec(project, lambda d: d["environments"][env]["secrets"].update(secrets))
+
+
+def test_validate_missing_secret_file_names_the_line_and_how_to_fix_it(project: Path):
+    declare(project, "ci", api_token={"file": "secrets/ci/api_token"})
+    result = validate(project)
+    assert_one_line_error(
+        result,
+        f"phoenix.yaml:{line_of(project, 'api_token:')}: environments.ci.secrets.api_token: file secrets/ci/api_token does not exist",
+        "(create it with mode 0600, or point the reference elsewhere)",  # not a TLS hint for a token
+    )
+    assert "phoenix secrets tls" not in result.stderr
+
+
+def test_validate_missing_tls_file_keeps_the_tls_hint(project: Path):
+    (project.parent / "secrets" / "production" / "tls.crt").unlink()
+    assert_one_line_error(
+        validate(project),
+        f"phoenix.yaml:{line_of(project, 'tls_cert: {file: secrets/production/tls.crt}')}:",
+        "environments.production.secrets.tls_cert: file secrets/production/tls.crt does not exist",
+        "(for a TLS pair: phoenix secrets tls production --host NAME)",
+    )
+
+
+def test_validate_secret_file_that_is_a_directory(project: Path):
+    (project.parent / "secrets" / "ci" / "api_token").mkdir()
+    declare(project, "ci", api_token={"file": "secrets/ci/api_token"})
+    assert_one_line_error(validate(project), "environments.ci.secrets.api_token: file secrets/ci/api_token is a directory")
+
+
+def test_validate_warns_about_a_secret_file_readable_by_others(project: Path):
+    write_private(project.parent / "secrets" / "ci" / "api_token", b"s3cret-token-value\n", mode=0o644)
+    declare(project, "ci", api_token={"file": "secrets/ci/api_token"})
+    result = validate(project)
+    # a warning, not an error: the file is already exposed where it lies; refusing to deploy protects nothing
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+    warning = result.stderr.strip()
+    assert len(warning.splitlines()) == 1, warning
+    assert f"phoenix.yaml:{line_of(project, 'api_token:')}: environments.ci.secrets.api_token:" in warning
+    assert "readable by group or others (mode 0644)" in warning and "chmod 600 secrets/ci/api_token" in warning
+    assert "s3cret" not in result.stdout + result.stderr
+    os.chmod(project.parent / "secrets" / "ci" / "api_token", 0o600)
+    assert validate(project).stderr == ""
+
+
+def test_validate_unset_secret_variable(project: Path, monkeypatch):
+    monkeypatch.delenv("PHOENIX_TEST_API_TOKEN", raising=False)
+    declare(project, "ci", api_token={"env": "PHOENIX_TEST_API_TOKEN"})
+    assert_one_line_error(
+        validate(project),
+        f"phoenix.yaml:{line_of(project, 'api_token:')}: environments.ci.secrets.api_token:",
+        "environment variable PHOENIX_TEST_API_TOKEN is not set",
+    )
+    monkeypatch.setenv("PHOENIX_TEST_API_TOKEN", "s3cret-from-env")
+    result = validate(project)
+    assert result.returncode == 0, result.stderr
+    assert "s3cret" not in result.stdout + result.stderr

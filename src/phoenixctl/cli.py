@@ -120,13 +120,21 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
 @app.command()
 @spec_option
 def validate(spec_file: Path | None) -> None:
-    """Check the spec file; errors name the file, line and field (exit code 2)."""
+    """Check the spec file and its secret references; errors name the file, line and field (exit code 2)."""
+    from .secrets import check_sources
+
     loaded = load_spec(spec_file)
     check_provider(loaded)
     spec = loaded.spec
+    warnings = check_sources(loaded)
+    declared = [source for environment in spec.environments.values() for source in environment.secrets.values()]
+    for warning in warnings:
+        err.print(f"phoenix: warning: {warning}", markup=False)
+    checked = f"; secrets: {len(declared)} checked" if declared else ""
     out.print(
         f"{loaded.path.name}: ok ({len(spec.images)} image(s), {len(spec.roles)} role(s), "
-        f"environments: {', '.join(spec.environments)})"
+        f"environments: {', '.join(spec.environments)}{checked})",
+        markup=False,
     )
 
 
