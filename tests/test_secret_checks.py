@@ -163,3 +163,53 @@ def test_validate_unset_secret_variable(project: Path, monkeypatch):
     result = validate(project)
     assert result.returncode == 0, result.stderr
     assert "s3cret" not in result.stdout + result.stderr
+
+
+# A secret referenced by a layer that some environment does not declare. Production
+# declares api_token; ci does not (and nobody declares `nope`).
+# (where the reference goes, how to add it, the text of its line, what the error says)
+UNDECLARED = {
+    "defaults env": (
+        lambda d: d["defaults"]["env"].update(API_TOKEN={"secret": "api_token"}), "API_TOKEN:",
+        ["defaults.env.API_TOKEN", "secret 'api_token' belongs to environment production", "servers of environment ci"],
+    ),
+    "role files": (
+        lambda d: d["roles"]["backend"].update(files=[{"path": "etc/api_token", "secret": "api_token"}]), "path: etc/api_token",
+        ["roles.backend.files.0", "secret 'api_token' belongs to environment production", "backend servers of environment ci"],
+    ),
+    "environment env": (
+        lambda d: d["environments"]["ci"]["env"].update(API_TOKEN={"secret": "nope"}), "API_TOKEN:",
+        ["environments.ci.env.API_TOKEN", "unknown secret 'nope' (environment ci declares: tls_cert, tls_key)"],
+    ),
+    "environment x role files": (
+        lambda d: d["environments"]["production"]["roles"]["frontend"].update(files=[{"path": "etc/nope", "secret": "nope"}]),
+        "path: etc/nope",
+        ["environments.production.roles.frontend.files.0", "unknown secret 'nope' (environment production declares:"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", UNDECLARED)
+def test_validate_secret_a_layer_uses_but_an_environment_does_not_declare(project: Path, case):
+    add, line_text, fragments = UNDECLARED[case]
+    write_private(project.parent / "secrets" / "production" / "api_token", b"token")
+
+    def change(data):
+        data["environments"]["production"]["secrets"]["api_token"] = {"file": "secrets/production/api_token"}
+        add(data)
+
+    edit_spec(project, change)
+    assert_one_line_error(validate(project), f"phoenix.yaml:{line_of(project, line_text)}:", *fragments)
+
+
+def test_validate_follows_the_layers_a_reference_replaced_in_an_environment_is_fine(project: Path):
+    write_private(project.parent / "secrets" / "production" / "api_token", b"token")
+
+    def change(data):
+        data["environments"]["production"]["secrets"]["api_token"] = {"file": "secrets/production/api_token"}
+        data["roles"]["backend"]["env"] = {"API_TOKEN": {"secret": "api_token"}}
+        data["environments"]["ci"]["roles"]["backend"] = {"count": 1, "env": {"API_TOKEN": "not-a-secret-in-ci"}}
+
+    edit_spec(project, change)
+    result = validate(project)
+    assert result.returncode == 0, result.stderr

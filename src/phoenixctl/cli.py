@@ -126,6 +126,7 @@ def validate(spec_file: Path | None) -> None:
     loaded = load_spec(spec_file)
     check_provider(loaded)
     spec = loaded.spec
+    config.check_references(loaded, loaded.project_dir / ".phoenix")  # the directory is only named, never created
     warnings = check_sources(loaded)
     declared = [source for environment in spec.environments.values() for source in environment.secrets.values()]
     for warning in warnings:
