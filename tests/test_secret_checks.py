@@ -213,3 +213,31 @@ def test_validate_follows_the_layers_a_reference_replaced_in_an_environment_is_f
     edit_spec(project, change)
     result = validate(project)
     assert result.returncode == 0, result.stderr
+
+
+def test_secret_commands_run_only_with_resolve_secrets(project: Path):
+    marker = project.parent / "command-ran"
+    declare(project, "ci", api_token={"command": "touch command-ran; echo s3cret-from-command"})
+    result = validate(project)
+    assert result.returncode == 0, result.stderr
+    assert not marker.exists()  # not run without the flag
+    assert "1 command(s) not run (--resolve-secrets runs them)" in result.stdout
+    result = validate(project, "--resolve-secrets")
+    assert result.returncode == 0, result.stderr
+    assert marker.exists() and "secrets: 5 resolved" in result.stdout
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_failing_secret_command_is_reported_only_with_resolve_secrets(project: Path):
+    declare(project, "ci", db_password={"command": "echo hunter2-partial; echo hunter2-on-stderr >&2; exit 3"})
+    assert validate(project).returncode == 0  # not run: nothing to say about it
+    error = assert_one_line_error(
+        validate(project, "--resolve-secrets"),
+        f"phoenix.yaml:{line_of(project, 'db_password:')}: environments.ci.secrets.db_password: command exited 3",
+    )
+    assert "hunter2" not in error
+
+
+def test_secret_command_with_no_output_is_reported_with_resolve_secrets(project: Path):
+    declare(project, "ci", db_password={"command": "echo"})  # a newline only: empty once it is stripped
+    assert_one_line_error(validate(project, "--resolve-secrets"), "environments.ci.secrets.db_password: the secret is empty")
