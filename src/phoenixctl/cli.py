@@ -131,15 +131,38 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
 
 
 @app.command()
+@click.option(
+    "--resolve-secrets", is_flag=True,
+    help="Also resolve every secret as deploy would: runs secret commands (their output is never shown)",
+)
 @spec_option
-def validate(spec_file: Path | None) -> None:
-    """Check the spec file; errors name the file, line and field (exit code 2)."""
+def validate(resolve_secrets: bool, spec_file: Path | None) -> None:
+    """Check the spec file and its secret references; errors name the file, line and field (exit code 2)."""
+    from .secrets import SecretResolver, check_sources
+
     loaded = load_spec(spec_file)
     check_provider(loaded)
     spec = loaded.spec
+    workdir = loaded.project_dir / ".phoenix"  # only named (persistent paths), never created
+    config.check_references(loaded, workdir)
+    warnings = check_sources(loaded)
+    declared = [source for environment in spec.environments.values() for source in environment.secrets.values()]
+    if resolve_secrets:
+        resolver = SecretResolver(loaded, workdir)
+        for env in spec.environments:
+            resolver.resolve(env)  # in memory only: checked, never shown
+    for warning in warnings:
+        err.print(f"phoenix: warning: {warning}", markup=False)
+    checked = ""
+    if declared:
+        commands = sum(source.command is not None for source in declared)
+        checked = f"; secrets: {len(declared)} " + ("resolved" if resolve_secrets else "checked")
+        if commands and not resolve_secrets:
+            checked += f", {commands} command(s) not run (--resolve-secrets runs them)"
     out.print(
         f"{loaded.path.name}: ok ({len(spec.images)} image(s), {len(spec.roles)} role(s), "
-        f"environments: {', '.join(spec.environments)})"
+        f"environments: {', '.join(spec.environments)}{checked})",
+        markup=False,
     )
 
 

@@ -123,7 +123,7 @@ def check_isolation(loaded: LoadedSpec, env: str, merged: list[MergedConfig]) ->
             if owners:
                 raise SpecError(
                     f"{place(loaded, loc)}: secret {name!r} belongs to environment {owners[0]}; "
-                    f"it would reach the {config.role} servers of environment {env}"
+                    f"it would reach the {config.role} servers of environment {env} (declare {env}'s own in environments.{env}.secrets)"
                 )
             known = ", ".join(sorted(declared)) or "none"
             raise SpecError(f"{place(loaded, loc)}: unknown secret {name!r} (environment {env} declares: {known})")
@@ -138,6 +138,13 @@ def check_isolation(loaded: LoadedSpec, env: str, merged: list[MergedConfig]) ->
                         f"reads the same {source.describe()} as secret {other_name!r} of environment {other}: "
                         "a secret belongs to exactly one environment"
                     )
+
+
+def check_references(loaded: LoadedSpec, workdir: Path) -> None:
+    """`check_isolation` for every environment and its roles (for `validate`): each secret a
+    layer uses is declared by every environment the layer reaches, and by that one only."""
+    for env, environment in loaded.spec.environments.items():
+        check_isolation(loaded, env, [merge(loaded, workdir, env, role, {}) for role in environment.roles])
 
 
 def check_values_isolated(env: str, own: dict[str, str], recorded: dict[tuple[str, str], str]) -> None:

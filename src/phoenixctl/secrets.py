@@ -1,7 +1,10 @@
-"""Per-environment secrets: resolved by reference at plan time, never stored, never shown.
+r"""Per-environment secrets: resolved by reference at plan time, never stored, never shown.
 
 A secret is declared in exactly one environment (`environments.E.secrets`), by a file, an
-environment variable or a command. Values live in memory only while servers are launched.
+environment variable or a command. Its value is what the source holds, less one trailing
+newline (`\n` or `\r\n`), whatever the source: `echo`, editors and secret stores' command
+lines end a value with one, and in a variable it would break an HTTP header or a password.
+Values live in memory only while servers are launched.
 What Phoenix keeps is a keyed hash (HMAC with a per-project key in `.phoenix/secret.key`),
 so a rotated secret changes the fingerprint of the servers that use it and a value copied
 into another environment is caught, without the value ever being written down."""
@@ -13,6 +16,8 @@ import hmac
 import ipaddress
 import os
 import secrets as stdlib_secrets
+import shlex
+import stat
 import subprocess
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,22 +66,14 @@ class SecretResolver:
         return {name: keyed_hash(key, value) for name, value in self.resolve(env).items()}
 
     def _resolve_one(self, env: str, name: str, source: SecretSource) -> bytes:
-        where = self.loaded.where("environments", env, "secrets", name)
-        place = f"{where}: environments.{env}.secrets.{name}"
+        place = secret_place(self.loaded, env, name)
+        check_source(self.loaded, env, name, source)
         if source.file is not None:
-            path = self.loaded.project_dir / source.file
             try:
-                value = path.read_bytes()
-            except FileNotFoundError:
-                raise SpecError(
-                    f"{place}: file {source.file} does not exist"
-                    f" (for a TLS pair: phoenix secrets tls {env} --host NAME)"
-                ) from None
+                value = (self.loaded.project_dir / source.file).read_bytes()
             except OSError as exc:
                 raise SpecError(f"{place}: cannot read file {source.file}: {exc.strerror}") from None
         elif source.env is not None:
-            if source.env not in os.environ:
-                raise SpecError(f"{place}: environment variable {source.env} is not set")
             value = os.environ[source.env].encode()
         else:
             try:
@@ -89,9 +86,70 @@ class SecretResolver:
                 # Its output is not shown: it may hold part of the secret.
                 raise SpecError(f"{place}: command exited {result.returncode}")
             value = result.stdout
+        value = without_trailing_newline(value)
         if not value.strip():
             raise SpecError(f"{place}: the secret is empty")
         return value
+
+
+def secret_place(loaded: LoadedSpec, env: str, name: str) -> str:
+    """`phoenix.yaml:LINE: environments.ENV.secrets.NAME`: where a secret is declared."""
+    return f"{loaded.where('environments', env, 'secrets', name)}: environments.{env}.secrets.{name}"
+
+
+def check_source(loaded: LoadedSpec, env: str, name: str, source: SecretSource) -> str | None:
+    """What can be checked of a secret's source without reading its value (a command is not
+    run). Raises SpecError; returns a warning, or None."""
+    place = secret_place(loaded, env, name)
+    if source.env is not None:
+        if source.env not in os.environ:
+            raise SpecError(f"{place}: environment variable {source.env} is not set")
+        return None
+    if source.file is None:
+        return None
+    path = loaded.project_dir / source.file
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SpecError(f"{place}: file {source.file} does not exist ({_missing_file_hint(env, name, source.file)})") from None
+    except OSError as exc:
+        raise SpecError(f"{place}: cannot read file {source.file}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise SpecError(f"{place}: file {source.file} is {kind}; point the reference at the file holding the secret")
+    if not os.access(path, os.R_OK):
+        raise SpecError(f"{place}: cannot read file {source.file}: permission denied")
+    if info.st_mode & 0o044:
+        return (
+            f"{place}: file {source.file} is readable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"chmod 600 {shlex.quote(source.file)}"
+        )
+    return None
+
+
+def check_sources(loaded: LoadedSpec) -> list[str]:
+    """`check_source` for every secret of every environment: raises on the first error,
+    returns the warnings."""
+    warnings = []
+    for env, environment in loaded.spec.environments.items():
+        for name, source in environment.secrets.items():
+            warning = check_source(loaded, env, name, source)
+            if warning:
+                warnings.append(warning)
+    return warnings
+
+
+def _missing_file_hint(env: str, name: str, file: str) -> str:
+    if "tls" in name or "cert" in name or "tls" in Path(file).name or Path(file).suffix in (".crt", ".pem", ".cert"):
+        return f"for a TLS pair: phoenix secrets tls {env} --host NAME"
+    return "create it with mode 0600, or point the reference elsewhere"
+
+
+def without_trailing_newline(value: bytes) -> bytes:
+    r"""A secret's value: its source's bytes less one trailing newline (`\n` or `\r\n`)."""
+    if value.endswith(b"\r\n"):
+        return value[:-2]
+    return value[:-1] if value.endswith(b"\n") else value
 
 
 def same_source(a: SecretSource, b: SecretSource, project_dir: Path) -> bool:
