@@ -126,3 +126,23 @@ def test_a_nul_byte_is_refused_naming_its_line(capsys, tmp_path: Path):
     spec.write_text("images: {}\nroles: {}\nenvironments: {\x00}\n")
     code, err = validate(capsys, spec)
     assert code == 2 and "phoenix.yaml:3: contains a NUL byte" in err
+
+
+def test_plan_with_a_role_naming_an_undeclared_secret_is_a_clean_error(capsys, project: Path):
+    text = project.read_text()
+    project.write_text(text.replace("{path: tls/key.pem, secret: tls_key}", "{path: tls/key.pem, secret: nope}", 1))
+    for command in (["plan", "ci"], ["deploy", "ci", "--dry-run"], ["userdata", "ci", "frontend"]):
+        code = main([*command, "-f", str(project)])
+        err = capsys.readouterr().err
+        assert code == 2 and "unknown secret 'nope'" in err and "internal error" not in err, (command, err)
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'"just a string"', b"\xff\xfe\x00garbage", b'{"pid": 1}'])
+def test_a_lock_file_with_unexpected_content_is_taken_over_not_a_crash(capsys, project: Path, content: bytes):
+    locks = project.parent / ".phoenix" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "ci.lock").write_bytes(content)
+    code = main(["destroy", "ci", "--json", "-f", str(project)])
+    captured = capsys.readouterr()
+    assert code == 0 and "internal error" not in captured.err, captured.err
+    assert "holds no holder record" in captured.out  # recorded as a lock taken over, file named

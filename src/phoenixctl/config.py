@@ -234,6 +234,7 @@ def boot_config(
     spec = loaded.spec
     role_spec = spec.roles[role]
     merged = merge(loaded, workdir, env, role, lb_addresses)
+    check_isolation(loaded, env, [merged])  # every secret it uses is this environment's own
     secrets = resolver.resolve(env)
     key = resolver.key
     delivered = render(loaded, merged, secrets, "deliver", key)

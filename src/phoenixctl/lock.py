@@ -28,7 +28,7 @@ class EnvironmentLock:
 
     def __enter__(self) -> "EnvironmentLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.path.open("a+")
+        handle = self.path.open("a+", encoding="utf-8", errors="replace")  # whatever it holds, it is read
         expires = time.monotonic() + self.timeout
         while True:
             try:
@@ -37,12 +37,12 @@ class EnvironmentLock:
             except BlockingIOError:
                 if time.monotonic() >= expires:
                     handle.seek(0)
-                    holder = self._describe(handle.read())
+                    holder = self._describe(handle.read(4096))
                     handle.close()
                     raise LockHeld(f"environment {self.env} is locked by {holder}") from None
                 time.sleep(0.1)
         handle.seek(0)
-        left = handle.read().strip()
+        left = handle.read(4096).strip()
         # A holder that released the lock cleanly left the file empty: text means it died holding it.
         self.previous_holder = self._describe(left) if left else None
         handle.seek(0)
@@ -53,13 +53,16 @@ class EnvironmentLock:
         self._file = handle
         return self
 
-    @staticmethod
-    def _describe(text: str) -> str:
+    def _describe(self, text: str) -> str:
+        """Who holds (or held) the lock, from the record its holder wrote; a file holding
+        anything else is named, never trusted."""
         try:
             holder = json.loads(text)
-            return f"{holder['operation']} (host {holder['host']}, pid {holder['pid']}, since {holder['since']})"
+            if isinstance(holder, dict):
+                return f"{holder['operation']} (host {holder['host']}, pid {holder['pid']}, since {holder['since']})"
         except (ValueError, KeyError):
-            return "another phoenix command"
+            pass
+        return f"another phoenix command ({self.path} holds no holder record)"
 
     def __exit__(self, *exc) -> None:
         if self._file:
