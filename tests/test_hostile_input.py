@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
@@ -146,3 +147,28 @@ def test_a_lock_file_with_unexpected_content_is_taken_over_not_a_crash(capsys, p
     captured = capsys.readouterr()
     assert code == 0 and "internal error" not in captured.err, captured.err
     assert "holds no holder record" in captured.out  # recorded as a lock taken over, file named
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz\n    bind 0.0.0.0:9999", "/health z", '/h"x', "healthz", "/h#x", "/${HOME}", "/h\tx"],
+    ids=["newline", "space", "quote", "relative", "hash", "dollar", "tab"],
+)
+def test_a_health_path_that_could_escape_the_balancer_config_is_refused_at_validate(capsys, project: Path, path: str):
+    """A newline in health.path once added `bind 0.0.0.0:9999` to haproxy.cfg, and `up`
+    listened on every interface."""
+    text = project.read_text()
+    project.write_text(text.replace("health: {path: /healthz}", "health: {path: " + json.dumps(path) + "}", 1))
+    code, err = validate(capsys, project)
+    line = next(i for i, row in enumerate(project.read_text().splitlines(), 1) if "health: {path:" in row)
+    assert code == 2 and f"phoenix.yaml:{line}: roles.frontend.health.path" in err and "not an absolute URL path" in err, err
+
+
+def test_values_written_into_haproxy_cfg_are_quoted_and_checked():
+    from phoenixctl.drivers.haproxy import config_quote
+    from phoenixctl.errors import PhoenixError
+
+    assert config_quote("/healthz?x=1") == '"/healthz?x=1"'
+    for bad in ("/x\nbind 0.0.0.0:1", '/x"', "/x\\", "/${HOME}"):
+        with pytest.raises(PhoenixError, match="refusing to write"):
+            config_quote(bad)

@@ -199,9 +199,25 @@ class ImageSpec(Model):
         return files
 
 
+# An absolute URL path (and query) of RFC 3986 characters: no space, quote, '#', '$' or control
+# character, since it is written into the balancer's configuration (where "$VAR" would expand)
+# and sent in requests.
+HEALTH_PATH_PATTERN = r"^/[A-Za-z0-9._~!&()*+,;=:@%/?-]{0,255}$"
+
+
 class HealthSpec(Model):
-    path: str = "/healthz"
+    path: str = Field("/healthz", pattern=HEALTH_PATH_PATTERN, description="An absolute URL path such as /healthz")
     timeout: Duration = 2.0
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _url_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.fullmatch(HEALTH_PATH_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not an absolute URL path (a '/' then letters, digits and -._~!&()*+,;=:@%/? only: "
+                "no space, quote, '#', '$' or control character)"
+            )
+        return value
 
 
 SecretName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]

@@ -79,6 +79,14 @@ MEMBER_OPTIONS = "check inter 1s fastinter 100ms downinter 50ms rise 1 fall 2"
 _OK_REPLIES = ("", "New server registered.", "Server deleted.")
 
 
+def config_quote(value: str) -> str:
+    """A value for haproxy.cfg as one double-quoted word. The spec already validated it; this
+    refuses anything that could end the word or the line, whatever the caller passed."""
+    if not value.isprintable() or any(c in value for c in '"\\#\'$'):
+        raise PhoenixError(f"refusing to write {value!r} into a haproxy configuration")
+    return f'"{value}"'
+
+
 class RuntimeAPI:
     """A minimal client for HAProxy's admin socket: one command per connection."""
 
@@ -160,9 +168,10 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         socket_path, pid_path, config_path = directory / "admin.sock", directory / "haproxy.pid", directory / "haproxy.cfg"
         for stale in (socket_path, pid_path):
             stale.unlink(missing_ok=True)
-        config = CONFIG.format(env=env, role=role, socket=socket_path, address=address, port=port, backend=BACKEND, health_path=health_path)
+        values = dict(socket=config_quote(str(socket_path)), address=address, health_path=config_quote(health_path))
+        config = CONFIG.format(env=env, role=role, port=port, backend=BACKEND, **values)
         if tls_port:
-            config += TLS_CONFIG.format(address=address, tls_port=tls_port, backend=TLS_BACKEND, health_path=health_path)
+            config += TLS_CONFIG.format(tls_port=tls_port, backend=TLS_BACKEND, **values)
         config_path.write_text(config)
         # -D: daemonize, so the balancer outlives this command like a cloud load balancer does.
         result = subprocess.run(
