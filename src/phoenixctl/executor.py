@@ -131,9 +131,14 @@ class Project:
         self.workdir = self.dir / ".phoenix"
         provider = self.spec.provider.name
         check_provider(self.loaded)
+        self.store = StateStore(self.workdir / "state.db")
+        try:
+            self.store.claim(self.dir)
+        except BaseException:
+            self.store.close()
+            raise
         self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project, self.spec.provider)
         self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project, self.spec.provider)
-        self.store = StateStore(self.workdir / "state.db")
         self.secrets = SecretResolver(self.loaded, self.workdir)
 
     @classmethod

@@ -7,6 +7,7 @@ recovery) always sees what exists."""
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Iterator
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, insert, inspect, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .errors import PhoenixError
 
 
 def utcnow() -> datetime:
@@ -136,6 +139,14 @@ class SecretHashRow(Base):
     digest: Mapped[str] = mapped_column(String)
 
 
+class MetaRow(Base):
+    """Facts about the store itself: the project directory it belongs to."""
+
+    __tablename__ = "meta"
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class CounterRow(Base):
     __tablename__ = "counters"
     name: Mapped[str] = mapped_column(String, primary_key=True)
@@ -144,8 +155,12 @@ class CounterRow(Base):
 
 class StateStore:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = path
+        # Phoenix's own state, readable by nobody else (servers included): 0600 files, 0700 folder.
+        os.chmod(path.parent, 0o700)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(self.engine, "connect")
@@ -158,6 +173,25 @@ class StateStore:
         Base.metadata.create_all(self.engine)
         self._add_missing_columns()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if companion.exists():
+                os.chmod(companion, 0o600)
+
+    def claim(self, project_dir: Path) -> None:
+        """Bind the store to its project directory, or refuse a store that belongs to another
+        one (a project copied with its `.phoenix/`: its paths, processes and sockets are the
+        original's, and acting on them from here would reach into that project)."""
+        here = str(project_dir.resolve())
+        with self.session() as s:
+            row = s.get(MetaRow, "project_dir")
+            if row is None:
+                s.add(MetaRow(name="project_dir", value=here))
+                return
+            if row.value != here:
+                raise PhoenixError(
+                    f"{self.path} belongs to the project at {row.value}, not {here}: a copied .phoenix/ is refused "
+                    "(remove it from the copy to start afresh, or run phoenix from the original)"
+                )
 
     def _add_missing_columns(self) -> None:
         """A store written by an older Phoenix gains the columns added since (all nullable or

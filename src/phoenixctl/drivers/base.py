@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from ..deadline import Deadline
+from ..errors import PhoenixError
 from ..spec import DiscoverySpec, ImageSpec, PlacementSpec, ProviderSpec
 
 
@@ -127,6 +128,17 @@ class FileChanges:
 
     def __bool__(self) -> bool:
         return bool(self.modified or self.added or self.deleted)
+
+
+def owned_path(workdir: Path, recorded: str, what: str) -> Path:
+    """A path from the state store, to be deleted: only when it resolves strictly inside this
+    project's `.phoenix/` (a copied project's store points at the original's folders)."""
+    if not recorded:
+        raise PhoenixError(f"refusing to delete a {what}: the record names none")
+    path, own = Path(recorded).resolve(), workdir.resolve()
+    if path == own or not path.is_relative_to(own):
+        raise PhoenixError(f"refusing to delete {recorded}: a {what} outside this project's {own}")
+    return path
 
 
 class ComputeDriver(ABC):

@@ -21,7 +21,7 @@ import psutil
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
-from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState
+from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
 
 BACKEND = "servers"
 
@@ -307,4 +307,4 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
             except DeadlineExceeded:
                 os.kill(pid, signal.SIGKILL)
                 Deadline(5, f"haproxy {pid} to die").poll(lambda: not self.is_alive(handle), interval=0.02)
-        shutil.rmtree(handle.get("dir", ""), ignore_errors=True)
+        shutil.rmtree(owned_path(self.workdir, handle.get("dir", ""), "load balancer directory"), ignore_errors=True)

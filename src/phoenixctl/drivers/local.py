@@ -26,7 +26,7 @@ from .. import userdata
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..spec import ImageSpec
-from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest
+from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, owned_path
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
 _IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
@@ -320,6 +320,7 @@ class LocalCompute(ComputeDriver):
             return False
 
     def destroy(self, handle: dict, deadline: Deadline) -> None:
+        tree = owned_path(self.workdir, handle.get("dir") or handle.get("root", ""), "server directory")  # before any signal
         if handle.get("pid") and self._group_alive(handle["pid"], handle):  # the leader, or children it left
             pgid = handle["pid"]
             self._signal_group(pgid, signal.SIGTERM)
@@ -333,7 +334,7 @@ class LocalCompute(ComputeDriver):
         child = self._children.pop(handle.get("pid"), None)
         if child is not None:
             child.wait(timeout=5)
-        shutil.rmtree(handle.get("dir") or handle.get("root", ""), ignore_errors=True)
+        shutil.rmtree(tree, ignore_errors=True)
 
     def terminate(self, handle: dict) -> None:
         if handle.get("pid") and self._group_alive(handle["pid"], handle):
@@ -343,17 +344,35 @@ class LocalCompute(ComputeDriver):
                 child.wait(timeout=5)
 
     def _group_alive(self, pgid: int, handle: dict) -> bool:
-        """Is anything left of the server's process group (children it forked included)?"""
+        """Is anything left of the server's own process group (children it forked included)?
+
+        The group is ours only when its identity is proven: its leader is the process we
+        started (pid and start time), or the leader is gone and what is left in its group
+        started after it (the kernel never hands out a pid still used as a group id, so
+        orphans of our leader keep the id ours). A leader pid alive with another start time
+        means the pid was recycled: our group is gone, and the other one is not ours."""
         if self.is_alive(handle):
             return True
+        started = handle.get("started") or 0.0
+        if not started:
+            return False  # no recorded identity: nothing can be proven ours
+        try:
+            if psutil.Process(pgid).is_running():
+                return False  # pid recycled by another process (its start time did not match)
+        except psutil.NoSuchProcess:
+            pass
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
             return False
         # Something is left: maybe only zombies waiting for init to reap them.
-        for process in psutil.process_iter(["pid", "status"]):
+        for process in psutil.process_iter(["pid", "status", "create_time"]):
             try:
-                if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                if (
+                    os.getpgid(process.pid) == pgid
+                    and process.info["status"] != psutil.STATUS_ZOMBIE
+                    and process.info["create_time"] >= started - 0.05
+                ):
                     return True
             except (ProcessLookupError, psutil.Error):
                 continue
