@@ -54,18 +54,19 @@ class FakeWorld:
     def log(self, *event) -> None:
         """Record an event, with how many healthy members take traffic right after it."""
         with self.lock:
-            serving = {key: len(self.serving(key)) for key in self.balancers}
+            # Copies: the balancer drivers change members without this lock (one dict operation each).
+            serving = {key: len(self.serving(key)) for key in list(self.balancers)}
             self.events.append((*event, serving))
             # Never stop a server while the balancer still sends to it.
             if event[0] == "destroy" and any(
-                event[1] in members and members[event[1]].state == "ready" for members in self.balancers.values()
+                event[1] in members and members[event[1]].state == "ready" for members in list(self.balancers.values())
             ):
                 self.violations.append(f"{event[1]} destroyed while still in service")
 
     def serving(self, key: str) -> set[str]:
         return {
             name
-            for name, m in self.balancers.get(key, {}).items()
+            for name, m in list(self.balancers.get(key, {}).items())
             if m.state == "ready" and self.servers[name].alive and self.servers[name].healthy
         }
 
