@@ -1,0 +1,150 @@
+"""What a failed boot or health gate tells the user: the few lines of a server's output
+that explain the failure (first, the extraction over sample logs)."""
+
+from __future__ import annotations
+
+from phoenixctl.excerpt import MAX_LINES, WIDTH, error_lines
+
+# --- the excerpt, from sample logs --------------------------------------------------------------
+
+ROOT = "/home/me/site/.phoenix/servers/ci/backend-1a2b3c/root/"
+
+PYTHON_AT_IMPORT = f"""\
+phoenix: runcmd 1
+Traceback (most recent call last):
+  File "{ROOT}app/server.py", line 24, in <module>
+    from settings import load
+  File "{ROOT}app/settings.py", line 9, in <module>
+    SETTINGS = load()
+               ^^^^^^
+  File "{ROOT}app/settings.py", line 6, in load
+    raise KeyError(name)
+KeyError: 'DATABASE_URL'
+"""
+
+PYTHON_CHAINED = f"""\
+Traceback (most recent call last):
+  File "{ROOT}app/server.py", line 5, in read
+    return open(path).read()
+           ^^^^^^^^^^
+FileNotFoundError: [Errno 2] No such file or directory: '{ROOT}config.yaml'
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "{ROOT}app/server.py", line 9, in <module>
+    CONFIG = read("config.yaml")
+  File "{ROOT}app/server.py", line 7, in read
+    raise RuntimeError("no configuration") from exc
+RuntimeError: no configuration
+"""
+
+# gunicorn is not a dependency of Phoenix: these are samples of its real output (gunicorn
+# 22/23, default log format), written from its arbiter's and util's messages.
+GUNICORN_APP_NOT_FOUND = """\
+[2024-05-02 10:11:12 +0000] [4321] [INFO] Starting gunicorn 23.0.0
+[2024-05-02 10:11:12 +0000] [4321] [INFO] Listening at: http://127.0.0.5:8081 (4321)
+[2024-05-02 10:11:12 +0000] [4321] [INFO] Using worker: sync
+[2024-05-02 10:11:12 +0000] [4322] [INFO] Booting worker with pid: 4322
+Failed to find attribute 'app' in 'x'.
+[2024-05-02 10:11:12 +0000] [4322] [INFO] Worker exiting (pid: 4322)
+[2024-05-02 10:11:13 +0000] [4321] [ERROR] Worker (pid:4322) exited with code 4.
+[2024-05-02 10:11:13 +0000] [4321] [ERROR] Shutting down: Master
+[2024-05-02 10:11:13 +0000] [4321] [ERROR] Reason: App failed to load.
+"""
+
+GUNICORN_WORKER_BOOT = """\
+[2024-05-02 10:11:12 +0000] [4321] [INFO] Starting gunicorn 23.0.0
+[2024-05-02 10:11:12 +0000] [4321] [INFO] Listening at: http://127.0.0.5:8081 (4321)
+[2024-05-02 10:11:12 +0000] [4321] [INFO] Using worker: sync
+[2024-05-02 10:11:12 +0000] [4322] [INFO] Booting worker with pid: 4322
+[2024-05-02 10:11:12 +0000] [4322] [ERROR] Exception in worker process
+Traceback (most recent call last):
+  File "/srv/venv/lib/python3.11/site-packages/gunicorn/arbiter.py", line 608, in spawn_worker
+    worker.init_process()
+  File "/srv/venv/lib/python3.11/site-packages/gunicorn/workers/base.py", line 135, in init_process
+    self.load_wsgi()
+  File "/srv/venv/lib/python3.11/site-packages/gunicorn/util.py", line 371, in import_app
+    mod = importlib.import_module(module)
+          ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module
+    return _bootstrap._gcd_import(name[level:], package, level)
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "/srv/app/wsgi.py", line 3, in <module>
+    import flask_sqlalchemy
+ModuleNotFoundError: No module named 'flask_sqlalchemy'
+No module named 'flask_sqlalchemy'
+[2024-05-02 10:11:12 +0000] [4322] [INFO] Worker exiting (pid: 4322)
+[2024-05-02 10:11:13 +0000] [4321] [ERROR] Worker (pid:4322) exited with code 3
+[2024-05-02 10:11:13 +0000] [4321] [ERROR] Shutting down: Master
+[2024-05-02 10:11:13 +0000] [4321] [ERROR] Reason: Worker failed to boot.
+"""
+
+NOISE_WITH_ERRORS = """\
+starting on 127.0.0.5:8081
+loading 40 articles
+warning: cache directory missing, creating it
+error: cannot connect to 127.0.0.9:5432: connection refused
+retrying in 1s
+error: cannot connect to 127.0.0.9:5432: connection refused
+FATAL: giving up after 2 attempts
+"""
+
+PLAIN_NOISE = "".join(f"request {n} served in 3 ms\n" for n in range(50))
+
+
+def test_a_python_traceback_gives_its_last_frames_and_the_exception():
+    assert error_lines(PYTHON_AT_IMPORT, strip=(ROOT,)) == [
+        'File "app/settings.py", line 9, in <module>: SETTINGS = load()',
+        'File "app/settings.py", line 6, in load: raise KeyError(name)',
+        "KeyError: 'DATABASE_URL'",
+    ]
+
+
+def test_a_chained_traceback_gives_what_was_raised_and_what_caused_it():
+    assert error_lines(PYTHON_CHAINED, strip=(ROOT,)) == [
+        'File "app/server.py", line 9, in <module>: CONFIG = read("config.yaml")',
+        'File "app/server.py", line 7, in read: raise RuntimeError("no configuration") from exc',
+        "RuntimeError: no configuration",
+        "caused by: FileNotFoundError: [Errno 2] No such file or directory: 'config.yaml'",
+    ]
+
+
+def test_a_syntax_error_without_a_traceback_header():
+    log = f'  File "{ROOT}app/server.py", line 12\n    def handler(request:\n               ^\nSyntaxError: \'(\' was never closed\n'
+    assert error_lines(log, strip=(ROOT,)) == ['File "app/server.py", line 12: def handler(request:', "SyntaxError: '(' was never closed"]
+
+
+def test_gunicorn_that_cannot_find_the_app_gives_its_reason_lines():
+    assert error_lines(GUNICORN_APP_NOT_FOUND) == ["Failed to find attribute 'app' in 'x'.", "Reason: App failed to load."]
+
+
+def test_gunicorn_whose_worker_fails_to_boot_gives_the_traceback_and_its_reason():
+    assert error_lines(GUNICORN_WORKER_BOOT) == [
+        'File "/usr/lib/python3.11/importlib/__init__.py", line 126, in import_module: return _bootstrap._gcd_import(name[level:], package, level)',
+        'File "/srv/app/wsgi.py", line 3, in <module>: import flask_sqlalchemy',
+        "ModuleNotFoundError: No module named 'flask_sqlalchemy'",
+        "Reason: Worker failed to boot.",
+    ]
+
+
+def test_other_output_gives_its_first_error_lines():
+    assert error_lines(NOISE_WITH_ERRORS) == [
+        "error: cannot connect to 127.0.0.9:5432: connection refused",
+        "error: cannot connect to 127.0.0.9:5432: connection refused",
+        "FATAL: giving up after 2 attempts",
+    ]
+
+
+def test_output_without_errors_gives_its_last_lines():
+    assert error_lines(PLAIN_NOISE) == [f"request {n} served in 3 ms" for n in range(50 - MAX_LINES, 50)]
+    assert error_lines("") == [] and error_lines("\n\n  \n") == []
+
+
+def test_the_excerpt_is_bounded_and_plain_text():
+    many = "".join(f"error {n}: " + "x" * 500 + "\n" for n in range(100))
+    lines = error_lines(many)
+    assert len(lines) == MAX_LINES
+    assert all(len(line) <= WIDTH for line in lines) and lines[0].endswith("…")
+    coloured = "\x1b[31mERROR\x1b[0m: bad [bold]thing[/bold]\r\n"
+    assert error_lines(coloured) == ["ERROR: bad [bold]thing[/bold]"]
