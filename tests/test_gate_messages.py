@@ -1,9 +1,25 @@
-"""What a failed boot or health gate tells the user: the few lines of a server's output
-that explain the failure (first, the extraction over sample logs)."""
+"""What a failed boot or health gate tells the user: where the server's log is and the few
+lines of it that explain the failure, in the one line of `phoenix: error:`.
+
+Three levels: the excerpt extraction over sample logs (no process), the executor with the
+in-memory drivers (the message is put together from what the driver returns), and real
+server processes behind real HAProxy on the local provider, through the `phoenix` command."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from phoenixctl.drivers.base import LogExcerpt
+from phoenixctl.drivers.fake import FakeWorld
+from phoenixctl.errors import GateFailed
 from phoenixctl.excerpt import MAX_LINES, WIDTH, error_lines
+from phoenixctl.executor import Executor, Project
+
+from conftest import phoenix
 
 # --- the excerpt, from sample logs --------------------------------------------------------------
 
@@ -148,3 +164,117 @@ def test_the_excerpt_is_bounded_and_plain_text():
     assert all(len(line) <= WIDTH for line in lines) and lines[0].endswith("…")
     coloured = "\x1b[31mERROR\x1b[0m: bad [bold]thing[/bold]\r\n"
     assert error_lines(coloured) == ["ERROR: bad [bold]thing[/bold]"]
+
+
+def test_an_excerpt_reads_as_one_line():
+    assert str(LogExcerpt("x.log", ("a", "b"))) == "see x.log: a | b"
+    assert str(LogExcerpt("x.log")) == "see x.log"
+
+
+# --- the executor puts the message together (in-memory drivers) ---------------------------------
+
+SPEC = {
+    "project": "fake",
+    "provider": "fake",
+    "images": {"app": {"start": "serve"}},
+    "roles": {"web": {"image": "app", "port": 8080}},
+    "environments": {"prod": {"roles": {"web": 1}}},
+    "defaults": {"deadlines": {"boot": "2s", "health": "0.3s", "swap": "2s", "drain": "2s", "stop": "2s"}},
+}
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> tuple[Path, FakeWorld]:
+    spec_path = tmp_path / "phoenix.yaml"
+    spec_path.write_text(yaml.safe_dump(SPEC))
+    return spec_path, FakeWorld.of(tmp_path / ".phoenix")
+
+
+def test_a_failed_health_gate_names_the_log_and_quotes_it(fake):
+    spec_path, world = fake
+    world.unhealthy_roles.add("web")
+    world.outputs["web"] = PYTHON_AT_IMPORT.replace(ROOT, "")
+    with pytest.raises(GateFailed) as raised:
+        Executor(Project(spec_path)).up("prod")
+    error = raised.value
+    assert error.gate == "health" and error.log is not None
+    assert str(error) == (
+        f"server {error.server_id} failed its health gate: GET /healthz still answered HTTP 500 after 0.3s; "
+        f"see the fake log of {error.server_id}: "
+        "File \"app/settings.py\", line 9, in <module>: SETTINGS = load() | "
+        "File \"app/settings.py\", line 6, in load: raise KeyError(name) | KeyError: 'DATABASE_URL'"
+    )
+
+
+# --- real server processes on the local provider, through the `phoenix` command ---------------------
+
+BROKEN_SERVER = '''\
+"""A server that fails at import: its settings raise."""
+from settings import load
+
+SETTINGS = load()
+'''
+
+BROKEN_SETTINGS = '''\
+import os
+
+
+def load():
+    # brackets as a log may hold them: printed as they are, never read as markup
+    raise RuntimeError("no [bold]DATABASE_URL[/bold] in the environment [/]")
+'''
+
+
+def only_backend(spec_path: Path, **role) -> None:
+    """The copy's `ci` with the backend alone, its role edited as asked, short deadlines."""
+    data = yaml.safe_load(spec_path.read_text())
+    data["environments"]["ci"]["roles"] = {"backend": 1}
+    data["roles"]["backend"].update(role)
+    data["defaults"]["deadlines"].update(boot="10s", health="2s")
+    spec_path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if not line.startswith("  ")]  # event lines are indented
+    assert len(lines) == 1 and lines[0] == stderr.splitlines()[-1], stderr
+    return lines[0]
+
+
+def test_a_server_that_raises_at_import_names_its_log_and_the_exception(ci_copy: Path):
+    app = ci_copy.parent / "app"
+    (app / "broken.py").write_text(BROKEN_SERVER)
+    (app / "settings.py").write_text(BROKEN_SETTINGS)
+    only_backend(ci_copy, command="python app/broken.py")
+
+    result = phoenix(ci_copy, "up", "ci")
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    line = one_error_line(result.stderr)
+    match = re.fullmatch(
+        r"phoenix: error: server (backend-[0-9a-f]{6}) failed its boot gate: its process exited; "
+        r"see (\.phoenix/logs/ci/backend/backend-[0-9a-f]{6}\.log): (.*)",
+        line,
+    )
+    assert match, line
+    server_id, log, excerpt = match.groups()
+    assert log == f".phoenix/logs/ci/backend/{server_id}.log"
+    assert (ci_copy.parent / log).is_file()  # the log outlives the server
+    assert excerpt == (
+        'File "app/broken.py", line 4, in <module>: SETTINGS = load() | '
+        'File "app/settings.py", line 6, in load: raise RuntimeError("no [bold]DATABASE_URL[/bold] in the environment [/]") | '
+        "RuntimeError: no [bold]DATABASE_URL[/bold] in the environment [/]"
+    )
+
+
+def test_a_boot_command_that_fails_names_the_log_too(ci_copy: Path):
+    only_backend(ci_copy, runcmd=["echo 'mounting /data' && echo 'error: /data is not a directory' >&2 && exit 3"])
+
+    result = phoenix(ci_copy, "up", "ci")
+
+    assert result.returncode == 1, result.stderr
+    assert re.fullmatch(
+        r"phoenix: error: server (backend-[0-9a-f]{6}) failed its launch gate: \1: runcmd 1 exited 3; "
+        r"see \.phoenix/logs/ci/backend/\1\.log: error: /data is not a directory",
+        one_error_line(result.stderr),
+    ), result.stderr

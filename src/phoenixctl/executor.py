@@ -681,7 +681,7 @@ class Executor:
         try:
             self.poll(deadline, listening, interval=0.02, max_interval=0.1)
         except DeadlineExceeded as exc:
-            raise GateFailed(row.id, "boot", str(exc)) from None
+            raise GateFailed(row.id, "boot", str(exc), self.compute.log_excerpt(row.handle_data)) from None
 
     def _wait_healthy(self, row: ServerRow, deadline: Deadline) -> None:
         health = self.spec.roles[row.role].health
@@ -696,7 +696,8 @@ class Executor:
         try:
             self.poll(deadline, healthy, interval=0.05, max_interval=0.5)
         except DeadlineExceeded:
-            raise GateFailed(row.id, "health", f"GET {health.path} still answered {last} after {deadline.seconds:g}s") from None
+            reason = f"GET {health.path} still answered {last} after {deadline.seconds:g}s"
+            raise GateFailed(row.id, "health", reason, self.compute.log_excerpt(row.handle_data)) from None
 
     def _warm(self, op: Operation, row: ServerRow, spec) -> None:
         result = warmup.warm(f"http://{row.address}:{row.port}", spec)
@@ -715,8 +716,7 @@ class Executor:
 
     def _check_alive(self, row: ServerRow, gate: str) -> None:
         if not self.compute.is_alive(row.handle_data):
-            tail = self.compute.log_tail(row.handle_data)
-            raise GateFailed(row.id, gate, f"its process exited{': ' + tail if tail else ''}")
+            raise GateFailed(row.id, gate, "its process exited", self.compute.log_excerpt(row.handle_data))
 
     def _swap_in(self, op: Operation, env: str, row: ServerRow, lb: LoadBalancerRow) -> None:
         deadline = Deadline(self.spec.deadlines(env).swap, f"the {row.role} load balancer to report {row.id} UP")

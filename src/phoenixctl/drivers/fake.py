@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..deadline import Deadline
 from ..errors import PhoenixError
+from ..excerpt import error_lines
 from ..spec import ImageSpec
-from .base import BakeResult, BalancerRequest, ComputeDriver, Endpoint, Launched, LaunchRequest, LoadBalancerDriver, MemberCounters, MemberState
+from .base import BakeResult, BalancerRequest, ComputeDriver, Endpoint, Launched, LaunchRequest, LoadBalancerDriver, LogExcerpt, MemberCounters, MemberState
 
 
 @dataclass
@@ -26,6 +27,7 @@ class FakeServer:
     role: str
     alive: bool = True
     healthy: bool = True
+    output: str = ""  # what it printed (its log)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class FakeWorld:
     balancers: dict[str, dict[str, FakeMember]] = field(default_factory=dict)  # lb key -> members
     events: list[tuple] = field(default_factory=list)
     unhealthy_roles: set[str] = field(default_factory=set)  # new servers of these roles fail health
+    outputs: dict[str, str] = field(default_factory=dict)  # role -> what its new servers print
     fail_remove: bool = False  # remove_member raises (a balancer that cannot be reached)
     violations: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -93,7 +96,10 @@ class FakeCompute(ComputeDriver):
         return True
 
     def launch(self, request: LaunchRequest, reserve_address) -> Launched:
-        server = FakeServer(request.server_id, request.role, healthy=request.role not in self.world.unhealthy_roles)
+        server = FakeServer(
+            request.server_id, request.role, healthy=request.role not in self.world.unhealthy_roles,
+            output=self.world.outputs.get(request.role, ""),
+        )
         with self.world.lock:
             self.world.servers[server.id] = server
             number = next(self.world.ids)
@@ -128,6 +134,10 @@ class FakeCompute(ComputeDriver):
     def health(self, handle: dict, address: str, port: int, path: str, timeout: float) -> str:
         server = self._server(handle)
         return "" if server and server.alive and server.healthy else "HTTP 500"
+
+    def log_excerpt(self, handle: dict) -> LogExcerpt | None:
+        server = self._server(handle)
+        return LogExcerpt(f"the fake log of {server.id}", tuple(error_lines(server.output))) if server else None
 
 
 class FakeLoadBalancers(LoadBalancerDriver):
