@@ -206,6 +206,16 @@ def test_a_failed_health_gate_names_the_log_and_quotes_it(fake):
     )
 
 
+def test_a_health_path_answered_404_throughout_says_the_path_may_be_wrong(fake):
+    spec_path, world = fake
+    world.unhealthy_roles.add("web")
+    world.answers["web"] = "HTTP 404"
+    with pytest.raises(GateFailed, match=re.escape(
+        "GET /healthz still answered HTTP 404 after 0.3s (is health.path right? the server answers 404 for it); see the fake log of "
+    )):
+        Executor(Project(spec_path)).up("prod")
+
+
 # --- real server processes on the local provider, through the `phoenix` command ---------------------
 
 BROKEN_SERVER = '''\
@@ -265,6 +275,20 @@ def test_a_server_that_raises_at_import_names_its_log_and_the_exception(ci_copy:
         'File "app/settings.py", line 6, in load: raise RuntimeError("no [bold]DATABASE_URL[/bold] in the environment [/]") | '
         "RuntimeError: no [bold]DATABASE_URL[/bold] in the environment [/]"
     )
+
+
+def test_a_health_path_the_server_does_not_have_says_the_path_may_be_wrong(ci_copy: Path):
+    only_backend(ci_copy, health={"path": "/health"})  # the example answers /healthz
+
+    result = phoenix(ci_copy, "up", "ci")
+
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result.stderr)
+    assert re.fullmatch(
+        r"phoenix: error: server (backend-[0-9a-f]{6}) failed its health gate: GET /health still answered HTTP 404 after 2s "
+        r"\(is health\.path right\? the server answers 404 for it\); see \.phoenix/logs/ci/backend/\1\.log: .*listening on .*",
+        line,
+    ), line
 
 
 def test_a_boot_command_that_fails_names_the_log_too(ci_copy: Path):

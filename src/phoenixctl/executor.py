@@ -686,17 +686,21 @@ class Executor:
     def _wait_healthy(self, row: ServerRow, deadline: Deadline) -> None:
         health = self.spec.roles[row.role].health
         last = "no answer"
+        answers: set[str] = set()
 
         def healthy() -> bool:
             nonlocal last
             self._check_alive(row, "health")
             last = self.compute.health(row.handle_data, row.address, row.port, health.path, health.timeout)
+            answers.add(last)
             return not last
 
         try:
             self.poll(deadline, healthy, interval=0.05, max_interval=0.5)
         except DeadlineExceeded:
             reason = f"GET {health.path} still answered {last} after {deadline.seconds:g}s"
+            if answers == {"HTTP 404"}:  # a server that answers, but not on that path
+                reason += " (is health.path right? the server answers 404 for it)"
             raise GateFailed(row.id, "health", reason, self.compute.log_excerpt(row.handle_data)) from None
 
     def _warm(self, op: Operation, row: ServerRow, spec) -> None:

@@ -27,6 +27,7 @@ class FakeServer:
     role: str
     alive: bool = True
     healthy: bool = True
+    answer: str = "HTTP 500"  # what its health check answers when it is not healthy
     output: str = ""  # what it printed (its log)
 
 
@@ -42,6 +43,7 @@ class FakeWorld:
     balancers: dict[str, dict[str, FakeMember]] = field(default_factory=dict)  # lb key -> members
     events: list[tuple] = field(default_factory=list)
     unhealthy_roles: set[str] = field(default_factory=set)  # new servers of these roles fail health
+    answers: dict[str, str] = field(default_factory=dict)  # role -> what its unhealthy servers answer (HTTP 500)
     outputs: dict[str, str] = field(default_factory=dict)  # role -> what its new servers print
     fail_remove: bool = False  # remove_member raises (a balancer that cannot be reached)
     violations: list[str] = field(default_factory=list)
@@ -98,7 +100,7 @@ class FakeCompute(ComputeDriver):
     def launch(self, request: LaunchRequest, reserve_address) -> Launched:
         server = FakeServer(
             request.server_id, request.role, healthy=request.role not in self.world.unhealthy_roles,
-            output=self.world.outputs.get(request.role, ""),
+            answer=self.world.answers.get(request.role, "HTTP 500"), output=self.world.outputs.get(request.role, ""),
         )
         with self.world.lock:
             self.world.servers[server.id] = server
@@ -133,7 +135,9 @@ class FakeCompute(ComputeDriver):
 
     def health(self, handle: dict, address: str, port: int, path: str, timeout: float) -> str:
         server = self._server(handle)
-        return "" if server and server.alive and server.healthy else "HTTP 500"
+        if server and server.alive and server.healthy:
+            return ""
+        return server.answer if server else "HTTP 500"
 
     def log_excerpt(self, handle: dict) -> LogExcerpt | None:
         server = self._server(handle)
