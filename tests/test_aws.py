@@ -27,6 +27,7 @@ from phoenixctl.drivers.aws_api import AWS
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
+from phoenixctl.excerpt import error_lines
 from phoenixctl.executor import Executor, Project
 from phoenixctl.userdata import decode_content
 from phoenixctl.userdata import parse as parse_userdata
@@ -481,6 +482,25 @@ def test_a_builder_powers_off_and_its_console_decides(cloud, tmp_path, monkeypat
             ex.bake()
         assert cloud.ec2.describe_images(Owners=["self"])["Images"] == []
     assert cloud.leftovers() == NOTHING  # the builder is terminated either way
+
+
+def test_a_failed_gate_points_at_the_instance_console(cloud, tmp_path):
+    ami = cloud.ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance = cloud.ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    source = f"the console output of instance {instance} (the server's own output: journalctl -u phoenix-server on it)"
+    try:
+        # an emulator's console is canned: the pointer only
+        emulated = executor(aws_example(tmp_path / "emulated")).compute.log_excerpt({"instance_id": instance})
+        assert (emulated.source, emulated.lines) == (source, ())
+        # a real cloud's console is read and quoted (here moto's canned text, read through the API)
+        real = executor(aws_example(tmp_path / "real", *REAL_CLOUD)).compute
+        console = cloud.ec2.get_console_output(InstanceId=instance)["Output"]
+        excerpt = real.log_excerpt({"instance_id": instance})
+        assert excerpt.source == source and excerpt.lines == tuple(error_lines(console)) and excerpt.lines
+        assert real.log_excerpt({"instance_id": "i-0123456789abcdef0"}).lines == ()  # no console to read: the pointer still
+        assert real.log_excerpt({}) is None
+    finally:
+        cloud.ec2.terminate_instances(InstanceIds=[instance])
 
 
 def test_a_floating_ip_goes_back_when_the_new_server_fails(cloud, tmp_path):

@@ -205,7 +205,12 @@ def test_failed_health_gate_leaves_environment_as_before(production: Environment
     assert out == ""
     error_lines = [line for line in err.splitlines() if not line.startswith("  ")]
     assert len(error_lines) == 1, err
-    assert re.fullmatch(r"phoenix: error: server frontend-[0-9a-f]{6} failed its health gate: GET /healthz still answered HTTP 500 after 3s", error_lines[0]), err
+    assert re.fullmatch(
+        r"phoenix: error: server (frontend-[0-9a-f]{6}) failed its health gate: GET /healthz still answered HTTP 500 after 3s; "
+        r"see \.phoenix/logs/production/frontend/\1\.log: \1 frontend .* listening on .*"  # the log's last lines: no error in it
+        r"; production serves the release of op-\d{8}-\d{6}-[0-9a-f]{6} on every role",  # a release is the unit
+        error_lines[0],
+    ), err
     assert err.splitlines()[-1] == error_lines[0]
 
     # Nobody noticed.

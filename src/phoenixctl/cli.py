@@ -57,8 +57,8 @@ class RichReporter(Reporter):
         self.task = progress.add_task("working", total=0) if progress else None
 
     def info(self, message: str) -> None:
-        if not self.quiet:
-            (self.progress.console if self.progress else err).print(f"  {message}")
+        if not self.quiet:  # plain text: a server's output quoted in it may hold [brackets]
+            (self.progress.console if self.progress else err).print(f"  {message}", markup=False)
 
     def planned(self, steps: int) -> None:
         if self.progress and steps:

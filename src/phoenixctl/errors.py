@@ -16,7 +16,10 @@ class SpecError(PhoenixError):
 class GateFailed(PhoenixError):
     """A new server did not pass one of its gates before its deadline."""
 
-    def __init__(self, server_id: str, gate: str, reason: str):
-        super().__init__(f"server {server_id} failed its {gate} gate: {reason}")
+    def __init__(self, server_id: str, gate: str, reason: str, log=None):
+        """`log`: the server's `LogExcerpt` (where its output is, what in it explains the
+        failure), quoted at the end of the one line."""
+        super().__init__(f"server {server_id} failed its {gate} gate: {reason}" + (f"; {log}" if log else ""))
         self.server_id = server_id
         self.gate = gate
+        self.log = log

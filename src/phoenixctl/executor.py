@@ -758,22 +758,27 @@ class Executor:
         try:
             self.poll(deadline, listening, interval=0.02, max_interval=0.1)
         except DeadlineExceeded as exc:
-            raise GateFailed(row.id, "boot", str(exc)) from None
+            raise GateFailed(row.id, "boot", str(exc), self.compute.log_excerpt(row.handle_data)) from None
 
     def _wait_healthy(self, row: ServerRow, deadline: Deadline) -> None:
         health = self.spec.roles[row.role].health
         last = "no answer"
+        answers: set[str] = set()
 
         def healthy() -> bool:
             nonlocal last
             self._check_alive(row, "health")
             last = self.compute.health(row.handle_data, row.address, row.port, health.path, health.timeout)
+            answers.add(last)
             return not last
 
         try:
             self.poll(deadline, healthy, interval=0.05, max_interval=0.5)
         except DeadlineExceeded:
-            raise GateFailed(row.id, "health", f"GET {health.path} still answered {last} after {deadline.seconds:g}s") from None
+            reason = f"GET {health.path} still answered {last} after {deadline.seconds:g}s"
+            if answers == {"HTTP 404"}:  # a server that answers, but not on that path
+                reason += " (is health.path right? the server answers 404 for it)"
+            raise GateFailed(row.id, "health", reason, self.compute.log_excerpt(row.handle_data)) from None
 
     def _warm(self, op: Operation, row: ServerRow, spec) -> None:
         result = warmup.warm(f"http://{row.address}:{row.port}", spec)
@@ -792,8 +797,7 @@ class Executor:
 
     def _check_alive(self, row: ServerRow, gate: str) -> None:
         if not self.compute.is_alive(row.handle_data):
-            tail = self.compute.log_tail(row.handle_data)
-            raise GateFailed(row.id, gate, f"its process exited{': ' + tail if tail else ''}")
+            raise GateFailed(row.id, gate, "its process exited", self.compute.log_excerpt(row.handle_data))
 
     def _swap_in(self, op: Operation, env: str, row: ServerRow, lb: LoadBalancerRow) -> None:
         deadline = Deadline(self.spec.deadlines(env).swap, f"the {row.role} load balancer to report {row.id} UP")
@@ -805,8 +809,8 @@ class Executor:
                 self.poll(deadline, lambda: self._member_up(lb, row), interval=0.05, max_interval=0.1)
             except BaseException as exc:
                 self._remove_and_destroy(op, env, lb, row.id)
-                if not isinstance(exc, Exception):
-                    raise
+                if isinstance(exc, GateFailed) or not isinstance(exc, Exception):
+                    raise  # a gate's own failure (its process exited, with its log) stays as it is
                 raise GateFailed(row.id, "load balancer", str(exc)) from None
         self.store.update_server(row.id, state="in_service", in_service=True)
         self.reporter.info(f"{row.role}: {row.id} in service")

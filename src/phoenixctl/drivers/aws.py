@@ -30,10 +30,11 @@ from pathlib import Path
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
+from ..excerpt import error_lines
 from ..spec import ImageRef, ImageSpec, ProviderSpec
 from ..userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
 from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_filters, tag_map
-from .base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest
+from .base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
 from .local import recipe_digest, walk_files
 
 EVENTUAL_GRACE = 60.0  # seconds after a launch during which "not found" means "not visible yet"
@@ -354,6 +355,22 @@ class AWSCompute(ComputeDriver):
 
     def label(self, handle: dict) -> str:
         return f"instance {handle.get('instance_id')}"
+
+    def log_excerpt(self, handle: dict) -> LogExcerpt | None:
+        """The instance's console output (cloud-init and its boot commands; it can lag by
+        minutes); the server's own output is in the instance's journal. An emulator's
+        console is a canned text: nothing is quoted from it."""
+        instance_id = handle.get("instance_id")
+        if not instance_id:
+            return None
+        source = f"the console output of instance {instance_id} (the server's own output: journalctl -u phoenix-server on it)"
+        if self.aws.emulator:
+            return LogExcerpt(source)
+        try:
+            output = self.aws.call("ec2", "get_console_output", InstanceId=instance_id, Latest=True).get("Output", "")  # decoded by botocore
+        except PhoenixError:
+            output = ""  # not available (yet): the pointer still helps
+        return LogExcerpt(source, tuple(error_lines(output)))
 
     # --- doctor -------------------------------------------------------------------------------
     def capability_report(self, probe: bool, deadline: Deadline, sample: ImageSample | None = None) -> list[dict]:

@@ -141,6 +141,18 @@ def owned_path(workdir: Path, recorded: str, what: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class LogExcerpt:
+    """Where a server's output can be read, and the few lines of it that explain a failure
+    (see `phoenixctl.excerpt`). Its text is one line, for a gate's error message."""
+
+    source: str  # `.phoenix/logs/ci/web/web-1a2b3c.log`, `the console output of instance i-0abc`
+    lines: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return f"see {self.source}" + (f": {' | '.join(self.lines)}" if self.lines else "")
+
+
 class ComputeDriver(ABC):
     """Images and servers."""
 
@@ -241,8 +253,10 @@ class ComputeDriver(ABC):
         """Provider-specific fields for `status` (pid and root for local servers)."""
         return {}
 
-    def log_tail(self, handle: dict, lines: int = 3) -> str:
-        return ""
+    def log_excerpt(self, handle: dict) -> LogExcerpt | None:
+        """Where the server's output is and what in it explains a failed gate (read while
+        the gate fails: a log that outlives the server, a console); None: nowhere known."""
+        return None
 
 
 class LoadBalancerDriver(ABC):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ..deadline import Deadline
 from ..errors import PhoenixError
+from ..excerpt import error_lines
 from ..spec import ImageSpec
-from .base import BakeResult, BalancerRequest, ComputeDriver, Endpoint, Launched, LaunchRequest, LoadBalancerDriver, MemberCounters, MemberState
+from .base import BakeResult, BalancerRequest, ComputeDriver, Endpoint, Launched, LaunchRequest, LoadBalancerDriver, LogExcerpt, MemberCounters, MemberState
 
 
 @dataclass
@@ -26,6 +27,8 @@ class FakeServer:
     role: str
     alive: bool = True
     healthy: bool = True
+    answer: str = "HTTP 500"  # what its health check answers when it is not healthy
+    output: str = ""  # what it printed (its log)
 
 
 @dataclass
@@ -40,6 +43,8 @@ class FakeWorld:
     balancers: dict[str, dict[str, FakeMember]] = field(default_factory=dict)  # lb key -> members
     events: list[tuple] = field(default_factory=list)
     unhealthy_roles: set[str] = field(default_factory=set)  # new servers of these roles fail health
+    answers: dict[str, str] = field(default_factory=dict)  # role -> what its unhealthy servers answer (HTTP 500)
+    outputs: dict[str, str] = field(default_factory=dict)  # role -> what its new servers print
     fail_remove: bool = False  # remove_member raises (a balancer that cannot be reached)
     violations: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -54,18 +59,19 @@ class FakeWorld:
     def log(self, *event) -> None:
         """Record an event, with how many healthy members take traffic right after it."""
         with self.lock:
-            serving = {key: len(self.serving(key)) for key in self.balancers}
+            # Copies: the balancer drivers change members without this lock (one dict operation each).
+            serving = {key: len(self.serving(key)) for key in list(self.balancers)}
             self.events.append((*event, serving))
             # Never stop a server while the balancer still sends to it.
             if event[0] == "destroy" and any(
-                event[1] in members and members[event[1]].state == "ready" for members in self.balancers.values()
+                event[1] in members and members[event[1]].state == "ready" for members in list(self.balancers.values())
             ):
                 self.violations.append(f"{event[1]} destroyed while still in service")
 
     def serving(self, key: str) -> set[str]:
         return {
             name
-            for name, m in self.balancers.get(key, {}).items()
+            for name, m in list(self.balancers.get(key, {}).items())
             if m.state == "ready" and self.servers[name].alive and self.servers[name].healthy
         }
 
@@ -92,7 +98,10 @@ class FakeCompute(ComputeDriver):
         return True
 
     def launch(self, request: LaunchRequest, reserve_address) -> Launched:
-        server = FakeServer(request.server_id, request.role, healthy=request.role not in self.world.unhealthy_roles)
+        server = FakeServer(
+            request.server_id, request.role, healthy=request.role not in self.world.unhealthy_roles,
+            answer=self.world.answers.get(request.role, "HTTP 500"), output=self.world.outputs.get(request.role, ""),
+        )
         with self.world.lock:
             self.world.servers[server.id] = server
             number = next(self.world.ids)
@@ -126,7 +135,13 @@ class FakeCompute(ComputeDriver):
 
     def health(self, handle: dict, address: str, port: int, path: str, timeout: float) -> str:
         server = self._server(handle)
-        return "" if server and server.alive and server.healthy else "HTTP 500"
+        if server and server.alive and server.healthy:
+            return ""
+        return server.answer if server else "HTTP 500"
+
+    def log_excerpt(self, handle: dict) -> LogExcerpt | None:
+        server = self._server(handle)
+        return LogExcerpt(f"the fake log of {server.id}", tuple(error_lines(server.output))) if server else None
 
 
 class FakeLoadBalancers(LoadBalancerDriver):

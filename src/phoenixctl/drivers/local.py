@@ -25,11 +25,13 @@ import psutil
 from .. import userdata
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
+from ..excerpt import error_lines
 from ..spec import ImageSpec
-from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, owned_path
+from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
 _IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
+LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
 
 
 def recipe_digest(recipe: ImageSpec, project_dir: Path) -> str:
@@ -291,8 +293,7 @@ class LocalCompute(ComputeDriver):
             raise PhoenixError(f"user-data writes {path}, outside the server")
         return target
 
-    @staticmethod
-    def _run_boot_step(request: LaunchRequest, what: str, argv: list[str], root: Path, env: dict, log, deadline: Deadline) -> None:
+    def _run_boot_step(self, request: LaunchRequest, what: str, argv: list[str], root: Path, env: dict, log, deadline: Deadline) -> None:
         log.write(f"phoenix: {what}\n".encode())
         log.flush()
         try:
@@ -300,7 +301,9 @@ class LocalCompute(ComputeDriver):
         except subprocess.TimeoutExpired:
             raise PhoenixError(f"{request.server_id}: {what} ran out of time") from None
         if result.returncode != 0:
-            raise PhoenixError(f"{request.server_id}: {what} exited {result.returncode} (see its log)")
+            log.flush()
+            excerpt = self.log_excerpt({"log": log.name, "root": str(root)})
+            raise PhoenixError(f"{request.server_id}: {what} exited {result.returncode}; {excerpt}")
 
     def is_alive(self, handle: dict) -> bool:
         """True while the server's process is the one we started and not a zombie."""
@@ -418,9 +421,25 @@ class LocalCompute(ComputeDriver):
     def adopt(self, recorded: dict, found: dict) -> dict:
         return {**recorded, **{key: found[key] for key in ("pid", "started", "root", "dir")}}  # the recorded log path stays
 
-    def log_tail(self, handle: dict, lines: int = 3) -> str:
+    def log_excerpt(self, handle: dict) -> LogExcerpt | None:
+        """The server's log (named relative to the project directory) and what in it explains
+        a failure; paths inside the server's root read as the project's (`app/server.py`)."""
+        if not handle.get("log"):
+            return None
+        path = Path(handle["log"])
         try:
-            text = Path(handle["log"]).read_text(errors="replace").strip().splitlines()
-        except (OSError, KeyError):
-            return ""
-        return " | ".join(text[-lines:])
+            size = path.stat().st_size
+            with path.open("rb") as log:
+                data = log.read(LOG_READ if size > 2 * LOG_READ else size)
+                if size > 2 * LOG_READ:  # a long log: its start and its end
+                    log.seek(size - LOG_READ)
+                    data += b"\n" + log.read().partition(b"\n")[2]
+        except OSError:
+            return None  # no log where the handle says (a server adopted by recovery: its role was unknown)
+        root = handle.get("root")
+        roots = {str(Path(root)) + os.sep, str(Path(root).resolve()) + os.sep} if root else set()
+        for base in (self.workdir.parent, self.workdir.parent.resolve()):  # the project directory
+            if path.is_relative_to(base):
+                path = path.relative_to(base)
+                break
+        return LogExcerpt(str(path), tuple(error_lines(data.decode(errors="replace"), strip=tuple(roots))))
