@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
+from .paths import inside_project
 from .secrets import SecretResolver, keyed_hash, same_source
 from .spec import ConfigLayer, FileSpec, LoadedSpec, SecretRef
 
@@ -166,7 +167,10 @@ def file_content(loaded: LoadedSpec, item: Item, secrets: dict[str, bytes] | Non
         return secret_repr(spec.secret, secrets, mode, key).encode() if mode != "deliver" else secrets[spec.secret]
     if spec.content is not None:
         return spec.content.encode()
-    path = loaded.project_dir / spec.source
+    try:
+        path = inside_project(loaded.project_dir, spec.source)
+    except ValueError as exc:
+        raise SpecError(f"{place(loaded, item.loc + ('source',))}: {exc}") from None
     try:
         return path.read_bytes()
     except OSError:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .errors import SpecError
+from .paths import secret_file
 from .spec import LoadedSpec, SecretSource
 
 COMMAND_TIMEOUT = 30.0
@@ -70,7 +71,7 @@ class SecretResolver:
         check_source(self.loaded, env, name, source)
         if source.file is not None:
             try:
-                value = (self.loaded.project_dir / source.file).read_bytes()
+                value = secret_path(self.loaded, env, name, source.file).read_bytes()
             except OSError as exc:
                 raise SpecError(f"{place}: cannot read file {source.file}: {exc.strerror}") from None
         elif source.env is not None:
@@ -107,7 +108,7 @@ def check_source(loaded: LoadedSpec, env: str, name: str, source: SecretSource) 
         return None
     if source.file is None:
         return None
-    path = loaded.project_dir / source.file
+    path = secret_path(loaded, env, name, source.file)
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -125,6 +126,14 @@ def check_source(loaded: LoadedSpec, env: str, name: str, source: SecretSource) 
             f"chmod 600 {shlex.quote(source.file)}"
         )
     return None
+
+
+def secret_path(loaded: LoadedSpec, env: str, name: str, file: str) -> Path:
+    """The file a secret is read from: inside the project, or named by its absolute path."""
+    try:
+        return secret_file(loaded.project_dir, file)
+    except ValueError as exc:
+        raise SpecError(f"{secret_place(loaded, env, name)}: {exc}") from None
 
 
 def check_sources(loaded: LoadedSpec) -> list[str]:

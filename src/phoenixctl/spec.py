@@ -25,6 +25,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, WithJsonSc
 from pydantic_core import core_schema as cs
 
 from .errors import SpecError
+from .paths import ImageFileError, check_image_files, inside_project, secret_file
 
 SPEC_FILENAME = "phoenix.yaml"
 # Bounds on what a spec may be, so a hostile or broken file is refused at once instead of
@@ -721,12 +722,21 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
                 )
     for image_name, image in spec.images.items():
         for index, file in enumerate(image.files):
+            try:
+                inside_project(loaded.project_dir, file)
+            except ValueError as exc:
+                fail(("images", image_name, "files", index), str(exc))
             if not (loaded.project_dir / file).exists():
                 fail(("images", image_name, "files", index), f"{file!r} does not exist next to {name}")
+        try:
+            check_image_files(loaded.project_dir, image.files)
+        except ImageFileError as exc:
+            fail(("images", image_name, "files", exc.index), str(exc))
         for ref in ("base", "prebuilt"):
             manifest = getattr(image, ref) and getattr(image, ref).packer_manifest
             if manifest and not (loaded.project_dir / manifest).exists():
                 fail(("images", image_name, ref, "packer_manifest"), f"{manifest!r} does not exist next to {name}")
+    _check_boot_paths(loaded, fail)
     for role_name, role in spec.roles.items():
         for env_name, env in spec.environments.items():
             env_role = env.roles.get(role_name)
@@ -737,6 +747,36 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
                     ("environments", env_name, "roles", role_name),
                     f"a floating IP points at one server; role {role_name} has discovery type floating_ip but {env_role.count} servers",
                 )
+
+
+def _check_boot_paths(loaded: LoadedSpec, fail) -> None:
+    """Boot file sources and scripts are project files; secret files are inside the project
+    or named by their absolute path (see paths.py)."""
+    spec = loaded.spec
+    layers: list[tuple[tuple, ConfigLayer]] = [(("defaults",), spec.defaults)]
+    layers += [(("roles", role_name), role) for role_name, role in spec.roles.items()]
+    for env_name, env in spec.environments.items():
+        layers.append((("environments", env_name), env))
+        layers += [(("environments", env_name, "roles", role_name), env_role) for role_name, env_role in env.roles.items()]
+    for prefix, layer in layers:
+        for index, file in enumerate(layer.files):
+            if file.source is not None:
+                try:
+                    inside_project(loaded.project_dir, file.source)
+                except ValueError as exc:
+                    fail(prefix + ("files", index, "source"), str(exc))
+        for index, script in enumerate(layer.scripts):
+            try:
+                inside_project(loaded.project_dir, script)
+            except ValueError as exc:
+                fail(prefix + ("scripts", index), str(exc))
+    for env_name, env in spec.environments.items():
+        for secret_name, source in env.secrets.items():
+            if source.file is not None:
+                try:
+                    secret_file(loaded.project_dir, source.file)
+                except ValueError as exc:
+                    fail(("environments", env_name, "secrets", secret_name, "file"), str(exc))
 
 
 def role_waves(spec: Spec, roles: list[str]) -> list[list[str]]:

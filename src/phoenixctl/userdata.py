@@ -25,6 +25,7 @@ import yaml
 
 from .config import MergedConfig, file_content, place, variable_value
 from .errors import SpecError
+from .paths import inside_project
 from .spec import LoadedSpec
 
 SERVER_ROOT = "/srv/phoenix"  # where a server's own copy of the image lives on a cloud server
@@ -111,7 +112,9 @@ def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, ch
     parts = [("cloud-config", "cloud-config.yaml", text.encode())]
     for item in merged.scripts:
         try:
-            script = (loaded.project_dir / item.value).read_bytes()
+            script = inside_project(loaded.project_dir, item.value).read_bytes()
+        except ValueError as exc:
+            raise SpecError(f"{place(loaded, item.loc)}: {exc}") from None
         except OSError:
             raise SpecError(f"{place(loaded, item.loc)}: {item.value!r} does not exist next to {loaded.path.name}") from None
         parts.append(("x-shellscript", item.value.rsplit("/", 1)[-1], script))

@@ -105,7 +105,7 @@ class AWSCompute(ComputeDriver):
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
         if recipe.prebuilt:
             return self.resolve(recipe.prebuilt, project_dir)
-        return f"img-{name}-{recipe_digest(recipe, project_dir)[:16]}"
+        return f"img-{name}-{recipe_digest(recipe, project_dir, name)[:16]}"
 
     def _baked(self, image_id: str) -> dict | None:
         images = self.aws.pages(

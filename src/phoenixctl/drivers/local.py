@@ -18,24 +18,26 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import psutil
 
-from .. import userdata
+from .. import paths, userdata
 from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
+from ..errors import PhoenixError, SpecError
 from ..excerpt import error_lines
 from ..spec import ImageSpec
 from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
 
-IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".phoenix", ".git")
-_IGNORED_NAMES = {"__pycache__", ".phoenix", ".git"}
+IGNORED = shutil.ignore_patterns(*paths.IGNORED_NAMES, *(f"*{suffix}" for suffix in paths.IGNORED_SUFFIXES))
+_IGNORED_NAMES = paths.IGNORED_NAMES
 LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
 
 
-def recipe_digest(recipe: ImageSpec, project_dir: Path) -> str:
-    """The content address of an image recipe: its fields and its files' paths, modes and bytes."""
+def recipe_digest(recipe: ImageSpec, project_dir: Path, name: str) -> str:
+    """The content address of an image recipe: its fields, its files' paths, modes and bytes,
+    and its symlinks' targets. Refuses files that lead out of the project (see paths.py)."""
+    links = _image_links(name, recipe, project_dir)
     digest = hashlib.sha256()
     digest.update(json.dumps(recipe.model_dump(exclude_none=True), sort_keys=True).encode())
     for entry in recipe.files:
@@ -43,7 +45,19 @@ def recipe_digest(recipe: ImageSpec, project_dir: Path) -> str:
             relative = path.relative_to(project_dir)
             executable = os.access(path, os.X_OK)
             digest.update(f"\0{relative}\0{int(executable)}\0{_sha256(path)}".encode())
+    for image_path, target in links:
+        digest.update(f"\0{image_path}\0link\0{target}".encode())
     return digest.hexdigest()
+
+
+def _image_links(name: str, recipe: ImageSpec, project_dir: Path) -> list[tuple[str, str]]:
+    """The image's symlinks as (path, target in the image); SpecError for a file or link that
+    leads out of the project."""
+    try:
+        paths.check_image_files(project_dir, recipe.files)
+        return [(image_path, target) for _, image_path, target in paths.image_links(project_dir, recipe.files)]
+    except paths.ImageFileError as exc:
+        raise SpecError(f"images.{name}.files.{exc.index}: {exc}") from None
 
 
 def walk_files(root: Path):
@@ -89,7 +103,7 @@ class LocalCompute(ComputeDriver):
 
     # --- images ---------------------------------------------------------------------------
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
-        return f"img-{name}-{recipe_digest(recipe, project_dir)[:16]}"
+        return f"img-{name}-{recipe_digest(recipe, project_dir, name)[:16]}"
 
     def _image_dir(self, image_id: str) -> Path:
         return self.images_dir / image_id
@@ -107,13 +121,7 @@ class LocalCompute(ComputeDriver):
         rootfs = building / "rootfs"
         rootfs.mkdir(parents=True)
         try:
-            for entry in recipe.files:
-                source, target = project_dir / entry, rootfs / entry
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if source.is_dir():
-                    shutil.copytree(source, target, symlinks=True, ignore=IGNORED, dirs_exist_ok=True)
-                else:
-                    shutil.copy2(source, target)
+            self._copy_files(name, recipe, project_dir, rootfs)
             for index, step in enumerate(recipe.steps):
                 self._run_step(name, index, step, rootfs, deadline)
             manifest = {"image": image_id, "name": name, "start": recipe.start, "files": file_manifest(rootfs)}
@@ -126,6 +134,33 @@ class LocalCompute(ComputeDriver):
         finally:
             shutil.rmtree(building, ignore_errors=True)
         return BakeResult(image_id, str(final), cached=False, seconds=time.monotonic() - started)
+
+    @staticmethod
+    def _copy_files(name: str, recipe: ImageSpec, project_dir: Path, rootfs: Path) -> None:
+        """Copy the image's files, checked again now (they may have changed since the spec was
+        loaded): each must resolve inside the project; a symlink inside them stays a link,
+        rewritten to point at the image's own copy, and one leading out is refused."""
+        try:
+            entries = paths.image_entries(project_dir, recipe.files)
+        except ValueError as exc:
+            raise SpecError(f"bake of image {name}: {exc}") from None
+        for entry, source in entries:
+            target = rootfs / entry
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink():  # an earlier entry's link: replaced, never written through
+                target.unlink()
+            if not source.is_dir():
+                shutil.copy2(source, target)
+                continue
+            shutil.copytree(source, target, symlinks=True, ignore=IGNORED, dirs_exist_ok=True)
+            for relative, link in paths.links_under(target):
+                link.unlink()  # copied as it was written: made again below, or refused
+                image_path = (PurePosixPath(entry) / relative).as_posix()
+                try:
+                    points_to = paths.link_target(project_dir, entries, source / relative, image_path)
+                except ValueError as exc:
+                    raise SpecError(f"bake of image {name}: {exc}") from None
+                link.symlink_to(points_to)
 
     def _run_step(self, name: str, index: int, step: str, rootfs: Path, deadline: Deadline) -> None:
         try:
