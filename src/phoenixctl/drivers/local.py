@@ -358,7 +358,8 @@ class LocalCompute(ComputeDriver):
             return False
 
     def destroy(self, handle: dict, deadline: Deadline) -> None:
-        tree = owned_path(self.workdir, handle.get("dir") or handle.get("root", ""), "server directory")  # before any signal
+        recorded = handle.get("dir") or handle.get("root")
+        tree = owned_path(self.workdir, recorded, "server directory") if recorded else None  # checked before any signal
         if handle.get("pid") and self._group_alive(handle["pid"], handle):  # the leader, or children it left
             pgid = handle["pid"]
             self._signal_group(pgid, signal.SIGTERM)
@@ -372,7 +373,8 @@ class LocalCompute(ComputeDriver):
         child = self._children.pop(handle.get("pid"), None)
         if child is not None:
             child.wait(timeout=5)
-        shutil.rmtree(tree, ignore_errors=True)
+        if tree is not None:  # a launch that failed before it was recorded left nothing here
+            shutil.rmtree(tree, ignore_errors=True)
 
     def terminate(self, handle: dict) -> None:
         if handle.get("pid") and self._group_alive(handle["pid"], handle):
