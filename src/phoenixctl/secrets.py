@@ -16,9 +16,12 @@ import hmac
 import ipaddress
 import os
 import secrets as stdlib_secrets
+import selectors
 import shlex
+import signal
 import stat
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from .errors import SpecError
 from .spec import LoadedSpec, SecretSource
 
 COMMAND_TIMEOUT = 30.0
+COMMAND_OUTPUT_LIMIT = 1 << 20  # a secret is far smaller; more is a command gone wrong
 
 
 def project_key(workdir: Path) -> bytes:
@@ -76,20 +80,77 @@ class SecretResolver:
         elif source.env is not None:
             value = os.environ[source.env].encode()
         else:
+            # Its output is never shown: it may hold part of the secret.
             try:
-                result = subprocess.run(
-                    ["/bin/sh", "-c", source.command], capture_output=True, timeout=COMMAND_TIMEOUT, cwd=self.loaded.project_dir
-                )
-            except subprocess.TimeoutExpired:
-                raise SpecError(f"{place}: command did not finish within {COMMAND_TIMEOUT:g}s") from None
-            if result.returncode != 0:
-                # Its output is not shown: it may hold part of the secret.
-                raise SpecError(f"{place}: command exited {result.returncode}")
-            value = result.stdout
+                value = run_command(source.command, self.loaded.project_dir, COMMAND_TIMEOUT)
+            except CommandFailed as exc:
+                raise SpecError(f"{place}: {exc}") from None
         value = without_trailing_newline(value)
         if not value.strip():
             raise SpecError(f"{place}: the secret is empty")
         return value
+
+
+class CommandFailed(Exception):
+    """Why a secret command gave no value, in words that never include its output."""
+
+
+def run_command(command: str, cwd: Path, timeout: float) -> bytes:
+    """A secret command's standard output. It runs with /bin/sh in a session of its own
+    (stdin /dev/null, stderr discarded); however it ends — its output read, a time-out, an
+    error or an interrupt here — its whole process group is killed with SIGKILL before the
+    shell is reaped, so nothing it started outlives it. (A process that leaves the group
+    itself, by `setsid` or a job-control shell, is out of reach, as with any daemon.)"""
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        output = _read_until_exit(process, time.monotonic() + timeout, timeout)
+    finally:
+        _kill_group(process)
+    if process.returncode != 0:
+        raise CommandFailed(f"command exited {process.returncode}")
+    return output
+
+
+def _read_until_exit(process: subprocess.Popen, deadline: float, timeout: float) -> bytes:
+    """Its output until end of file, then until the shell exits — without reaping it, so
+    the process group keeps its id until `_kill_group` has used it."""
+    chunks: list[bytes] = []
+    size = 0
+    descriptor = process.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(descriptor, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandFailed(f"command did not finish within {timeout:g}s (stopped: its whole process group killed)")
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > COMMAND_OUTPUT_LIMIT:
+                raise CommandFailed(f"command printed more than {COMMAND_OUTPUT_LIMIT} bytes (stopped: its whole process group killed)")
+            chunks.append(chunk)
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() >= deadline:
+            raise CommandFailed(f"command did not finish within {timeout:g}s (stopped: its whole process group killed)")
+        time.sleep(0.01)
+    return b"".join(chunks)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL to the command's process group (its id is the shell's pid, still unreaped),
+    then reap the shell."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is empty: everything already ended
+    process.wait()
+    process.stdout.close()
 
 
 def secret_place(loaded: LoadedSpec, env: str, name: str) -> str:
