@@ -1,11 +1,15 @@
 """Secret commands (issue 13): run in their own session, and nothing they start outlives
-them.
+them; read-only commands never run them.
 
 A secret `{command: ...}` runs with /bin/sh in a new session: however it ends (its output
-read, a time-out, an interrupt), its whole process group is killed and the shell reaped."""
+read, a time-out, an interrupt), its whole process group is killed and the shell reaped.
+`plan`, `userdata`, `config`, `status`, `history`, `drift` and the `--dry-run` of
+`deploy`, `rotate` and `rollback` do not run it: they use the keyed hash the last real
+deploy recorded in its place, and say so when there is none."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +19,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import PHOENIX, copy_example, process_gone, wait_for
+from conftest import PHOENIX, copy_example, destroy_quietly, phoenix, process_gone, wait_for
 from phoenixctl import cli
 from phoenixctl import secrets as secrets_module
 
@@ -123,3 +127,88 @@ def test_an_interrupted_secret_command_leaves_no_process_behind(project: Path):
             process.kill()
             process.wait()
         kill_leftovers(project.parent / "pids")
+
+
+# --- read-only commands never run a secret command -----------------------------------------------
+
+
+READ_ONLY = (
+    ("plan", "ci"),
+    ("plan", "ci", "--json"),
+    ("deploy", "ci", "--dry-run"),
+    ("deploy", "ci", "--dry-run", "--json"),
+    ("rotate", "ci", "--dry-run"),
+    ("rollback", "ci", "--dry-run"),
+    ("config", "ci", "frontend"),
+    ("userdata", "ci", "frontend"),
+    ("status", "ci"),
+    ("history", "ci"),
+    ("drift", "ci"),
+)
+
+
+def by_command(project: Path) -> Path:
+    """ci's certificate through a command that leaves a marker each time it runs."""
+    declare(project, "ci", tls_cert={"command": "touch command-ran; cat secrets/ci/tls.crt"})
+    return project.parent / "command-ran"
+
+
+def assert_never_run(project: Path, marker: Path) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+    results = {}
+    for command in READ_ONLY:
+        result = phoenix(project, *command)
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (command, result.stderr)
+        assert not marker.exists(), f"`phoenix {' '.join(command)}` ran the secret command"
+        results[command] = result
+    return results
+
+
+def test_read_only_commands_never_run_a_secret_command(project: Path):
+    marker = by_command(project)
+    results = assert_never_run(project, marker)
+    userdata = results[("userdata", "ci", "frontend")]
+    assert userdata.returncode == 0, userdata.stderr
+    assert "<redacted secret tls_cert>" in userdata.stdout
+    assert "tls_cert" in userdata.stderr and "not run" in userdata.stderr  # the size counts a stand-in, and says so
+    # Nothing recorded yet, and no server to judge: every server is missing, nothing to tell.
+    plan = json.loads(results[("plan", "ci", "--json")].stdout)
+    assert plan["secret_commands"] == {"tls_cert": "not run; no keyed hash recorded for this command"}
+    assert {r["role"]: (r["missing"], r["cannot_tell"]) for r in plan["roles"]} == {role: (1, None) for role in ("frontend", "backend", "edit")}
+
+
+def test_after_up_the_recorded_hash_stands_in_for_the_command(project: Path):
+    marker = by_command(project)
+    try:
+        up = phoenix(project, "up", "ci")
+        assert up.returncode == 0, up.stderr
+        assert marker.exists()  # a real deploy runs it
+        marker.unlink()
+
+        plan = phoenix(project, "plan", "ci")
+        assert not marker.exists(), "`phoenix plan ci` ran the secret command"
+        assert plan.returncode == 0, plan.stdout + plan.stderr  # nothing to replace: the recorded hash is the value's
+        assert set(plan.stdout.splitlines()) == {"frontend: up to date", "backend: up to date", "edit: up to date"}, plan.stdout
+        report = json.loads(phoenix(project, "plan", "ci", "--json").stdout)
+        assert report["secret_commands"] == {"tls_cert": "not run; its keyed hash recorded at the last deploy stands in"}
+        assert not report["needs_replacement"] and not any(r.get("cannot_tell") for r in report["roles"])
+        dry = json.loads(phoenix(project, "deploy", "ci", "--dry-run", "--json").stdout)
+        assert all(not (r["replace"] or r["remove"] or r["retire_extra"]) for r in dry["roles"]), dry
+        assert_never_run(project, marker)
+
+        # Another command (the same output, but Phoenix cannot know that without running it):
+        # the recorded hash was of the other one, so plan cannot tell for the role carrying it.
+        declare(project, "ci", tls_cert={"command": "touch command-ran && cat secrets/ci/tls.crt"})
+        plan = phoenix(project, "plan", "ci")
+        assert plan.returncode == 1, plan.stdout + plan.stderr  # act on it: a deploy runs the command and decides
+        assert "frontend: cannot tell whether the servers' boot configuration changed: secret command(s) tls_cert" in plan.stdout
+        assert "backend: up to date" in plan.stdout and "edit: up to date" in plan.stdout  # they do not carry it
+        report = json.loads(phoenix(project, "plan", "ci", "--json").stdout)
+        assert (report["needs_replacement"], report["undetermined"]) == (False, True)
+        assert report["secret_commands"] == {"tls_cert": "not run; no keyed hash recorded for this command"}
+        dry = phoenix(project, "deploy", "ci", "--dry-run")
+        assert dry.returncode == 0 and "  frontend: cannot tell" in dry.stdout, dry.stdout
+        rotate = json.loads(phoenix(project, "rotate", "ci", "--dry-run", "--json").stdout)
+        assert not any(r["cannot_tell"] for r in rotate["roles"])  # every server is replaced anyway
+        assert not marker.exists()
+    finally:
+        destroy_quietly(project, "ci")

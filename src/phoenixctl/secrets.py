@@ -7,7 +7,12 @@ lines end a value with one, and in a variable it would break an HTTP header or a
 Values live in memory only while servers are launched.
 What Phoenix keeps is a keyed hash (HMAC with a per-project key in `.phoenix/secret.key`),
 so a rotated secret changes the fingerprint of the servers that use it and a value copied
-into another environment is caught, without the value ever being written down."""
+into another environment is caught, without the value ever being written down.
+
+A command runs only when servers may be launched (and with `validate --resolve-secrets`),
+in its own session: however it ends, its process group is killed and the shell reaped.
+Read-only commands never run one (`Resolved.for_reading`): its keyed hash recorded at the
+last real deploy stands in for its value, or, with none recorded, its hash is unknown."""
 
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import signal
 import stat
 import subprocess
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -30,6 +36,8 @@ from .spec import LoadedSpec, SecretSource
 
 COMMAND_TIMEOUT = 30.0
 COMMAND_OUTPUT_LIMIT = 1 << 20  # a secret is far smaller; more is a command gone wrong
+RECORDED = "not run; its keyed hash recorded at the last deploy stands in"
+UNRECORDED = "not run; no keyed hash recorded for this command"
 
 
 def project_key(workdir: Path) -> bytes:
@@ -45,6 +53,28 @@ def project_key(workdir: Path) -> bytes:
 
 def keyed_hash(key: bytes, value: bytes) -> str:
     return hmac.new(key, value, hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An environment's secrets as rendering needs them: `values` for the delivered
+    user-data and `digests` (keyed hashes) for fingerprints. For reading only (`plan`, dry
+    runs, `userdata`), a command secret is not run: its value is a stand-in (checked for
+    size and schema, never delivered) and its digest the one recorded at the last deploy,
+    or None when there is none."""
+
+    values: dict[str, bytes]
+    digests: dict[str, str | None]
+    not_run: dict[str, str] = field(default_factory=dict)  # command secret -> RECORDED | UNRECORDED
+
+    @property
+    def complete(self) -> bool:
+        """Every value is the real one: only then may the user-data be delivered."""
+        return not self.not_run
+
+    def unknown(self, names) -> list[str]:
+        """Those of `names` whose keyed hash is unknown (a command not run, nothing recorded)."""
+        return sorted({name for name in names if self.digests.get(name) is None})
 
 
 class SecretResolver:
@@ -68,6 +98,40 @@ class SecretResolver:
     def hashes(self, env: str) -> dict[str, str]:
         key = self.key
         return {name: keyed_hash(key, value) for name, value in self.resolve(env).items()}
+
+    def sources(self, env: str) -> dict[str, str]:
+        """What each secret of `env` is read from (a reference, never a value): recorded
+        beside its keyed hash, which stands in for a command's value only while the command
+        is the same."""
+        return {name: source.describe() for name, source in self.loaded.spec.environments[env].secrets.items()}
+
+    def for_launch(self, env: str) -> Resolved:
+        """Every secret resolved (commands run): what servers are launched with."""
+        return Resolved(values=self.resolve(env), digests=dict(self.hashes(env)))
+
+    def for_reading(self, env: str, recorded: dict[str, tuple[str, str | None]]) -> Resolved:
+        """For read-only commands: files and variables are read (their hashes are exact);
+        a command is never run. `recorded`: name -> (keyed hash, source) from the state
+        store; a recorded hash stands in for a command's value when it was recorded for the
+        same command."""
+        if env in self._cache:  # already resolved by this process: exact, and nothing more runs
+            return self.for_launch(env)
+        key = self.key
+        values: dict[str, bytes] = {}
+        digests: dict[str, str | None] = {}
+        not_run: dict[str, str] = {}
+        for name, source in self.loaded.spec.environments[env].secrets.items():
+            if source.command is None:
+                values[name] = self._resolve_one(env, name, source)
+                digests[name] = keyed_hash(key, values[name])
+                continue
+            digest, recorded_source = recorded.get(name, (None, None))
+            if digest is not None and recorded_source != source.describe():
+                digest = None  # recorded for another command: not this one's value
+            values[name] = f"<secret {name}: command not run>".encode()
+            digests[name] = digest
+            not_run[name] = RECORDED if digest is not None else UNRECORDED
+        return Resolved(values=values, digests=digests, not_run=not_run)
 
     def _resolve_one(self, env: str, name: str, source: SecretSource) -> bytes:
         place = secret_place(self.loaded, env, name)
