@@ -455,6 +455,38 @@ def test_doctor_reports_capabilities_and_probe_timings(cloud, tmp_path):
     assert snapshots() == before  # and the image's snapshots
 
 
+# --- IMDSv2 on every instance Phoenix launches -----------------------------------------------------
+
+
+def test_every_instance_phoenix_launches_requires_imdsv2(cloud, tmp_path):
+    """The image builder, the doctor's probe and the servers: IMDSv2 only (`HttpTokens:
+    required`). moto keeps the MetadataOptions a launch asked for and describes them, even
+    once the instance is terminated, so this looks at the instances themselves (no request
+    hook needed)."""
+    spec = aws_example(tmp_path)
+    ex = executor(spec)
+    try:
+        ex.bake()  # a builder, terminated once the AMI exists
+        ex.doctor(probe=True)  # a probe instance, terminated after its image
+        ex.up("ci")  # the servers
+    finally:
+        executor(spec).destroy("ci")
+    every = [i for r in cloud.ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    kinds = {}
+    for instance in every:
+        tags = tags_of(instance)
+        kind = "builder" if "phoenix:builder" in tags else "probe" if "phoenix:probe" in tags else tags.get("phoenix:role", "?")
+        kinds.setdefault(kind, []).append(instance["MetadataOptions"].get("HttpTokens"))
+    assert set(kinds) == {"builder", "probe", "frontend", "backend", "edit"}, kinds
+    assert {kind: set(tokens) for kind, tokens in kinds.items()} == {kind: {"required"} for kind in kinds}
+
+
+def test_one_helper_launches_every_instance():
+    """Every `run_instances` of the AWS driver goes through the helper that requires IMDSv2."""
+    source = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws.py"
+    assert source.read_text().count('"run_instances"') == 1
+
+
 # --- a builder as on a real cloud (through the shim: moto's instances run nothing) -----------------
 
 

@@ -209,7 +209,8 @@ discard_state_option = click.option(
 @spec_option
 @json_option
 def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
-    """Every server that should be replaced and why; exit 1 when something should."""
+    """Every server that should be replaced and why; exit 1 when something should, or when
+    it cannot tell (a secret command, never run here, with no keyed hash recorded)."""
     with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
         report = executor.reconcile_plan(env)
     if as_json:
@@ -217,13 +218,15 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     else:
         for role in report["roles"]:
             items = role["replace"] + role["retire"]
-            line = f"{role['role']}: " + ("up to date" if not items and not role["missing"] else f"{len(items)} to replace")
-            if role["missing"]:
-                line += f", {role['missing']} missing"
-            out.print(line)
+            parts = []
+            if items or role["missing"]:
+                parts.append(f"{len(items)} to replace" + (f", {role['missing']} missing" if role["missing"] else ""))
+            if role["cannot_tell"]:
+                parts.append(role["cannot_tell"])
+            out.print(f"{role['role']}: " + ("; ".join(parts) or "up to date"))
             for item in items:
                 out.print(f"  {item['server']}: {item['reason']}", markup=False)
-    raise click.exceptions.Exit(1 if report["needs_replacement"] else 0)
+    raise click.exceptions.Exit(1 if report["needs_replacement"] or report["undetermined"] else 0)
 
 
 @app.command("drift")
@@ -316,13 +319,15 @@ def _print_plan(plan: dict, as_json: bool) -> None:
     for role in plan.get("roles", []):
         changes = role["remove"] + role["replace"] + role["retire_extra"]
         if not changes and not any("launch" in step and "launch 0" not in step for step in role["steps"]):
-            out.print(f"  {role['role']}: nothing to change ({role['desired']} wanted)")
+            out.print(f"  {role['role']}: " + (role.get("cannot_tell") or f"nothing to change ({role['desired']} wanted)"))
             continue
         out.print(f"  {role['role']}: {role['desired']} wanted, image {role['image']}")
         for item in changes:
             out.print(f"    {item['server']}: {item['reason']}")
         for step in role["steps"]:
             out.print(f"    - {step}")
+        if role.get("cannot_tell"):
+            out.print(f"    {role['cannot_tell']}")
 
 
 @app.command()
@@ -575,7 +580,8 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
 @click.argument("role")
 @spec_option
 def userdata(env: str, role: str, spec_file: Path | None) -> None:
-    """The cloud-init user-data a server of ENV/ROLE boots with, secrets redacted."""
+    """The cloud-init user-data a server of ENV/ROLE boots with, secrets redacted (secret
+    commands are not run: the size counts a stand-in for their values)."""
     from .userdata import USERDATA_LIMIT, render
 
     with executor_for(spec_file, "userdata", quiet=True, env=env) as executor:
@@ -583,11 +589,14 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
         project = executor.project
         merged = config.merge(project.loaded, project.workdir, env, role, executor.lb_addresses(env))
         config.check_isolation(project.loaded, env, [merged])
-        secrets = project.secrets.resolve(env)
-        rendered = render(project.loaded, merged, secrets, "deliver", project.secrets.key)  # the real size and checks
-        shown = render(project.loaded, merged, secrets, "redact", project.secrets.key, check=False)
+        resolved = executor.secrets_for(env, read_only=True)
+        rendered = render(project.loaded, merged, resolved.values, "deliver", None)  # the size and checks (stand-ins for commands)
+        shown = render(project.loaded, merged, None, "redact", None, check=False)
     sys.stdout.write(shown.text)
     size = f"{rendered.raw_size} bytes" + (f", {len(rendered.document)} gzipped" if rendered.gzipped else "")
+    stand_ins = sorted({name for name, _ in merged.secret_refs()} & set(resolved.not_run))
+    if stand_ins:
+        size += f" with a stand-in for secret command(s) {', '.join(stand_ins)}, not run here"
     err.print(f"user-data for {env}/{role}: {size} (limit {USERDATA_LIMIT}); schema: valid", markup=False)
 
 

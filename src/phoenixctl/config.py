@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import SpecError
 from .paths import inside_project
-from .secrets import SecretResolver, keyed_hash, same_source
+from .secrets import Resolved, same_source
 from .spec import ConfigLayer, FileSpec, LoadedSpec, SecretRef
 
 PLACEHOLDER_LB = "127.255.255.255:65535"  # the longest address, for checks made before balancers exist
@@ -160,8 +160,9 @@ def check_values_isolated(env: str, own: dict[str, str], recorded: dict[tuple[st
             )
 
 
-def file_content(loaded: LoadedSpec, item: Item, secrets: dict[str, bytes] | None, mode: str, key: bytes | None) -> bytes:
-    """A file's bytes for delivery; for `redact` and `fingerprint`, a stand-in for secrets."""
+def file_content(loaded: LoadedSpec, item: Item, secrets: dict | None, mode: str, key: bytes | None) -> bytes:
+    """A file's bytes for delivery; for `redact` and `fingerprint`, a stand-in for secrets.
+    `secrets`: the values for `deliver`, the keyed hashes for `fingerprint`, None for `redact`."""
     spec: FileSpec = item.value
     if spec.secret:
         return secret_repr(spec.secret, secrets, mode, key).encode() if mode != "deliver" else secrets[spec.secret]
@@ -177,15 +178,15 @@ def file_content(loaded: LoadedSpec, item: Item, secrets: dict[str, bytes] | Non
         raise SpecError(f"{place(loaded, item.loc + ('source',))}: {spec.source!r} does not exist next to {loaded.path.name}") from None
 
 
-def secret_repr(name: str, secrets: dict[str, bytes] | None, mode: str, key: bytes | None) -> str:
+def secret_repr(name: str, secrets: dict | None, mode: str, key: bytes | None) -> str:
     if mode == "redact":
         return f"<redacted secret {name}>"
-    if mode == "fingerprint":
-        return f"<secret {name} {keyed_hash(key, secrets[name])}>"
+    if mode == "fingerprint":  # `secrets` holds keyed hashes: the value is not needed
+        return f"<secret {name} {secrets[name]}>"
     return secrets[name].decode()
 
 
-def variable_value(item: Item, secrets: dict[str, bytes] | None, mode: str, key: bytes | None) -> str:
+def variable_value(item: Item, secrets: dict | None, mode: str, key: bytes | None) -> str:
     return secret_repr(item.value.secret, secrets, mode, key) if isinstance(item.value, SecretRef) else item.value
 
 
@@ -202,9 +203,15 @@ class BootConfig:
     health_path: str
     userdata: bytes  # delivered as is: holds secret values, never stored or shown
     digest: str  # of the user-data with secrets as keyed hashes
+    deliverable: bool = True  # False: made for reading, stand-ins for secret commands not run
+    unknown: tuple[str, ...] = ()  # secrets it carries whose keyed hash is unknown (commands not run)
 
     @property
-    def fingerprint(self) -> str:
+    def fingerprint(self) -> str | None:
+        """None when a secret it carries has an unknown keyed hash (read-only: a command not
+        run and none recorded): what its servers should carry cannot be told then."""
+        if self.unknown:
+            return None
         payload = json.dumps(
             {
                 "image": self.image_id,
@@ -227,22 +234,22 @@ class BootConfig:
 def boot_config(
     loaded: LoadedSpec,
     workdir: Path,
-    resolver: SecretResolver,
+    secrets: Resolved,
     env: str,
     role: str,
     image_id: str,
     lb_addresses: dict[str, str],
 ) -> BootConfig:
+    """`secrets`: for launching, every value (`SecretResolver.for_launch`); for reading,
+    stand-ins for commands not run (`for_reading`): checked the same, never delivered."""
     from .userdata import render
 
     spec = loaded.spec
     role_spec = spec.roles[role]
     merged = merge(loaded, workdir, env, role, lb_addresses)
     check_isolation(loaded, env, [merged])  # every secret it uses is this environment's own
-    secrets = resolver.resolve(env)
-    key = resolver.key
-    delivered = render(loaded, merged, secrets, "deliver", key)
-    fingerprinted = render(loaded, merged, secrets, "fingerprint", key, check=False)
+    delivered = render(loaded, merged, secrets.values, "deliver", None)
+    fingerprinted = render(loaded, merged, secrets.digests, "fingerprint", None, check=False)
     return BootConfig(
         env=env,
         role=role,
@@ -253,4 +260,6 @@ def boot_config(
         health_path=role_spec.health.path,
         userdata=delivered.document,
         digest=hashlib.sha256(fingerprinted.document).hexdigest(),
+        deliverable=secrets.complete,
+        unknown=tuple(secrets.unknown(name for name, _ in merged.secret_refs())),
     )

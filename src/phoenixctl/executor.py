@@ -30,7 +30,7 @@ from .deadline import Deadline, DeadlineExceeded
 from .drivers.base import BalancerRequest, FileChanges, ImageSample, LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
 from .faults import failpoint
-from .secrets import SecretResolver
+from .secrets import Resolved, SecretResolver
 from .lock import EnvironmentLock
 from .plan import Batch, ObservedServer, RolePlan, plan_role
 from .spec import LoadedSpec, load_spec, parse_spec, resolve_quantity, role_waves
@@ -375,28 +375,42 @@ class Executor:
         if role not in self.spec.environments[env].roles:
             raise SpecError(f"{self.project.loaded.path.name}: environment {env!r} has no role {role!r}")
 
-    def desired_boot(self, env: str, image_ids: dict[str, str], lb_addresses: dict[str, str]) -> dict[str, BootConfig]:
+    def secrets_for(self, env: str, read_only: bool) -> Resolved:
+        """The environment's secrets: every value (commands run) to launch servers; for a
+        read-only command, no command run (the keyed hash the last deploy recorded stands in)."""
+        if read_only:
+            return self.project.secrets.for_reading(env, self.store.recorded_secrets(env))
+        return self.project.secrets.for_launch(env)
+
+    def desired_boot(
+        self, env: str, image_ids: dict[str, str], lb_addresses: dict[str, str], resolved: Resolved | None = None
+    ) -> dict[str, BootConfig]:
+        """Each role's boot configuration; `resolved` from `secrets_for` (default: for launching)."""
+        resolved = resolved if resolved is not None else self.secrets_for(env, read_only=False)
         return {
             role: config.boot_config(
-                self.project.loaded, self.project.workdir, self.project.secrets, env, role,
+                self.project.loaded, self.project.workdir, resolved, env, role,
                 image_ids[self.spec.roles[role].image], lb_addresses,
             )
             for role in self.spec.environments[env].roles
         }
 
-    def preflight(self, env: str, record: bool = True) -> None:
+    def preflight(self, env: str, read_only: bool = False) -> Resolved:
         """Everything that can be wrong with the input, checked before anything is started:
-        secret isolation, secret resolution, user-data schema and size."""
+        secret isolation, secret resolution, user-data schema and size. `read_only` (dry
+        runs): runs no secret command and writes nothing."""
         loaded, workdir = self.project.loaded, self.project.workdir
         roles = list(self.spec.environments[env].roles)
         merged = [config.merge(loaded, workdir, env, role, {}) for role in roles]
         config.check_isolation(loaded, env, merged)
-        own = self.project.secrets.hashes(env)  # resolves every secret of the environment
+        resolved = self.secrets_for(env, read_only)  # reads every secret of the environment (runs commands unless read-only)
+        own = {name: digest for name, digest in resolved.digests.items() if digest is not None}
         config.check_values_isolated(env, own, self.store.secret_hashes())
         image_ids = {name: "img-preflight" for name in self.spec.images}
-        self.desired_boot(env, image_ids, {})  # renders and validates each role's user-data
-        if record:  # a dry run checks the same, and writes nothing
-            self.store.save_secret_hashes(env, own)
+        self.desired_boot(env, image_ids, {}, resolved)  # renders and validates each role's user-data
+        if not read_only:
+            self.store.save_secret_hashes(env, own, self.project.secrets.sources(env))
+        return resolved
 
     def _converge(
         self,
@@ -702,6 +716,8 @@ class Executor:
         raise PhoenixError(f"no free loopback address for port {port}")
 
     def _launch_and_gate(self, op: Operation, env: str, role: str, boot: BootConfig) -> ServerRow:
+        if not boot.deliverable:  # made for reading: stand-ins where secret commands were not run
+            raise PhoenixError(f"internal: the boot configuration of {env}/{role} was made without running its secret commands")
         server_id = f"{role}-{secrets.token_hex(3)}"
         deadlines = self.spec.deadlines(env)
         row = ServerRow(
@@ -947,7 +963,8 @@ class Executor:
         self.project.loaded.environment(env)
         image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
         lbs = self.lb_addresses(env)
-        boots = self.desired_boot(env, image_ids, lbs)
+        resolved = self.secrets_for(env, read_only=True)
+        boots = self.desired_boot(env, image_ids, lbs, resolved)
         now = utcnow()
         roles = []
         for role, env_role in self.spec.environments[env].roles.items():
@@ -964,10 +981,14 @@ class Executor:
                     "replace": [{"server": r.server_id, "reason": r.reason} for r in plan.replace + plan.remove_dead],
                     "retire": [{"server": r.server_id, "reason": r.reason} for r in plan.retire_extra],
                     "missing": max(missing, 0),
+                    "cannot_tell": cannot_tell(boots[role], plan, observed),
                 }
             )
         needed = any(r["replace"] or r["retire"] or r["missing"] for r in roles)
-        return {"environment": env, "needs_replacement": needed, "roles": roles}
+        return {
+            "environment": env, "needs_replacement": needed, "undetermined": any(r["cannot_tell"] for r in roles),
+            "roles": roles, "secret_commands": resolved.not_run,
+        }
 
     def drift(self, env: str) -> dict:
         """Each server's files against how it booted: drift, and state written on it."""
@@ -1031,11 +1052,11 @@ class Executor:
         return {**described, "kind": kind}
 
     def _describe_converge(self, env: str, strategy: str, role: str | None, replace_all: bool, image_ids=None) -> dict:
-        self.preflight(env, record=False)
+        resolved = self.preflight(env, read_only=True)
         if image_ids is None:
             image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
         lbs = self.lb_addresses(env)
-        boots = self.desired_boot(env, image_ids, lbs)
+        boots = self.desired_boot(env, image_ids, lbs, resolved)
         rollout = self.spec.rollout(env)
         roles = []
         for name, env_role in self.spec.environments[env].roles.items():
@@ -1050,6 +1071,7 @@ class Executor:
                 "remove": [{"server": r.server_id, "reason": r.reason} for r in plan.remove_dead],
                 "replace": [{"server": r.server_id, "reason": r.reason} for r in plan.replace],
                 "retire_extra": [{"server": r.server_id, "reason": r.reason} for r in plan.retire_extra],
+                "cannot_tell": cannot_tell(boots[name], plan, observed),
             }
             if strategy == "blue-green" and plan.replace:
                 entry["steps"] = [
@@ -1069,7 +1091,7 @@ class Executor:
                     for i, b in enumerate(plan.batches)
                 ]
             roles.append(entry)
-        return {"environment": env, "strategy": strategy, "roles": roles}
+        return {"environment": env, "strategy": strategy, "roles": roles, "secret_commands": resolved.not_run}
 
     # --- what the provider can do --------------------------------------------------------------
     def doctor(self, probe: bool = False, timeout: float = 900.0) -> dict:
@@ -1215,6 +1237,19 @@ def strategy_refusal(provider: str, strategy: str, capabilities: frozenset[str])
     if need and need not in capabilities:
         return f"provider {provider} cannot run {strategy} deployments (its balancers lack {need} members)"
     return ""
+
+
+def cannot_tell(boot: BootConfig, plan: RolePlan, observed: list[ObservedServer]) -> str | None:
+    """Why a read-only command cannot tell whether some of a role's servers carry what they
+    should (None when it can, or when no server is left to judge: all replaced or missing):
+    secret commands it does not run, with no keyed hash recorded for them."""
+    decided = {r.server_id for r in plan.remove_dead + plan.replace + plan.retire_extra}
+    if not boot.unknown or not any(s.alive and s.in_service and s.id not in decided for s in observed):
+        return None
+    return (
+        f"cannot tell whether the servers' boot configuration changed: secret command(s) {', '.join(boot.unknown)} "
+        "not run here, and no keyed hash recorded for the command as it stands (a deploy runs it and records one)"
+    )
 
 
 def describe_changes(changes: FileChanges) -> str:

@@ -44,7 +44,7 @@ class Batch:
 class RolePlan:
     role: str
     desired: int
-    fingerprint: str
+    fingerprint: str | None
     image_id: str
     remove_dead: list[Replacement] = field(default_factory=list)
     replace: list[Replacement] = field(default_factory=list)
@@ -89,7 +89,7 @@ def ideal_batches(outdated: int, surge: int, unavailable: int) -> int:
 
 def replacement_reason(
     server: ObservedServer,
-    fingerprint: str,
+    fingerprint: str | None,
     image_id: str,
     replace_all: bool,
     replace_outdated: bool,
@@ -101,8 +101,10 @@ def replacement_reason(
         return f"unhealthy: {server.unhealthy}"
     if replace_all:
         return "rotation requested"
-    if replace_outdated and server.fingerprint != fingerprint:
+    if replace_outdated and fingerprint is not None and server.fingerprint != fingerprint:
         return "image changed" if server.image_id != image_id else "boot configuration changed"
+    if replace_outdated and fingerprint is None and server.image_id != image_id:
+        return "image changed"  # the rest of the configuration cannot be told (see `plan_role`)
     if max_age is not None and now is not None and server.launched_at is not None:
         age = (now - server.launched_at).total_seconds()
         if age > max_age:
@@ -115,7 +117,7 @@ def replacement_reason(
 def plan_role(
     role: str,
     desired: int,
-    fingerprint: str,
+    fingerprint: str | None,
     image_id: str,
     observed: list[ObservedServer],
     rollout: RolloutSpec,
@@ -131,7 +133,9 @@ def plan_role(
     - dead servers, and live ones that never entered service, are removed (and replaced,
       since they do not count);
     - missing servers are launched first, in one batch;
-    - with `replace_outdated`, servers whose fingerprint differs are replaced, with reasons;
+    - with `replace_outdated`, servers whose fingerprint differs are replaced, with reasons
+      (a `fingerprint` of None — unknown to a read-only command that runs no secret
+      command — replaces only servers of another image);
       with `replace_all` (rotate), every live server is replaced;
     - servers beyond the desired count are retired, oldest first;
     - servers in `keep` (their retirement was refused) are neither replaced nor retired."""

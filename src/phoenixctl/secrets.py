@@ -7,7 +7,12 @@ lines end a value with one, and in a variable it would break an HTTP header or a
 Values live in memory only while servers are launched.
 What Phoenix keeps is a keyed hash (HMAC with a per-project key in `.phoenix/secret.key`),
 so a rotated secret changes the fingerprint of the servers that use it and a value copied
-into another environment is caught, without the value ever being written down."""
+into another environment is caught, without the value ever being written down.
+
+A command runs only when servers may be launched (and with `validate --resolve-secrets`),
+in its own session: however it ends, its process group is killed and the shell reaped.
+Read-only commands never run one (`Resolved.for_reading`): its keyed hash recorded at the
+last real deploy stands in for its value, or, with none recorded, its hash is unknown."""
 
 from __future__ import annotations
 
@@ -16,9 +21,13 @@ import hmac
 import ipaddress
 import os
 import secrets as stdlib_secrets
+import selectors
 import shlex
+import signal
 import stat
 import subprocess
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +36,9 @@ from .paths import secret_file
 from .spec import LoadedSpec, SecretSource
 
 COMMAND_TIMEOUT = 30.0
+COMMAND_OUTPUT_LIMIT = 1 << 20  # a secret is far smaller; more is a command gone wrong
+RECORDED = "not run; its keyed hash recorded at the last deploy stands in"
+UNRECORDED = "not run; no keyed hash recorded for this command"
 
 
 def project_key(workdir: Path) -> bytes:
@@ -42,6 +54,28 @@ def project_key(workdir: Path) -> bytes:
 
 def keyed_hash(key: bytes, value: bytes) -> str:
     return hmac.new(key, value, hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """An environment's secrets as rendering needs them: `values` for the delivered
+    user-data and `digests` (keyed hashes) for fingerprints. For reading only (`plan`, dry
+    runs, `userdata`), a command secret is not run: its value is a stand-in (checked for
+    size and schema, never delivered) and its digest the one recorded at the last deploy,
+    or None when there is none."""
+
+    values: dict[str, bytes]
+    digests: dict[str, str | None]
+    not_run: dict[str, str] = field(default_factory=dict)  # command secret -> RECORDED | UNRECORDED
+
+    @property
+    def complete(self) -> bool:
+        """Every value is the real one: only then may the user-data be delivered."""
+        return not self.not_run
+
+    def unknown(self, names) -> list[str]:
+        """Those of `names` whose keyed hash is unknown (a command not run, nothing recorded)."""
+        return sorted({name for name in names if self.digests.get(name) is None})
 
 
 class SecretResolver:
@@ -66,6 +100,40 @@ class SecretResolver:
         key = self.key
         return {name: keyed_hash(key, value) for name, value in self.resolve(env).items()}
 
+    def sources(self, env: str) -> dict[str, str]:
+        """What each secret of `env` is read from (a reference, never a value): recorded
+        beside its keyed hash, which stands in for a command's value only while the command
+        is the same."""
+        return {name: source.describe() for name, source in self.loaded.spec.environments[env].secrets.items()}
+
+    def for_launch(self, env: str) -> Resolved:
+        """Every secret resolved (commands run): what servers are launched with."""
+        return Resolved(values=self.resolve(env), digests=dict(self.hashes(env)))
+
+    def for_reading(self, env: str, recorded: dict[str, tuple[str, str | None]]) -> Resolved:
+        """For read-only commands: files and variables are read (their hashes are exact);
+        a command is never run. `recorded`: name -> (keyed hash, source) from the state
+        store; a recorded hash stands in for a command's value when it was recorded for the
+        same command."""
+        if env in self._cache:  # already resolved by this process: exact, and nothing more runs
+            return self.for_launch(env)
+        key = self.key
+        values: dict[str, bytes] = {}
+        digests: dict[str, str | None] = {}
+        not_run: dict[str, str] = {}
+        for name, source in self.loaded.spec.environments[env].secrets.items():
+            if source.command is None:
+                values[name] = self._resolve_one(env, name, source)
+                digests[name] = keyed_hash(key, values[name])
+                continue
+            digest, recorded_source = recorded.get(name, (None, None))
+            if digest is not None and recorded_source != source.describe():
+                digest = None  # recorded for another command: not this one's value
+            values[name] = f"<secret {name}: command not run>".encode()
+            digests[name] = digest
+            not_run[name] = RECORDED if digest is not None else UNRECORDED
+        return Resolved(values=values, digests=digests, not_run=not_run)
+
     def _resolve_one(self, env: str, name: str, source: SecretSource) -> bytes:
         place = secret_place(self.loaded, env, name)
         check_source(self.loaded, env, name, source)
@@ -77,20 +145,77 @@ class SecretResolver:
         elif source.env is not None:
             value = os.environ[source.env].encode()
         else:
+            # Its output is never shown: it may hold part of the secret.
             try:
-                result = subprocess.run(
-                    ["/bin/sh", "-c", source.command], capture_output=True, timeout=COMMAND_TIMEOUT, cwd=self.loaded.project_dir
-                )
-            except subprocess.TimeoutExpired:
-                raise SpecError(f"{place}: command did not finish within {COMMAND_TIMEOUT:g}s") from None
-            if result.returncode != 0:
-                # Its output is not shown: it may hold part of the secret.
-                raise SpecError(f"{place}: command exited {result.returncode}")
-            value = result.stdout
+                value = run_command(source.command, self.loaded.project_dir, COMMAND_TIMEOUT)
+            except CommandFailed as exc:
+                raise SpecError(f"{place}: {exc}") from None
         value = without_trailing_newline(value)
         if not value.strip():
             raise SpecError(f"{place}: the secret is empty")
         return value
+
+
+class CommandFailed(Exception):
+    """Why a secret command gave no value, in words that never include its output."""
+
+
+def run_command(command: str, cwd: Path, timeout: float) -> bytes:
+    """A secret command's standard output. It runs with /bin/sh in a session of its own
+    (stdin /dev/null, stderr discarded); however it ends — its output read, a time-out, an
+    error or an interrupt here — its whole process group is killed with SIGKILL before the
+    shell is reaped, so nothing it started outlives it. (A process that leaves the group
+    itself, by `setsid` or a job-control shell, is out of reach, as with any daemon.)"""
+    process = subprocess.Popen(
+        ["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        output = _read_until_exit(process, time.monotonic() + timeout, timeout)
+    finally:
+        _kill_group(process)
+    if process.returncode != 0:
+        raise CommandFailed(f"command exited {process.returncode}")
+    return output
+
+
+def _read_until_exit(process: subprocess.Popen, deadline: float, timeout: float) -> bytes:
+    """Its output until end of file, then until the shell exits — without reaping it, so
+    the process group keeps its id until `_kill_group` has used it."""
+    chunks: list[bytes] = []
+    size = 0
+    descriptor = process.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(descriptor, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CommandFailed(f"command did not finish within {timeout:g}s (stopped: its whole process group killed)")
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > COMMAND_OUTPUT_LIMIT:
+                raise CommandFailed(f"command printed more than {COMMAND_OUTPUT_LIMIT} bytes (stopped: its whole process group killed)")
+            chunks.append(chunk)
+    while os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if time.monotonic() >= deadline:
+            raise CommandFailed(f"command did not finish within {timeout:g}s (stopped: its whole process group killed)")
+        time.sleep(0.01)
+    return b"".join(chunks)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL to the command's process group (its id is the shell's pid, still unreaped),
+    then reap the shell."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is empty: everything already ended
+    process.wait()
+    process.stdout.close()
 
 
 def secret_place(loaded: LoadedSpec, env: str, name: str) -> str:

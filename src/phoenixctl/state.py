@@ -131,12 +131,14 @@ class ReleaseRow(Base):
 
 class SecretHashRow(Base):
     """A keyed hash (HMAC) of a secret value: never the value. Lets planning refuse a value
-    that another environment already uses."""
+    that another environment already uses, and stands in for a command secret's value in
+    read-only commands, which never run it (while the command is the one recorded)."""
 
     __tablename__ = "secret_hashes"
     env: Mapped[str] = mapped_column(String, primary_key=True)
     name: Mapped[str] = mapped_column(String, primary_key=True)
     digest: Mapped[str] = mapped_column(String)
+    source: Mapped[str | None] = mapped_column(Text, nullable=True)  # what it was read from (a reference)
 
 
 class MetaRow(Base):
@@ -264,13 +266,19 @@ class StateStore:
         with self.session() as s:
             return {(row.env, row.name): row.digest for row in s.scalars(select(SecretHashRow))}
 
-    def save_secret_hashes(self, env: str, digests: dict[str, str]) -> None:
+    def recorded_secrets(self, env: str) -> dict[str, tuple[str, str | None]]:
+        """name -> (keyed hash, source) of `env`'s secrets, as the last deploy resolved them."""
+        with self.session() as s:
+            return {row.name: (row.digest, row.source) for row in s.scalars(select(SecretHashRow).where(SecretHashRow.env == env))}
+
+    def save_secret_hashes(self, env: str, digests: dict[str, str], sources: dict[str, str] | None = None) -> None:
+        sources = sources or {}
         with self.session() as s:
             for row in s.scalars(select(SecretHashRow).where(SecretHashRow.env == env)):
                 if row.name not in digests:
                     s.delete(row)
             for name, digest in digests.items():
-                s.merge(SecretHashRow(env=env, name=name, digest=digest))
+                s.merge(SecretHashRow(env=env, name=name, digest=digest, source=sources.get(name)))
 
     # --- load balancers -----------------------------------------------------------------
     def load_balancers(self, env: str) -> list[LoadBalancerRow]:

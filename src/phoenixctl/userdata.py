@@ -85,7 +85,8 @@ def _file_entry(path: str, content: bytes, permissions: str, owner: str, force_b
 
 
 def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, check: bool = True) -> RenderedUserData:
-    """`mode`: deliver (real secret values), redact (for people), fingerprint (keyed hashes)."""
+    """`mode`: deliver (`secrets` holds the values), redact (for people: no `secrets`),
+    fingerprint (`secrets` holds their keyed hashes)."""
     origins: list[tuple] = []  # spec location of each write_files entry, for schema errors
     write_files = [
         _file_entry(ENV_FILE, env_file_content(merged, secrets, mode, key), "0600", "root:root", force_b64=False)

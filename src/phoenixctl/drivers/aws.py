@@ -37,6 +37,7 @@ from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, check
 from .base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
 from .local import recipe_digest, walk_files
 
+IMDS_V2_ONLY = {"HttpTokens": "required", "HttpEndpoint": "enabled"}  # session tokens for the metadata service
 EVENTUAL_GRACE = 60.0  # seconds after a launch during which "not found" means "not visible yet"
 BAKE_MARKER = "PHOENIX-BAKE:"
 
@@ -66,6 +67,11 @@ class AWSCompute(ComputeDriver):
 
     def _tags(self, **extra: str) -> dict[str, str]:
         return {f"{TAG}project": self.project, **{f"{TAG}{k}": v for k, v in extra.items()}}
+
+    def _run_instance(self, **kwargs) -> dict:
+        """Launch one instance: every launch (builders, the doctor's probe, servers) goes
+        through here, and every instance requires IMDSv2."""
+        return self.aws.call("ec2", "run_instances", MinCount=1, MaxCount=1, MetadataOptions=IMDS_V2_ONLY, **kwargs)["Instances"][0]
 
     # --- images -----------------------------------------------------------------------------
     def resolve(self, ref: ImageRef, project_dir: Path) -> str:
@@ -141,11 +147,10 @@ class AWSCompute(ComputeDriver):
         base = self.resolve(recipe.base, project_dir)
         userdata = builder_userdata(name, recipe, project_dir)
         _, _, subnets = self.aws.network(None)
-        builder = self.aws.call(
-            "ec2", "run_instances", ImageId=base, InstanceType=self.settings.instance_type, MinCount=1, MaxCount=1,
-            UserData=userdata, SubnetId=subnets[0]["SubnetId"], InstanceInitiatedShutdownBehavior="stop",
+        builder = self._run_instance(
+            ImageId=base, InstanceType=self.settings.instance_type, UserData=userdata, SubnetId=subnets[0]["SubnetId"], InstanceInitiatedShutdownBehavior="stop",
             TagSpecifications=[{"ResourceType": "instance", "Tags": aws_tags({**self._tags(builder=image_id), "Name": f"phoenix-bake-{image_id}"})}],
-        )["Instances"][0]["InstanceId"]
+        )["InstanceId"]
         ami = None
         try:
             self._wait_builder(name, builder, deadline)
@@ -232,16 +237,15 @@ class AWSCompute(ComputeDriver):
         subnet = self._spread(request.env, request.role, subnets)
         instance = None
         try:
-            instance = self.aws.call(
-                "ec2", "run_instances", ImageId=request.image_location, InstanceType=placement.instance_type,
-                MinCount=1, MaxCount=1, UserData=with_start(request.userdata, request.command), SubnetId=subnet["SubnetId"],
+            instance = self._run_instance(
+                ImageId=request.image_location, InstanceType=placement.instance_type,
+                UserData=with_start(request.userdata, request.command), SubnetId=subnet["SubnetId"],
                 SecurityGroupIds=groups, ClientToken=f"{self.project}-{request.server_id}"[:64],
-                MetadataOptions={"HttpTokens": "required"},
                 TagSpecifications=[
                     {"ResourceType": "instance", "Tags": aws_tags({**tags, "Name": f"{self.project}-{request.env}-{request.server_id}"})},
                     {"ResourceType": "volume", "Tags": aws_tags(tags)},
                 ],
-            )["Instances"][0]
+            )
         finally:
             with self._lock:
                 self._in_flight[subnet["SubnetId"]] -= 1
@@ -393,11 +397,10 @@ class AWSCompute(ComputeDriver):
         base = self.resolve(ref or ImageRef(name="al2023-ami-2023.*-x86_64", owners=["amazon"]), sample.project_dir if sample else Path("."))
         _, _, subnets = self.aws.network(None)
         started = time.monotonic()
-        instance = self.aws.call(
-            "ec2", "run_instances", ImageId=base, InstanceType=self.settings.instance_type, MinCount=1, MaxCount=1,
-            SubnetId=subnets[0]["SubnetId"],
+        instance = self._run_instance(
+            ImageId=base, InstanceType=self.settings.instance_type, SubnetId=subnets[0]["SubnetId"],
             TagSpecifications=[{"ResourceType": "instance", "Tags": aws_tags({**self._tags(probe="doctor"), "Name": "phoenix-doctor"})}],
-        )["Instances"][0]["InstanceId"]
+        )["InstanceId"]
         results = []
         ami = None
         try:
