@@ -1,5 +1,7 @@
 # Quick start: `make demo` (the main job) and `make test` (the whole suite).
-PY ?= python3
+# Debian's interpreter: servers that run as an unprivileged uid (phoenix as root) must reach
+# the virtualenv's python, which an interpreter under /root (pyenv) would keep from them.
+PY ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,9 +34,39 @@ PRODUCTION_COUNTS = {"frontend": 3, "backend": 2, "edit": 1}
 CI_COUNTS = {"frontend": 1, "backend": 1, "edit": 1}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Run as root, Phoenix runs each environment's servers as an unprivileged uid, which must
+    pass through the folders above a project. pytest's own temporary folders are 0700 and
+    reset to it by every session, so the suite gets a base of its own (unique to this run,
+    removed when it ends), whose folders tests make passable (0711) with `passable`."""
+    if os.geteuid() == 0 and not config.option.basetemp and not hasattr(config, "workerinput"):
+        base = Path(tempfile.mkdtemp(prefix="phoenix-tests-"))
+        os.chmod(base, 0o711)
+        config.option.basetemp = str(base / "tmp")
+        config.add_cleanup(lambda: shutil.rmtree(base, ignore_errors=True))
+
+
+def passable(path: Path) -> Path:
+    """Let unprivileged servers pass through `path` and the test folders above it (0711:
+    nothing can be listed or read there but what is readable by all)."""
+    path = Path(path)
+    for folder in [path, *path.parents]:
+        if folder == Path(tempfile.gettempdir()) or not folder.name:
+            break
+        if folder.is_dir() and folder.stat().st_uid == os.geteuid():
+            os.chmod(folder, os.stat(folder).st_mode | 0o011)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _passable_tmp_path(request: pytest.FixtureRequest) -> None:
+    if "tmp_path" in request.fixturenames:
+        passable(request.getfixturevalue("tmp_path"))
+
+
 def copy_example(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     """A private copy of the example project; returns the path of its phoenix.yaml."""
-    target = tmp_path_factory.mktemp(name) / "website"
+    target = passable(tmp_path_factory.mktemp(name)) / "website"
     init_example(target)  # the example plus a TLS pair per environment
     return target / "phoenix.yaml"
 

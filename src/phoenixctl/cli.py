@@ -668,6 +668,7 @@ def demo(env: str, rate: float, keep: bool) -> None:
     from .load import LoadGenerator
 
     workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
+    os.chmod(workdir, 0o711)  # servers that run as an unprivileged uid pass through it (nothing listed)
     init_example(workdir)
     spec_file = workdir / "phoenix.yaml"
     out.print(Text.assemble(("phoenix demo", "bold"), f": the example website in {workdir}, environment {env}"))

@@ -27,7 +27,7 @@ class EnvironmentLock:
         self.previous_holder: str | None = None
 
     def __enter__(self) -> "EnvironmentLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle = self.path.open("a+", encoding="utf-8", errors="replace")  # whatever it holds, it is read
         expires = time.monotonic() + self.timeout
         while True:

@@ -484,6 +484,11 @@ class ProviderSpec(Model):
     server_checks: bool = Field(
         True, description="Phoenix connects to new servers itself (listen, health, warm-up); off: the balancer's check is the gate"
     )
+    server_user: Literal["auto", "self"] = Field(
+        "auto",
+        description="local: auto runs each environment's servers as an unprivileged uid of their own (and HAProxy as nobody) "
+        "when phoenix runs as root; self runs them as whoever runs phoenix",
+    )
 
     shorthand = {"type": "string", "pattern": NAME_PATTERN, "description": "The name alone: `provider: local`"}
 

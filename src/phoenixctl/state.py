@@ -157,10 +157,11 @@ class CounterRow(Base):
 
 class StateStore:
     def __init__(self, path: Path):
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.path = path
-        # Phoenix's own state, readable by nobody else (servers included): 0600 files, 0700 folder.
-        os.chmod(path.parent, 0o700)
+        # Phoenix's own state, readable by nobody else (servers included): 0600 files; the
+        # folder lists nothing (0711): servers pass through it to their own folders only.
+        os.chmod(path.parent, 0o711)
         if not path.exists():
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})

@@ -21,6 +21,7 @@ import psutil
 
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
+from .local_identity import balancer_identity, private_dir
 from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
 
 BACKEND = "servers"
@@ -29,7 +30,7 @@ CONFIG = """\
 # Written by phoenix for {env}/{role}. Members are managed through the runtime API.
 global
     stats socket {socket} mode 600 level admin
-    maxconn 4096
+    maxconn 4096{identity}
 
 defaults
     mode http
@@ -163,13 +164,16 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         health_path, tls_port = request.health_path, request.tls_port
         if shutil.which("haproxy") is None:
             raise PhoenixError("haproxy is not installed (run `make setup`, or apt-get install haproxy)")
+        private_dir(self.workdir / "lb")
         directory = self._dir(env, role)
         directory.mkdir(parents=True, exist_ok=True)
         socket_path, pid_path, config_path = directory / "admin.sock", directory / "haproxy.pid", directory / "haproxy.cfg"
         for stale in (socket_path, pid_path):
             stale.unlink(missing_ok=True)
         values = dict(socket=config_quote(str(socket_path)), address=address, health_path=config_quote(health_path))
-        config = CONFIG.format(env=env, role=role, port=port, backend=BACKEND, **values)
+        run_as = balancer_identity(self.settings.server_user)  # root binds, then it drops to nobody
+        identity = f"\n    uid {run_as.uid}\n    gid {run_as.gid}" if run_as else ""
+        config = CONFIG.format(env=env, role=role, port=port, backend=BACKEND, identity=identity, **values)
         if tls_port:
             config += TLS_CONFIG.format(tls_port=tls_port, backend=TLS_BACKEND, **values)
         config_path.write_text(config)

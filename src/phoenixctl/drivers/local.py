@@ -27,6 +27,7 @@ from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError, SpecError
 from ..excerpt import error_lines
 from ..spec import ImageSpec
+from .local_identity import RunAs, private_dir, server_identity, unreachable_by_others
 from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
 
 IGNORED = shutil.ignore_patterns(*paths.IGNORED_NAMES, *(f"*{suffix}" for suffix in paths.IGNORED_SUFFIXES))
@@ -117,6 +118,7 @@ class LocalCompute(ComputeDriver):
         final = self._image_dir(image_id)
         if self.image_available(image_id, str(final)):
             return BakeResult(image_id, str(final), cached=True, seconds=time.monotonic() - started)
+        private_dir(self.images_dir)
         building = self.images_dir / f".building-{image_id}-{uuid.uuid4().hex[:6]}"
         rootfs = building / "rootfs"
         rootfs.mkdir(parents=True)
@@ -220,6 +222,13 @@ class LocalCompute(ComputeDriver):
     # --- servers --------------------------------------------------------------------------
     def launch(self, request: LaunchRequest, reserve_address) -> Launched:
         address = reserve_address(request.port)
+        run_as = server_identity(self.workdir, request.env, self.settings.server_user)
+        if run_as is not None:
+            self._check_reachable(run_as)
+        # Phoenix's folders are its own; servers pass through `servers/` (0711) to their own.
+        private_dir(self.logs_dir)
+        private_dir(self.servers_dir, 0o711)
+        private_dir(self.servers_dir / request.env, 0o711)
         server_dir = self.servers_dir / request.env / request.server_id
         root = server_dir / "root"
         log_path = self.logs_dir / request.env / request.role / f"{request.server_id}.log"
@@ -227,17 +236,23 @@ class LocalCompute(ComputeDriver):
         handle = {"pid": None, "started": 0.0, "root": str(root), "dir": str(server_dir), "log": str(log_path)}
         try:
             shutil.copytree(Path(request.image_location) / "rootfs", root, symlinks=True)
+            private_dir(server_dir, 0o711)  # its manifest and scripts stay Phoenix's: the server owns root/ and home/
+            home = private_dir(server_dir / "home")
+            if run_as is not None:
+                run_as.own(root)
+                run_as.own(home)
+                os.chmod(root, 0o700)  # nothing of it for other environments' uids
             env = {
                 "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                "HOME": str(server_dir),
+                "HOME": str(home),
                 "LANG": os.environ.get("LANG", "C.UTF-8"),
                 "PYTHONUNBUFFERED": "1",
                 "PHOENIX_ADDRESS": address,
             }
             with log_path.open("ab") as log:
-                env.update(self._apply_userdata(request, root, server_dir, env, log))
+                env.update(self._apply_userdata(request, root, server_dir, env, log, run_as))
                 env.update(request.boot_env)
-                self._attach_persistent(root, env)
+                self._attach_persistent(root, env, run_as)
                 # The root as booted: what drift is measured against.
                 # Mode 0600: it hashes the secret files written beside it.
                 manifest = os.open(server_dir / "boot-manifest.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -251,6 +266,7 @@ class LocalCompute(ComputeDriver):
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: it outlives us and dies whole
+                    **(run_as.popen() if run_as else {}),
                 )
         except BaseException:
             shutil.rmtree(server_dir, ignore_errors=True)
@@ -263,7 +279,23 @@ class LocalCompute(ComputeDriver):
         handle.update(pid=process.pid, started=started)
         return Launched(address=address, port=request.port, handle=handle)
 
-    def _apply_userdata(self, request: LaunchRequest, root: Path, server_dir: Path, env: dict, log) -> dict[str, str]:
+    def _check_reachable(self, run_as: RunAs) -> None:
+        """An unprivileged server needs to pass through every folder above its root and reach
+        the interpreter: say so before launching rather than let it die on EACCES."""
+        if blocked := unreachable_by_others(Path(sys.executable)):
+            raise PhoenixError(
+                f"servers run as uid {run_as.uid} (phoenix runs as root) but {blocked} keeps them from the interpreter "
+                f"{sys.executable}: install phoenix in a virtualenv made from a system Python (make setup does), "
+                "or set provider.server_user: self"
+            )
+        if blocked := unreachable_by_others(self.workdir.parent, folder=True):
+            raise PhoenixError(
+                f"servers run as uid {run_as.uid} (phoenix runs as root) but {blocked} (mode "
+                f"{stat.S_IMODE(blocked.stat().st_mode):o}) keeps them from the project: let others pass "
+                f"(chmod o+x {blocked}), move the project, or set provider.server_user: self"
+            )
+
+    def _apply_userdata(self, request: LaunchRequest, root: Path, server_dir: Path, env: dict, log, run_as: RunAs | None) -> dict[str, str]:
         """Do what cloud-init would: write_files into the server's copy, then runcmd, then
         the shell parts. Returns the boot variables for the start command."""
         parsed = userdata.parse(request.userdata)
@@ -279,7 +311,11 @@ class LocalCompute(ComputeDriver):
                 handle.write(content)
             os.chmod(target, mode)  # exactly as asked, whatever the umask
             owner = entry.get("owner", "root:root")
-            if owner != "root:root":
+            if run_as is not None:  # the server's own files, secrets included (0600: its eyes only)
+                run_as.own(target)
+                for parent in target.relative_to(root).parents:
+                    os.lchown(root / parent, run_as.uid, run_as.gid)
+            elif owner != "root:root":
                 user, _, group = owner.partition(":")
                 shutil.chown(target, user or None, group or None)
             if entry["path"] == f"{userdata.SERVER_ROOT}/{userdata.ENV_FILE}":
@@ -288,25 +324,40 @@ class LocalCompute(ComputeDriver):
         deadline = Deadline(request.boot_timeout, f"boot commands of {request.server_id}")
         for index, command in enumerate(parsed.cloud_config.get("runcmd", [])):
             argv = ["/bin/sh", "-c", command] if isinstance(command, str) else [str(part) for part in command]
-            self._run_boot_step(request, f"runcmd {index + 1}", argv, root, boot_env, log, deadline)
+            self._run_boot_step(request, f"runcmd {index + 1}", argv, root, boot_env, log, deadline, run_as)
         scripts_dir = server_dir / "scripts"
         for name, script in parsed.scripts:
-            scripts_dir.mkdir(mode=0o700, exist_ok=True)
+            private_dir(scripts_dir, 0o711)
             path = scripts_dir / name
             path.write_bytes(script)
             path.chmod(0o700)
-            self._run_boot_step(request, f"script {name}", [str(path)], root, boot_env, log, deadline)
+            if run_as is not None:
+                run_as.own(path)
+            # by a path from the server's root: the project's folders above may be closed to the server
+            self._run_boot_step(request, f"script {name}", [f"../scripts/{name}"], root, boot_env, log, deadline, run_as)
         return variables
 
-    @staticmethod
-    def _attach_persistent(root: Path, env: dict[str, str]) -> None:
-        """Persistent directories appear in the server as `persistent/<name>` (symlinks)."""
-        for key, directory in env.items():
+    def _attach_persistent(self, root: Path, env: dict[str, str], run_as: RunAs | None) -> None:
+        """Persistent directories appear in the server as `persistent/<name>`: relative links
+        (the folders above the project may be closed to an unprivileged server), owned by the
+        environment's uid; PHOENIX_PERSISTENT_<NAME> gives the mount, relative to the root."""
+        for key, directory in list(env.items()):
             if key.startswith("PHOENIX_PERSISTENT_"):
-                Path(directory).mkdir(parents=True, exist_ok=True)
-                link = root / "persistent" / key.removeprefix("PHOENIX_PERSISTENT_").lower().replace("_", "-")
+                target = Path(directory)
+                private_dir(target.parent.parent, 0o711)  # .phoenix/persistent
+                private_dir(target.parent, 0o711 if run_as else 0o700)  # .phoenix/persistent/<env>
+                target.mkdir(exist_ok=True)
+                if run_as is not None:
+                    os.lchown(target, run_as.uid, run_as.gid)
+                    os.chmod(target, 0o700)  # the environment's own data
+                name = key.removeprefix("PHOENIX_PERSISTENT_").lower().replace("_", "-")
+                link = root / "persistent" / name
                 link.parent.mkdir(exist_ok=True)
-                link.symlink_to(directory, target_is_directory=True)
+                link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+                if run_as is not None:
+                    os.lchown(link.parent, run_as.uid, run_as.gid)
+                    os.lchown(link, run_as.uid, run_as.gid)
+                env[key] = f"persistent/{name}"
 
     def file_changes(self, handle: dict) -> FileChanges | None:
         try:
@@ -328,13 +379,22 @@ class LocalCompute(ComputeDriver):
             raise PhoenixError(f"user-data writes {path}, outside the server")
         return target
 
-    def _run_boot_step(self, request: LaunchRequest, what: str, argv: list[str], root: Path, env: dict, log, deadline: Deadline) -> None:
+    def _run_boot_step(
+        self, request: LaunchRequest, what: str, argv: list[str], root: Path, env: dict, log, deadline: Deadline, run_as: RunAs | None
+    ) -> None:
         log.write(f"phoenix: {what}\n".encode())
         log.flush()
+        process = subprocess.Popen(
+            argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, **(run_as.popen() if run_as else {}),
+        )
         try:
-            result = subprocess.run(argv, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=deadline.remaining() or 0.1)
+            process.wait(timeout=deadline.remaining() or 0.1)
         except subprocess.TimeoutExpired:
+            self._signal_group(process.pid, signal.SIGKILL)  # whatever it started goes with it
+            process.wait()
             raise PhoenixError(f"{request.server_id}: {what} ran out of time") from None
+        result = process
         if result.returncode != 0:
             log.flush()
             excerpt = self.log_excerpt({"log": log.name, "root": str(root)})
