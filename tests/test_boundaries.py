@@ -93,3 +93,19 @@ def test_phoenix_state_is_readable_by_its_owner_only(project: Path):
     assert stat.S_IMODE(workdir.stat().st_mode) == 0o711  # servers pass through to their own folders; nothing listed
     for path in workdir.glob("state.db*"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_project_deep_in_the_file_system_gets_its_balancers(tmp_path: Path):
+    """A Unix socket's path is limited to 107 bytes; a CI runner's workspace is often deeper.
+    The balancers' admin sockets must work wherever the project is."""
+    deep = tmp_path / ("workspace-" * 8) / "site"
+    init_example(deep)
+    spec = deep / "phoenix.yaml"
+    assert len(str(deep / ".phoenix" / "lb" / "ci" / "frontend" / "admin.sock")) > 107
+    try:
+        result = phoenix(spec, "up", "ci")
+        assert result.returncode == 0, result.stderr
+        status = json.loads(phoenix(spec, "status", "ci", "--json").stdout)
+        assert all(lb["alive"] and lb["members_up"] == 1 for lb in status["load_balancers"]), status
+    finally:
+        assert phoenix(spec, "destroy", "ci").returncode == 0

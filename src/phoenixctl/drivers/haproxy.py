@@ -122,12 +122,24 @@ class RuntimeAPI:
     def _send_once(self, command: str) -> str:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.settimeout(self.timeout)
-            conn.connect(self.path)
+            self._connect(conn)
             conn.sendall(command.encode() + b"\n")
             chunks = []
             while chunk := conn.recv(65536):
                 chunks.append(chunk)
         return b"".join(chunks).decode(errors="replace").strip()
+
+    def _connect(self, conn: socket.socket) -> None:
+        """A Unix socket's path may not exceed 107 bytes, and a project's may well (a CI
+        runner's workspace): reach a long one through its folder's descriptor instead."""
+        if len(os.fsencode(self.path)) < 100:
+            conn.connect(self.path)
+            return
+        folder = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            conn.connect(f"/proc/self/fd/{folder}/{os.path.basename(self.path)}")
+        finally:
+            os.close(folder)
 
     def command(self, command: str) -> str:
         """Send a command that must succeed; HAProxy answers errors as free text."""
@@ -170,7 +182,9 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         socket_path, pid_path, config_path = directory / "admin.sock", directory / "haproxy.pid", directory / "haproxy.cfg"
         for stale in (socket_path, pid_path):
             stale.unlink(missing_ok=True)
-        values = dict(socket=config_quote(str(socket_path)), address=address, health_path=config_quote(health_path))
+        # The socket by a path relative to the balancer's folder (haproxy starts there): a
+        # Unix socket's path is limited to 107 bytes, a project's path is not.
+        values = dict(socket=config_quote(f"unix@{socket_path.name}"), address=address, health_path=config_quote(health_path))
         run_as = balancer_identity(self.settings.server_user)  # root binds, then it drops to nobody
         identity = f"\n    uid {run_as.uid}\n    gid {run_as.gid}" if run_as else ""
         config = CONFIG.format(env=env, role=role, port=port, backend=BACKEND, identity=identity, **values)
@@ -179,7 +193,7 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         config_path.write_text(config)
         # -D: daemonize, so the balancer outlives this command like a cloud load balancer does.
         result = subprocess.run(
-            ["haproxy", "-D", "-q", "-f", str(config_path), "-p", str(pid_path)], capture_output=True, text=True, timeout=30
+            ["haproxy", "-D", "-q", "-f", str(config_path), "-p", str(pid_path)], cwd=directory, capture_output=True, text=True, timeout=30
         )
         if result.returncode != 0:
             lines = [line for line in (result.stderr or result.stdout).splitlines() if "ALERT" in line] or ["no output"]
