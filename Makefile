@@ -25,12 +25,16 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
+# earlier one missed a target; the target fails at the end when any benchmark did.
+BENCHMARKS := rotation warmup strategies heal doctor
+
 bench: setup
-	$(BIN)/python bench/rotation.py --write bench/RESULTS.md
-	$(BIN)/python bench/warmup.py --write bench/RESULTS.md
-	$(BIN)/python bench/strategies.py --write bench/RESULTS.md
-	$(BIN)/python bench/heal.py --write bench/RESULTS.md
-	$(BIN)/python bench/doctor.py --write bench/RESULTS.md
+	@failed=""; for name in $(BENCHMARKS); do \
+	  echo "== bench/$$name.py"; \
+	  $(BIN)/python bench/$$name.py --write bench/RESULTS.md || failed="$$failed $$name"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "targets not met (or not measured) in:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) .phoenix build src/*.egg-info

@@ -1,0 +1,113 @@
+"""The benchmarks' verdicts: an empty measurement is "not measured" and never met, repeats
+are reported as a median with their range, and a missed target makes the exit code
+non-zero. Only the pure functions of bench/ run here; no server is started."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from phoenixctl.load import LoadStats
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def no_haproxy_needed(monkeypatch):
+    """The heading asks haproxy for its version; these tests need no haproxy."""
+    real_run = subprocess.run
+
+    def run(argv, *args, **kwargs):
+        if argv[:2] == ["haproxy", "-v"]:
+            return subprocess.CompletedProcess(argv, 0, stdout="HAProxy version test\n", stderr="")
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(common.subprocess, "run", run)
+
+
+def load_stats(samples: list[tuple[float, float, str]], failed: int = 0) -> LoadStats:
+    return LoadStats(sent=len(samples) + failed, ok=len(samples), failed=failed, errors=Counter(), samples=samples)
+
+
+# --- common: spread, judge, verdict, exit code --------------------------------------------
+
+
+def test_empty_measurement_is_not_measured_and_not_met():
+    for values in ([], [None], [None, None, None]):
+        s = common.spread(values)
+        assert s.median is None and not s.complete
+        assert s.format() == common.NOT_MEASURED
+        assert common.judge(s, lambda v: True) is None
+        assert common.verdict(common.judge(s, lambda v: True)) == "not measured"
+    assert common.judge(None, lambda v: True) is None
+    assert common.exit_code([None]) == 1
+    assert common.exit_code([True, None]) == 1
+    assert common.exit_code([]) == 1  # no target judged at all: nothing was shown to be met
+
+
+def test_median_and_range_of_repeats():
+    s = common.spread([3.0, 1.0, 2.0])
+    assert (s.median, s.low, s.high, s.measured, s.runs) == (2.0, 1.0, 3.0, 3, 3)
+    assert s.format() == "2.00 (1.00–3.00)"
+    assert s.format(0, 1000) == "2000 (1000–3000)"
+    assert s.format(1, show_range=False) == "2.0"
+    assert common.spread([0.5]).format() == "0.50"
+    assert common.judge(s, lambda v: v < 2.5) is True  # on the median, not the worst run
+    assert common.judge(s, lambda v: v < 1.5) is False
+
+
+def test_partly_measured_repeats_are_shown_and_not_judged():
+    s = common.spread([1.0, None, 3.0])
+    assert s.median == 2.0 and not s.complete
+    assert s.format() == "2.00 (1.00–3.00; 2 of 3 runs measured)"
+    assert common.judge(s, lambda v: True) is None
+
+
+def test_exit_code_non_zero_when_a_target_is_missed():
+    assert common.exit_code([True, True]) == 0
+    assert common.exit_code([True, False]) == 1
+    assert common.failed_requests_target(sent=100, failed=0) is True
+    assert common.failed_requests_target(sent=100, failed=1) is False
+    assert common.failed_requests_target(sent=0, failed=0) is None  # no request sent: nothing measured
+
+
+# --- the heading and make bench ------------------------------------------------------------
+
+
+def git(directory: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=directory, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_heading_states_the_commit(tmp_path):
+    git(tmp_path, "init", "-q")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "RESULTS.md").write_text("results\n")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-q", "-m", "one")
+    short = git(tmp_path, "rev-parse", "--short", "HEAD")
+    assert common.describe_commit(tmp_path / "bench") == short
+    (tmp_path / "untracked.py").write_text("")  # untracked files are not the measured code
+    (tmp_path / "bench" / "RESULTS.md").write_text("new results\n")  # the benchmarks' own output
+    assert common.describe_commit(tmp_path / "bench") == short
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert common.describe_commit(tmp_path / "bench") == f"{short} + uncommitted changes"
+    assert any(line.startswith("Commit: ") for line in common.heading("T"))
+
+
+def test_make_bench_runs_every_benchmark():
+    makefile = (BENCH.parent / "Makefile").read_text()
+    listed = set(re.search(r"^BENCHMARKS\s*:=\s*(.*)$", makefile, re.M).group(1).split())
+    scripts = {path.stem for path in BENCH.glob("*.py")} - {"common"}
+    assert listed == scripts
+    assert "$(BENCHMARKS)" in makefile.split("\nbench:", 1)[1].split("\n\n", 1)[0]
