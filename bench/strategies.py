@@ -3,8 +3,11 @@ followed by a rollback, under steady load through the three load balancers.
 
 For each: the deploy's wall time, the rollback's wall time, the rollback time as clients
 saw it (from the rollback's start until the last answer by the new build), and failed
-requests. Targets (issue 5): zero failed requests in every case; blue-green rollback
-under 2 seconds.
+requests. Each strategy runs `--repeat` times (interleaved); the table shows the median
+with the range, and the verdict is on the median. A run in which no answer by the new
+build was seen after the rollback started measured nothing: "not measured", never met.
+Targets (issue 5): zero failed requests in every case; blue-green rollback under 2
+seconds as clients saw it. The exit code is 0 only when both were met.
 
     .venv/bin/python bench/strategies.py --write bench/RESULTS.md
 """
@@ -24,7 +27,7 @@ from phoenixctl.executor import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import heading, publish  # noqa: E402
+from common import exit_code, failed_requests_target, heading, judge, publish, spread, verdict  # noqa: E402
 
 STRATEGIES = ("rolling", "blue-green", "canary")
 
@@ -51,12 +54,66 @@ def run(spec_path: Path, strategy: str, version: str) -> dict:
     return timings
 
 
+HOW = {
+    "rolling": "redeploy of the previous release",
+    "blue-green": "switch back to the kept group",
+    "canary": "redeploy of the previous release (no canary)",
+}
+TARGET_ROLLBACK_S = 2.0  # blue-green, as clients saw it
+
+
+def rollback_seen(stats, run_: dict) -> float | None:
+    """Seconds from the rollback's start to the last answer by the build it rolled back;
+    None when no such answer was seen after the rollback started (nothing measured)."""
+    last = stats.last_answer_from(run_["version"], run_["rollback_start"])
+    return None if last is None else last - run_["rollback_start"]
+
+
+def report(runs: list[dict], stats, rate: float, canary_time: str, repeat: int) -> tuple[list[str], list[bool | None]]:
+    """The RESULTS.md section and the verdict on each named target (None: not measured)."""
+    lines = heading("Strategies (`bench/strategies.py`)") + [
+        f"Load: {rate:g} requests/s over 16 keep-alive connections through the frontend, backend and edit balancers "
+        f"of production (3 + 2 + 1 servers), from a second process; each strategy deploys a new VERSION, then `rollback`; "
+        f"canary_time {canary_time}; {repeat} run(s) per strategy, interleaved: median (min–max).",
+        "",
+        "| strategy | deploy (s) | rollback command (s) | rollback seen by clients (s) | how it rolled back |",
+        "|---|---|---|---|---|",
+    ]
+    summary = {}
+    for strategy in STRATEGIES:
+        mine = [r for r in runs if r["strategy"] == strategy]
+        if not mine:
+            continue
+        summary[strategy] = {
+            "deploy": spread(r["deploy"] for r in mine),
+            "rollback": spread(r["rollback"] for r in mine),
+            "seen": spread(rollback_seen(stats, r) for r in mine),
+        }
+        s = summary[strategy]
+        lines.append(f"| {strategy} | {s['deploy'].format()} | {s['rollback'].format()} | {s['seen'].format()} | {HOW[strategy]} |")
+    no_failures = failed_requests_target(stats.sent, stats.failed)
+    blue_green = summary.get("blue-green")
+    fast_rollback = judge(blue_green["seen"], lambda s: s < TARGET_ROLLBACK_S) if blue_green else None
+    seen_text = f"**{blue_green['seen'].format()}** s seen by clients, {blue_green['rollback'].format()} s for the whole command" if blue_green else "**not run**"
+    lines += [
+        "",
+        f"Requests: {stats.sent} sent, {stats.failed} failed {dict(stats.errors) or ''}.  ",
+        f"Targets: zero failed requests -> **{stats.failed}** ({verdict(no_failures)}); "
+        f"blue-green rollback under {TARGET_ROLLBACK_S:g} s (median) -> {seen_text} ({verdict(fast_rollback)}).",
+        "",
+    ]
+    return lines, [no_failures, fast_rollback]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=150.0)
     parser.add_argument("--canary-time", default="5s")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per strategy (the median is reported)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     with tempfile.TemporaryDirectory(prefix="phoenix-bench-strategies-") as tmp:
         init_example(Path(tmp))
         spec_path = Path(tmp) / "phoenix.yaml"
@@ -71,41 +128,23 @@ def main() -> int:
             lbs = {lb["role"]: lb["address"] for lb in executor.status("production")["load_balancers"]}
             urls = [f"http://{lbs['frontend']}/page/{n}" for n in range(30)]
             urls += [f"http://{lbs['backend']}/api/articles", f"http://{lbs['edit']}/healthz"]
-            with LoadProcess(urls, concurrency=16, rate=args.rate, max_seconds=600) as load:
+            with LoadProcess(urls, concurrency=16, rate=args.rate, max_seconds=300 * args.repeat) as load:
                 load.wait_for_requests(int(args.rate))
-                for index, strategy in enumerate(STRATEGIES):
-                    runs.append(run(spec_path, strategy, f"2.{index}.0"))
-                    print(f"{strategy}: deploy {runs[-1]['deploy']:.2f}s, rollback {runs[-1]['rollback']:.2f}s", flush=True)
+                for attempt in range(args.repeat):
+                    for index, strategy in enumerate(STRATEGIES):
+                        # a version of its own per run: the answers of one run's new build are told apart
+                        runs.append(run(spec_path, strategy, f"2.{index}.{attempt}"))
+                        print(
+                            f"run {attempt + 1} {strategy}: deploy {runs[-1]['deploy']:.2f}s, rollback {runs[-1]['rollback']:.2f}s",
+                            flush=True,
+                        )
             stats = load.stats
         finally:
             executor.destroy("production")
             project.close()
-    lines = heading("Strategies (`bench/strategies.py`)") + [
-        f"Load: {args.rate:g} requests/s over 16 keep-alive connections through the frontend, backend and edit balancers "
-        f"of production (3 + 2 + 1 servers), from a second process; each strategy deploys a new VERSION, then `rollback`; "
-        f"canary_time {args.canary_time}.",
-        "",
-        "| strategy | deploy (s) | rollback command (s) | rollback seen by clients (s) | how it rolled back |",
-        "|---|---|---|---|---|",
-    ]
-    how = {"rolling": "redeploy of the previous release", "blue-green": "switch back to the kept group", "canary": "redeploy of the previous release (no canary)"}
-    seen = {}
-    for run_ in runs:
-        last = stats.last_answer_from(run_["version"], run_["rollback_start"])
-        seen[run_["strategy"]] = (last - run_["rollback_start"]) if last else 0.0
-        lines.append(
-            f"| {run_['strategy']} | {run_['deploy']:.2f} | {run_['rollback']:.2f} | {seen[run_['strategy']]:.2f} | {how[run_['strategy']]} |"
-        )
-    lines += [
-        "",
-        f"Requests: {stats.sent} sent, {stats.failed} failed {dict(stats.errors) or ''}.  ",
-        f"Targets: zero failed requests -> **{stats.failed}** ({'met' if stats.failed == 0 else 'NOT met'}); "
-        f"blue-green rollback under 2 s -> **{seen['blue-green']:.2f} s** seen by clients, "
-        f"{runs[1]['rollback']:.2f} s for the whole command ({'met' if seen['blue-green'] < 2 else 'NOT met'}).",
-        "",
-    ]
+    lines, targets = report(runs, stats, args.rate, args.canary_time, args.repeat)
     publish(lines, "strategies", args.write)
-    return 0 if stats.failed == 0 else 1
+    return exit_code(targets)
 
 
 if __name__ == "__main__":

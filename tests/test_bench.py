@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
+import strategies  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -77,6 +78,54 @@ def test_exit_code_non_zero_when_a_target_is_missed():
     assert common.failed_requests_target(sent=100, failed=0) is True
     assert common.failed_requests_target(sent=100, failed=1) is False
     assert common.failed_requests_target(sent=0, failed=0) is None  # no request sent: nothing measured
+
+
+# --- strategies ----------------------------------------------------------------------------
+
+
+def strategy_runs(repeat: int) -> list[dict]:
+    runs = []
+    for attempt in range(repeat):
+        for index, strategy in enumerate(strategies.STRATEGIES):
+            start = 100.0 * (attempt * 3 + index)
+            runs.append(
+                {"strategy": strategy, "version": f"2.{index}.{attempt}", "deploy": 2.0 + attempt, "rollback": 0.5 + attempt, "rollback_start": start}
+            )
+    return runs
+
+
+def test_strategies_rollback_without_new_build_answer_is_not_measured():
+    runs = strategy_runs(1)
+    # the rolling and canary runs' new builds answer after the rollback started; blue-green's never does
+    samples = [(r["rollback_start"] + 0.1, 0.2, r["version"]) for r in runs if r["strategy"] != "blue-green"]
+    samples += [(r["rollback_start"] - 1.0, 0.01, r["version"]) for r in runs]  # before the rollback: not counted
+    stats = load_stats(samples)
+    assert strategies.rollback_seen(stats, runs[1]) is None
+    assert strategies.rollback_seen(stats, runs[0]) == pytest.approx(0.3)
+    lines, targets = strategies.report(runs, stats, 150, "5s", 1)
+    text = "\n".join(lines)
+    assert "| blue-green | 2.00 | 0.50 | not measured |" in text
+    assert "**not measured** s seen by clients" in text and "(not measured)." in text
+    assert targets == [True, None]
+    assert common.exit_code(targets) == 1
+
+
+def test_strategies_median_and_range_of_repeats():
+    runs = strategy_runs(3)
+    seen = {0: 0.3, 1: 0.1, 2: 0.2}  # blue-green's rollback as clients saw it, per attempt
+    samples = [(r["rollback_start"], seen[int(r["version"].rsplit(".", 1)[1])], r["version"]) for r in runs]
+    lines, targets = strategies.report(runs, load_stats(samples), 150, "5s", 3)
+    text = "\n".join(lines)
+    assert "| blue-green | 3.00 (2.00–4.00) | 1.50 (0.50–2.50) | 0.20 (0.10–0.30) |" in text
+    assert targets == [True, True]
+
+
+def test_strategies_exit_non_zero_when_a_target_is_missed():
+    runs = strategy_runs(3)
+    slow = [(r["rollback_start"], 2.5, r["version"]) for r in runs]  # blue-green seen for 2.5 s: over 2
+    assert strategies.report(runs, load_stats(slow), 150, "5s", 3)[1] == [True, False]
+    fast = [(r["rollback_start"], 0.1, r["version"]) for r in runs]
+    assert strategies.report(runs, load_stats(fast, failed=1), 150, "5s", 3)[1] == [False, True]
 
 
 # --- the heading and make bench ------------------------------------------------------------
