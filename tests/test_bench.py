@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -19,6 +20,7 @@ sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
 import strategies  # noqa: E402
+import warmup  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -126,6 +128,44 @@ def test_strategies_exit_non_zero_when_a_target_is_missed():
     assert strategies.report(runs, load_stats(slow), 150, "5s", 3)[1] == [True, False]
     fast = [(r["rollback_start"], 0.1, r["version"]) for r in runs]
     assert strategies.report(runs, load_stats(fast, failed=1), 150, "5s", 3)[1] == [False, True]
+
+
+# --- warm-up -------------------------------------------------------------------------------
+
+
+def warmup_stats(ratios: dict[tuple[bool, int], float | None]) -> tuple[list[dict], LoadStats]:
+    """Runs whose steady p95 is 10 ms and whose swap p95 is ratio x that (None: no request)."""
+    runs, samples = [], []
+    for index, ((warm, _), ratio) in enumerate(ratios.items()):
+        t = 1000.0 * index
+        runs.append({"warm": warm, "steady": (t, t + 10), "swap": (t + 10, t + 20), "rotation_s": 1.0 + index, "replaced": 3})
+        samples += [(t + 1 + i * 0.1, 0.010, "1") for i in range(20)]
+        if ratio is not None:
+            samples += [(t + 11 + i * 0.1, 0.010 * ratio, "1") for i in range(20)]
+    return runs, load_stats(samples)
+
+
+ARGS = SimpleNamespace(rate=100.0, pages=10, steady=10.0, window=10.0, repeat=3)
+
+
+def test_warmup_median_of_repeats_decides():
+    runs, stats = warmup_stats({(False, 0): 40.0, (True, 0): 1.0, (False, 1): 50.0, (True, 1): 1.1, (False, 2): 45.0, (True, 2): 1.9})
+    lines, targets = warmup.report(runs, stats, ARGS)
+    text = "\n".join(lines)
+    # warm-up on: ratios 1.0, 1.1, 1.9 -> median 1.1 <= 1.2, met although one run was over
+    assert "| 1.10 (1.00–1.90) |" in text
+    assert "**1.10 (1.00–1.90)x** (met)" in text
+    assert targets == [True, True]
+
+
+def test_warmup_target_missed_and_not_measured():
+    runs, stats = warmup_stats({(False, 0): 40.0, (True, 0): 1.5})
+    assert warmup.report(runs, stats, ARGS)[1] == [False, True]
+    runs, stats = warmup_stats({(False, 0): 40.0, (True, 0): None})  # nothing in the swap window
+    lines, targets = warmup.report(runs, stats, ARGS)
+    assert targets == [None, True] and common.exit_code(targets) == 1
+    assert "**not measuredx**" not in "\n".join(lines)
+    assert "(not measured)" in "\n".join(lines)
 
 
 # --- the heading and make bench ------------------------------------------------------------
