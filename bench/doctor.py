@@ -3,6 +3,8 @@ reach users. Runs `phoenix doctor --probe` on the local provider (this machine) 
 AWS provider against a moto server on 127.0.0.1 (the API's own cost only: moto runs no
 instance and copies no disk), `--repeat` times each, and reports medians.
 
+It names no target: it exits 0 when every probe ran, non-zero when one failed.
+
     python bench/doctor.py --repeat 5 --write bench/RESULTS.md
 """
 
@@ -30,7 +32,7 @@ def probe(directory: Path, env: dict) -> dict[str, float]:
     return {row["capability"]: row["seconds"] for row in json.loads(result.stdout)["capabilities"] if "seconds" in row}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--write", type=Path, help="update this RESULTS.md")
@@ -70,12 +72,13 @@ def main() -> None:
         "",
         "Local: the image is the example's own (its files copied, its `py_compile` step run, in a",
         "scratch store); a server is a process on its own loopback address, timed until it listens. AWS here is moto on loopback: the numbers are the",
-        "API round trips Phoenix makes, not EC2's (launching an instance and `create_image` take",
-        "minutes on AWS; run `phoenix doctor --probe` against the account to measure them).",
+        "API round trips Phoenix makes, not EC2's (launching an instance and `create_image` on AWS are not",
+        "measured here; run `phoenix doctor --probe` against the account to measure them).",
         "",
     ]
     publish(lines, "doctor", args.write)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

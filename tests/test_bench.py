@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
+import heal  # noqa: E402
 import strategies  # noqa: E402
 import warmup  # noqa: E402
 
@@ -166,6 +167,26 @@ def test_warmup_target_missed_and_not_measured():
     assert targets == [None, True] and common.exit_code(targets) == 1
     assert "**not measuredx**" not in "\n".join(lines)
     assert "(not measured)" in "\n".join(lines)
+
+
+# --- self-healing --------------------------------------------------------------------------
+
+
+def heal_run(kill: int, full: float | None, launch: float | None) -> dict:
+    return {"kill": kill, "victims": ["frontend-1"] * kill, "detect": 1.0, "full": full, "launch_to_service": launch}
+
+
+def test_heal_exit_code_follows_targets():
+    stats = load_stats([(0.0, 0.01, "1")] * 10)
+    lines, targets = heal.report([heal_run(1, 4.0, 1.2), heal_run(3, 3.0, 1.1)], stats, 5.0, 150)
+    assert targets == [True, True, True] and common.exit_code(targets) == 0
+    _, targets = heal.report([heal_run(1, 7.0, 1.2), heal_run(3, 3.0, 1.1)], stats, 5.0, 150)
+    assert targets == [False, True, True] and common.exit_code(targets) == 1
+    lines, targets = heal.report([heal_run(1, None, 1.2), heal_run(3, 3.0, None)], stats, 5.0, 150)
+    assert targets == [None, None, True] and common.exit_code(targets) == 1
+    assert "kill 1: not measured against 6.20 s (not measured)" in "\n".join(lines)
+    _, targets = heal.report([heal_run(1, 4.0, 1.2)], load_stats([(0.0, 0.01, "1")], failed=2), 5.0, 150)
+    assert targets == [True, False]
 
 
 # --- the heading and make bench ------------------------------------------------------------
