@@ -20,6 +20,7 @@ sys.path.insert(0, str(BENCH))
 
 import common  # noqa: E402
 import heal  # noqa: E402
+import rotation  # noqa: E402
 import strategies  # noqa: E402
 import warmup  # noqa: E402
 
@@ -187,6 +188,30 @@ def test_heal_exit_code_follows_targets():
     assert "kill 1: not measured against 6.20 s (not measured)" in "\n".join(lines)
     _, targets = heal.report([heal_run(1, 4.0, 1.2)], load_stats([(0.0, 0.01, "1")], failed=2), 5.0, 150)
     assert targets == [True, False]
+
+
+# --- rotation ------------------------------------------------------------------------------
+
+
+def rotation_row(role: str, n: int, wall: float, failed: int = 0) -> dict:
+    return {
+        "role": role, "n": n, "wall": wall, "critical": wall * 0.9, "batches": 1, "replaced": n, "server_cpu": 0.1 * n,
+        "phoenix_cpu_per_server": 0.02, "sent": 100, "failed": failed, "errors": {},
+    }
+
+
+def test_rotation_ratio_target_and_its_absence():
+    rows = [rotation_row("static", 1, 0.2), rotation_row("static", 20, 0.25)]
+    lines, targets = rotation.markdown(rows, 1, 200)
+    text = "\n".join(lines)
+    assert targets == [True, True]
+    assert "static 20 ms at N=1, static 20 ms at N=20" in text  # Phoenix's own CPU per replaced server, from the run
+    rows = [rotation_row("static", 1, 0.2), rotation_row("static", 20, 1.0)]
+    assert rotation.markdown(rows, 1, 200)[1] == [True, False]
+    rows = [rotation_row("static", 1, 0.2), rotation_row("static", 5, 0.25)]  # 20 not run: the target not measured
+    lines, targets = rotation.markdown(rows, 1, 200)
+    assert targets == [True, None] and common.exit_code(targets) == 1
+    assert "not both run (not measured)" in "\n".join(lines)
 
 
 # --- the heading and make bench ------------------------------------------------------------
