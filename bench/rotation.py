@@ -32,7 +32,7 @@ import yaml
 
 from common import heading, publish
 from phoenixctl.example import init_example
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 import psutil
 
 from phoenixctl.load import LoadProcess

@@ -28,7 +28,7 @@ from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
 from phoenixctl.excerpt import error_lines
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.userdata import decode_content
 from phoenixctl.userdata import parse as parse_userdata
 

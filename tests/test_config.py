@@ -20,7 +20,7 @@ from cryptography import x509
 
 from conftest import CI_COUNTS, PRODUCTION_COUNTS, copy_example, destroy_quietly
 from phoenixctl import cli, userdata
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 
 
 def edit_spec(spec_path: Path, change) -> None:

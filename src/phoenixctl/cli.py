@@ -23,7 +23,7 @@ from rich.text import Text
 from . import config
 from .errors import PhoenixError
 from .example import EXAMPLES, init_example
-from .executor import PHASES, Executor, OperationResult, Project, Reporter, check_provider
+from .engine import PHASES, Executor, OperationResult, Project, Reporter, check_provider
 from .spec import json_schema, load_spec
 
 
@@ -267,7 +267,7 @@ def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
 def watch(env: str, interval: float | None, budget: int | None, passes: int | None, discard_state: bool, spec_file: Path | None) -> None:
     """Reconcile loop: replace outdated, old, drifted, unhealthy and dead servers as they appear;
     exit 1 when it ends with a role below its count."""
-    from .watch import Watcher
+    from .engine.watch import Watcher
 
     load_spec(spec_file).environment(env)
     watcher = Watcher(spec_file, env, lambda line: out.print(line, markup=False), interval, budget, discard_state)
@@ -294,7 +294,7 @@ def chaos(
     spec_file: Path | None, as_json: bool,
 ) -> None:
     """Terminate random in-service servers under load; report the time to the full count again."""
-    from .watch import chaos as run_chaos
+    from .engine.watch import chaos as run_chaos
 
     load_spec(spec_file).environment(env)
     report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
@@ -508,7 +508,7 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
 
 def _env_role(executor: Executor, env: str, role: str) -> None:
     executor.project.loaded.environment(env)
-    executor._check_env_role(env, role)
+    executor.check_env_role(env, role)
 
 
 @app.command("config")
