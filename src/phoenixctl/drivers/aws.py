@@ -229,7 +229,7 @@ class AWSCompute(ComputeDriver):
             pass
 
     # --- servers ------------------------------------------------------------------------------
-    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
+    def launch(self, request: LaunchRequest) -> Launched:
         placement = request.placement
         vpc_id, cidr, subnets = self.aws.network(placement.subnets)
         groups = placement.security_groups or [self._server_group(request, vpc_id, cidr)]

@@ -27,6 +27,7 @@ from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError, SpecError
 from ..excerpt import error_lines
 from ..spec import ImageSpec
+from .loopback import LoopbackPool
 from .local_identity import RunAs, private_dir, server_identity, unreachable_by_others
 from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
 
@@ -97,6 +98,7 @@ class LocalCompute(ComputeDriver):
 
     def __init__(self, workdir: Path, project: str, settings=None):
         super().__init__(workdir, project, settings)
+        self.addresses = LoopbackPool(workdir)
         self.images_dir = workdir / "images"
         self.servers_dir = workdir / "servers"
         self.logs_dir = workdir / "logs"
@@ -220,8 +222,8 @@ class LocalCompute(ComputeDriver):
         ]
 
     # --- servers --------------------------------------------------------------------------
-    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
-        address = reserve_address(request.port)
+    def launch(self, request: LaunchRequest) -> Launched:
+        address = self.addresses.reserve(request.port)
         run_as = server_identity(self.workdir, request.env, self.settings.server_user)
         if run_as is not None:
             self._check_reachable(run_as)

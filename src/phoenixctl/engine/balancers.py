@@ -27,8 +27,6 @@ class Balancers(Part):
             port = int(port)
         elif row:
             address, port = row.address, row.port  # a balancer that died comes back where it was
-        elif not self.lbs.assigns_addresses:
-            address = self.engine.lifecycle.reserve_address(port)
         zone = self.spec.environments[env].dns_zone
         endpoint = self.lbs.create(
             BalancerRequest(

@@ -10,9 +10,7 @@ servers. This is also the narrow set of steps the strategies work with (`Rollout
 
 from __future__ import annotations
 
-import hashlib
 import secrets
-import socket
 import threading
 
 from .. import warmup
@@ -29,12 +27,6 @@ from .part import Part
 
 class Lifecycle(Part):
     """Launching, gating, swapping, retiring and destroying servers."""
-
-    def __init__(self, engine):
-        super().__init__(engine)
-        self._address_lock = threading.Lock()
-        # Each project gets its own second octet of 127/8, so two copies rarely meet.
-        self._octet = 64 + int(hashlib.sha256(str(self.project.dir).encode()).hexdigest(), 16) % 190
 
     def deadlines(self, env: str):
         return self.spec.deadlines(env)
@@ -66,22 +58,6 @@ class Lifecycle(Part):
         return ready
 
     # --- one new server -------------------------------------------------------------------
-    def reserve_address(self, port: int) -> str:
-        """A loopback address nobody uses on this port (checked by binding to it)."""
-        with self._address_lock:
-            used = self.store.used_addresses()
-            for _ in range(2000):
-                n = self.store.next_counter("address") % 65024 + 256  # skips 127.x.0.*
-                address = f"127.{self._octet}.{n >> 8}.{n & 255}"
-                if n & 255 in (0, 255) or address in used:
-                    continue
-                with socket.socket() as probe:
-                    try:
-                        probe.bind((address, port))
-                        return address
-                    except OSError:
-                        continue
-        raise PhoenixError(f"no free loopback address for port {port}")
 
     def launch_and_gate(self, op: Operation, env: str, role: str, boot: BootConfig) -> ServerRow:
         if not boot.deliverable:  # made for reading: stand-ins where secret commands were not run
@@ -104,7 +80,6 @@ class Lifecycle(Part):
                         tls_port=self.spec.roles[role].tls_port, placement=self.spec.placement(env, role),
                         discovery=self.spec.roles[role].discovery, tags={"fingerprint": boot.fingerprint, "operation": op.id},
                     ),
-                    self.reserve_address,
                 )
             failpoint("launch")  # started, not yet recorded
             self.store.update_server(server_id, address=launched.address, handle=launched.handle, state="booting")
