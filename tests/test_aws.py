@@ -23,7 +23,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from phoenixctl.drivers.aws_api import AWS
+from phoenixctl.drivers.aws.api import AWS
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
@@ -483,7 +483,7 @@ def test_every_instance_phoenix_launches_requires_imdsv2(cloud, tmp_path):
 
 def test_one_helper_launches_every_instance():
     """Every `run_instances` of the AWS driver goes through the helper that requires IMDSv2."""
-    source = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws.py"
+    source = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws" / "compute.py"
     assert source.read_text().count('"run_instances"') == 1
 
 

@@ -11,7 +11,7 @@ import pytest
 from phoenixctl import config, userdata
 from phoenixctl.cli import main
 from phoenixctl.deadline import Deadline
-from phoenixctl.drivers.local import LocalCompute
+from phoenixctl.drivers.local.compute import LocalCompute
 from phoenixctl.errors import SpecError
 from phoenixctl.example import init_example
 from phoenixctl.secrets import SecretResolver

@@ -1,5 +1,7 @@
-"""The AWS provider, through boto3: AMIs, EC2 instances, ELBv2 target groups, Elastic IPs
-and Route 53 records.
+"""The AWS compute driver, through boto3: images as AMIs, servers as EC2 instances.
+
+The AWS provider as a whole: AMIs, EC2 instances, ELBv2 target groups, Elastic IPs and
+Route 53 records (the last three in `balancers.py`).
 
 - Credentials come from boto3's standard chain and are never stored or printed. The
   region comes from `provider.region` or the chain; the endpoint from
@@ -28,14 +30,14 @@ from collections import Counter
 from email import message_from_bytes
 from pathlib import Path
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from ..excerpt import error_lines
-from ..spec import ImageRef, ImageSpec, ProviderSpec
-from ..userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
-from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_filters, tag_map
-from .base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
-from .local import recipe_digest, walk_files
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from ...excerpt import error_lines
+from ...spec import ImageRef, ImageSpec, ProviderSpec
+from ...userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
+from .api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_filters, tag_map
+from ..base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
+from ..local.compute import recipe_digest, walk_files
 
 IMDS_V2_ONLY = {"HttpTokens": "required", "HttpEndpoint": "enabled"}  # session tokens for the metadata service
 EVENTUAL_GRACE = 60.0  # seconds after a launch during which "not found" means "not visible yet"

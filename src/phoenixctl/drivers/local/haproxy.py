@@ -19,10 +19,10 @@ from pathlib import Path
 
 import psutil
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from .local_identity import balancer_identity, private_dir
-from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from .identity import balancer_identity, private_dir
+from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
 
 BACKEND = "servers"
 

@@ -1,15 +1,17 @@
-"""Ways in to a role on AWS: an ELBv2 load balancer with a target group per port, or an
-Elastic IP; optionally a Route 53 record on either."""
+"""Ways in to a role on AWS: an ELBv2 load balancer or an Elastic IP, and a Route 53 record.
+
+An ELBv2 load balancer with a target group per port, or an Elastic IP; optionally a
+Route 53 record on either."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from ..spec import ProviderSpec
-from .aws_api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, short_name, tag_filters, tag_map
-from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from ...spec import ProviderSpec
+from .api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, short_name, tag_filters, tag_map
+from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState
 
 TARGET_STATES = {"healthy": "UP", "initial": "DOWN (initial)", "unhealthy": "DOWN", "draining": "DRAIN", "unused": "MAINT", "unavailable": "DOWN"}
 STATE_ORDER = {"draining": 0, "unused": 1, "unavailable": 2, "unhealthy": 3, "initial": 4, "healthy": 5}  # worst first

@@ -22,13 +22,13 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 
-from .. import paths, userdata
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError, SpecError
-from ..excerpt import error_lines
-from ..spec import ImageSpec
-from .local_identity import RunAs, private_dir, server_identity, unreachable_by_others
-from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
+from ... import paths, userdata
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError, SpecError
+from ...excerpt import error_lines
+from ...spec import ImageSpec
+from .identity import RunAs, private_dir, server_identity, unreachable_by_others
+from ..base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
 
 IGNORED = shutil.ignore_patterns(*paths.IGNORED_NAMES, *(f"*{suffix}" for suffix in paths.IGNORED_SUFFIXES))
 _IGNORED_NAMES = paths.IGNORED_NAMES
