@@ -29,8 +29,8 @@ from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
 from phoenixctl.excerpt import error_lines
 from phoenixctl.executor import Executor, Project
-from phoenixctl.userdata import decode_content
-from phoenixctl.userdata import parse as parse_userdata
+from phoenixctl.boot.userdata import decode_content
+from phoenixctl.boot.userdata import parse as parse_userdata
 
 from conftest import PHOENIX
 

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
-from . import config
+from .boot import config
 from .errors import PhoenixError
 from .example import EXAMPLES, init_example
 from .executor import PHASES, Executor, OperationResult, Project, Reporter, check_provider
@@ -138,7 +138,7 @@ def _print_result(result: OperationResult, as_json: bool) -> None:
 @spec_option
 def validate(resolve_secrets: bool, spec_file: Path | None) -> None:
     """Check the spec file and its secret references; errors name the file, line and field (exit code 2)."""
-    from .secrets import SecretResolver, check_sources
+    from .boot.secrets import SecretResolver, check_sources
 
     loaded = load_spec(spec_file)
     check_provider(loaded)
@@ -582,7 +582,7 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
 def userdata(env: str, role: str, spec_file: Path | None) -> None:
     """The cloud-init user-data a server of ENV/ROLE boots with, secrets redacted (secret
     commands are not run: the size counts a stand-in for their values)."""
-    from .userdata import USERDATA_LIMIT, render
+    from .boot.userdata import USERDATA_LIMIT, render
 
     with executor_for(spec_file, "userdata", quiet=True, env=env) as executor:
         _env_role(executor, env, role)
@@ -613,7 +613,7 @@ def secrets() -> None:
 @spec_option
 def secrets_tls(env: str, host: str, days: int, force: bool, spec_file: Path | None) -> None:
     """Create a self-signed TLS certificate and key for ENV (mode 0600) under secrets/ENV/."""
-    from .secrets import create_tls_pair
+    from .boot.secrets import create_tls_pair
 
     loaded = load_spec(spec_file)
     loaded.environment(env)

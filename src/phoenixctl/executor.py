@@ -24,13 +24,13 @@ from typing import Callable, Iterator
 
 
 from . import drivers
-from . import config
-from .config import BootConfig
+from .boot import config
+from .boot.config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
 from .drivers.base import BalancerRequest, FileChanges, ImageSample, LaunchRequest
 from .errors import GateFailed, PhoenixError, SpecError
 from .faults import failpoint
-from .secrets import Resolved, SecretResolver
+from .boot.secrets import Resolved, SecretResolver
 from .lock import EnvironmentLock
 from .plan import Batch, ObservedServer, RolePlan, plan_role
 from .spec import LoadedSpec, load_spec, parse_spec, resolve_quantity, role_waves

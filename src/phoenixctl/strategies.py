@@ -18,7 +18,7 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from .config import BootConfig
+from .boot.config import BootConfig
 from .deadline import Deadline, DeadlineExceeded
 from .errors import GateFailed, PhoenixError
 from .plan import Batch, RolePlan, plan_role

@@ -34,7 +34,7 @@ from ...deadline import Deadline, DeadlineExceeded
 from ...errors import PhoenixError
 from ...excerpt import error_lines
 from ...spec import ImageRef, ImageSpec, ProviderSpec
-from ...userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
+from ...boot.userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
 from .api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_filters, tag_map
 from ..base import BakeResult, ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
 from ..local.compute import recipe_digest, walk_files

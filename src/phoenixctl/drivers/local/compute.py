@@ -22,7 +22,8 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 
-from ... import paths, userdata
+from ... import paths
+from ...boot import userdata
 from ...deadline import Deadline, DeadlineExceeded
 from ...errors import PhoenixError, SpecError
 from ...excerpt import error_lines

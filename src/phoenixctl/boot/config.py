@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import SpecError
-from .paths import inside_project
+from ..errors import SpecError
+from ..paths import inside_project
 from .secrets import Resolved, same_source
-from .spec import ConfigLayer, FileSpec, LoadedSpec, SecretRef
+from ..spec import ConfigLayer, FileSpec, LoadedSpec, SecretRef
 
 PLACEHOLDER_LB = "127.255.255.255:65535"  # the longest address, for checks made before balancers exist
 
