@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .boot import config
+from .boot.merged import Item, variable_value
 from .errors import PhoenixError
 from .example import EXAMPLES, init_example
 from .executor import PHASES, Executor, OperationResult, Project, Reporter, check_provider
@@ -524,11 +525,11 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
         merged = config.merge(loaded, executor.project.workdir, env, role, executor.lb_addresses(env))
         config.check_isolation(loaded, env, [merged])
 
-    def origin(item: config.Item) -> dict:
+    def origin(item: Item) -> dict:
         return {"from": item.origin, "line": None if item.loc == ("phoenix",) else int(loaded.where(*item.loc).rsplit(":", 1)[1])}
 
-    def shown(item: config.Item) -> str:
-        value = config.variable_value(item, None, "redact", None)
+    def shown(item: Item) -> str:
+        value = variable_value(item, None, "redact", None)
         return "(assigned at up)" if value == config.PLACEHOLDER_LB else value
 
     report = {
