@@ -1,4 +1,4 @@
-"""The commands about the project as a whole: validate, schema, bake, init, demo, secrets, watch, chaos."""
+"""Commands on the project as a whole: validate, schema, bake, init, demo, secrets, watch, chaos."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the `phoenix` command prints: its consoles, the progress reporter, results, plans and phase tables."""
+"""What `phoenix` prints: its consoles, the progress reporter, results, plans and phase tables."""
 
 from __future__ import annotations
 
