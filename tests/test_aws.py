@@ -23,14 +23,14 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from phoenixctl.drivers.aws_api import AWS
+from phoenixctl.drivers.aws.api import AWS
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
 from phoenixctl.excerpt import error_lines
 from phoenixctl.engine import Executor, Project
-from phoenixctl.userdata import decode_content
-from phoenixctl.userdata import parse as parse_userdata
+from phoenixctl.boot.userdata import decode_content
+from phoenixctl.boot.userdata import parse as parse_userdata
 
 from conftest import PHOENIX
 
@@ -483,8 +483,8 @@ def test_every_instance_phoenix_launches_requires_imdsv2(cloud, tmp_path):
 
 def test_one_helper_launches_every_instance():
     """Every `run_instances` of the AWS driver goes through the helper that requires IMDSv2."""
-    source = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws.py"
-    assert source.read_text().count('"run_instances"') == 1
+    package = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws"
+    assert sum(source.read_text().count('"run_instances"') for source in package.glob("*.py")) == 1
 
 
 # --- a builder as on a real cloud (through the shim: moto's instances run nothing) -----------------

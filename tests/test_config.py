@@ -19,7 +19,8 @@ import yaml
 from cryptography import x509
 
 from conftest import CI_COUNTS, PRODUCTION_COUNTS, copy_example, destroy_quietly
-from phoenixctl import cli, userdata
+from phoenixctl import cli
+from phoenixctl.boot import userdata
 from phoenixctl.engine import Executor, Project
 
 

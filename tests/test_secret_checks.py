@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import copy_example, phoenix
-from phoenixctl import userdata
+from phoenixctl.boot import userdata
 from phoenixctl.engine import Executor, Project
 
 

@@ -10,11 +10,11 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..config import BootConfig
+from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..errors import PhoenixError, SpecError
 from ..lock import EnvironmentLock
-from ..secrets import Resolved
+from ..boot.secrets import Resolved
 from ..state import utcnow
 from .capabilities import strategy_refusal
 from .operation import Operation, OperationResult, Reporter, run_parallel

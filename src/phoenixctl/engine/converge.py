@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from ..config import BootConfig
+from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..errors import PhoenixError
 from ..plan import RolePlan, plan_role

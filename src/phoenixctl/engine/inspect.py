@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from fnmatch import fnmatch
 
-from .. import config
-from ..config import BootConfig
+from ..boot import config
+from ..boot.config import BootConfig
 from ..drivers.base import FileChanges
 from ..errors import SpecError
 from ..plan import ObservedServer
-from ..secrets import Resolved
+from ..boot.secrets import Resolved
 from ..state import ServerRow
 from .part import Part
 

@@ -14,7 +14,7 @@ import secrets
 import threading
 
 from .. import warmup
-from ..config import BootConfig
+from ..boot.config import BootConfig
 from ..deadline import Deadline, DeadlineExceeded
 from ..drivers.base import LaunchRequest
 from ..errors import GateFailed, PhoenixError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import drivers
-from ..secrets import SecretResolver
+from ..boot.secrets import SecretResolver
 from ..spec import LoadedSpec, load_spec, parse_spec
 from ..state import StateStore
 from .capabilities import check_provider

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from ..config import BootConfig
+from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..drivers.base import ImageSample
 from ..plan import ObservedServer, RolePlan, plan_role

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from ...config import BootConfig
+from ...boot.config import BootConfig
 from ...deadline import Deadline, DeadlineExceeded
 from ...errors import GateFailed
 from ...plan import RolePlan

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from ...config import BootConfig
+from ...boot.config import BootConfig
 from ...errors import PhoenixError
 from ...plan import Batch, RolePlan
 from ...spec import RolloutSpec, resolve_quantity

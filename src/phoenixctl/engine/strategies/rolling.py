@@ -3,7 +3,7 @@ is the plan's, `plan.rolling_batches`)."""
 
 from __future__ import annotations
 
-from ...config import BootConfig
+from ...boot.config import BootConfig
 from ...plan import RolePlan
 from ...spec import RolloutSpec
 from ...state import LoadBalancerRow

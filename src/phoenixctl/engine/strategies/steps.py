@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
-from ...config import BootConfig
+from ...boot.config import BootConfig
 from ...deadline import Deadline
 from ...plan import Batch, RolePlan
 from ...state import LoadBalancerRow, ServerRow

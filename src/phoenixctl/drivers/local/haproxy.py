@@ -19,11 +19,11 @@ from pathlib import Path
 
 import psutil
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from .local_identity import balancer_identity, private_dir
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from .identity import balancer_identity, private_dir
 from .loopback import LoopbackPool
-from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
+from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
 
 BACKEND = "servers"
 

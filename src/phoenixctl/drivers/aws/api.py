@@ -1,6 +1,7 @@
-"""The AWS API as both AWS drivers use it: clients made once with botocore's adaptive
-retries, waiters bounded by deadlines, paged lists, errors as one line, tags, the default
-VPC and the security groups Phoenix owns."""
+"""The AWS API as both AWS drivers use it: clients, retries, waiters, paged lists, tags.
+
+Clients made once with botocore's adaptive retries, waiters bounded by deadlines, paged
+lists, errors as one line, tags, the default VPC and the security groups Phoenix owns."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import os
 import threading
 from urllib.parse import urlparse
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from ..spec import ProviderSpec
-from . import aws_shim
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from ...spec import ProviderSpec
+from .. import aws_shim
 
 TAG = "phoenix:"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]

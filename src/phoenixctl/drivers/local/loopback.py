@@ -10,7 +10,7 @@ import socket
 import threading
 from pathlib import Path
 
-from ..errors import PhoenixError
+from ...errors import PhoenixError
 
 _LOCAL = threading.Lock()  # threads of one command; the file lock covers other commands
 
