@@ -105,3 +105,10 @@ def test_modules_and_classes_stay_readable():
 def test_every_module_says_what_it_is_for():
     for name, path in MODULES.items():
         assert ast.get_docstring(ast.parse(path.read_text())), f"{name} has no docstring"
+
+
+def test_the_product_knows_no_test_double_of_aws():
+    """The AWS shim lives in tests/ and is installed through the client factory's hook."""
+    for name, path in MODULES.items():
+        text = path.read_text().lower()
+        assert "shim" not in text and "phoenix_aws_shim" not in text, name

@@ -15,11 +15,14 @@ from urllib.parse import urlparse
 from ...deadline import Deadline, DeadlineExceeded
 from ...errors import PhoenixError
 from ...spec import ProviderSpec
-from .. import aws_shim
 
 TAG = "phoenix:"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_FOUND = ("InvalidInstanceID.NotFound", "InvalidAMIID.NotFound", "InvalidAllocationID.NotFound", "InvalidGroup.NotFound")
+# The client factory's hook: each function gets (service, client) and returns the client to
+# use. Empty in the product; tests put stand-ins for what an emulator does not model here, and clear
+# `AWS._shared` so that new clients are made.
+CLIENT_HOOKS: list = []
 
 
 def aws_tags(tags: dict[str, str]) -> list[dict]:
@@ -58,7 +61,7 @@ class AWS:
 
     @classmethod
     def of(cls, settings: ProviderSpec) -> "AWS":
-        key = (settings.region, settings.endpoint_url, settings.emulator, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get(aws_shim.VARIABLE))
+        key = (settings.region, settings.endpoint_url, settings.emulator, os.environ.get("AWS_ENDPOINT_URL"))
         with cls._shared_lock:
             return cls._shared.setdefault(key, cls(settings))
 
@@ -89,7 +92,9 @@ class AWS:
             # An emulator takes any credentials; the chain found none, so hand it placeholders.
             kwargs.update(aws_access_key_id="emulator", aws_secret_access_key="emulator")
         client = self._session.client(service, **kwargs)
-        return aws_shim.wrap(service, client)
+        for hook in CLIENT_HOOKS:  # e.g. a test's stand-in for what an emulator does not model
+            client = hook(service, client)
+        return client
 
     @property
     def region(self) -> str:
