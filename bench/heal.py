@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from phoenixctl.example import init_example
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadProcess
-from phoenixctl.watch import pick_victims
+from phoenixctl.engine.watch import pick_victims
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import NOT_MEASURED, exit_code, failed_requests_target, heading, judge, publish, verdict  # noqa: E402

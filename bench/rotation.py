@@ -35,7 +35,7 @@ import psutil
 import yaml
 
 from phoenixctl.example import init_example
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadProcess
 from phoenixctl.plan import ideal_batches, rollout_limits
 from phoenixctl.spec import RolloutSpec

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from phoenixctl.example import init_example
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))

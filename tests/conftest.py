@@ -23,7 +23,7 @@ import pytest
 
 import phoenixctl
 from phoenixctl.example import init_example
-from phoenixctl.executor import Executor, OperationResult, Project
+from phoenixctl.engine import Executor, OperationResult, Project
 
 T = TypeVar("T")
 

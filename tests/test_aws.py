@@ -4,7 +4,8 @@ moto stands in for AWS: instances run nothing there, so the example runs with it
 gates off (an endpoint on loopback is an emulator: Phoenix never connects to an instance).
 moto also marks targets healthy at once and never shows `draining`; the tests of an
 unhealthy target, a slow one and a long drain go through the documented shim
-(`phoenixctl/drivers/aws_shim.py`, `PHOENIX_AWS_SHIM`): those paths are covered only that way."""
+(`tests/aws_shim.py`, installed through the AWS client factory's hook): those paths are
+covered only that way."""
 
 from __future__ import annotations
 
@@ -23,15 +24,16 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from phoenixctl.drivers.aws_api import AWS
+from phoenixctl.drivers.aws.api import AWS
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
 from phoenixctl.excerpt import error_lines
-from phoenixctl.executor import Executor, Project
-from phoenixctl.userdata import decode_content
-from phoenixctl.userdata import parse as parse_userdata
+from phoenixctl.engine import Executor, Project
+from phoenixctl.boot.userdata import decode_content
+from phoenixctl.boot.userdata import parse as parse_userdata
 
+import aws_shim
 from conftest import PHOENIX
 
 REGION = "us-east-1"
@@ -83,7 +85,7 @@ NOTHING = {"instances": [], "balancers": [], "target groups": [], "security grou
 def cloud(moto_url, monkeypatch) -> Cloud:
     httpx.post(f"{moto_url}/moto-api/reset").raise_for_status()  # every test starts from an empty account
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
-    for name in ("PHOENIX_AWS_SHIM", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)  # no credentials: an emulator gets placeholders
     AWS._shared.clear()
     return Cloud(moto_url)
@@ -136,7 +138,7 @@ def test_example_ci_up_rotate_destroy_from_its_directory(cloud, moto_url, tmp_pa
     # the example as the repository has it: no TLS pair made beforehand (ci's comes from its secret command)
     shutil.copytree(example_dir("website-aws"), tmp_path / "website-aws", ignore=shutil.ignore_patterns(".phoenix", "secrets"))
     spec = tmp_path / "website-aws" / "phoenix.yaml"
-    env = {k: v for k, v in os.environ.items() if k not in ("PHOENIX_FAILPOINT", "PHOENIX_AWS_SHIM")}
+    env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([PHOENIX, *args], cwd=spec.parent, env=env, capture_output=True, text=True, timeout=120)
@@ -333,19 +335,16 @@ def test_a_target_that_stays_unhealthy_leaves_the_old_servers_serving(cloud, tmp
     spec = aws_example(tmp_path, ("swap: 5m", "swap: 2s"))
     executor(spec).up("ci")
     before = serving(cloud, executor(spec), "ci")
-    monkeypatch.setenv("PHOENIX_AWS_SHIM", "unhealthy")
-    AWS._shared.clear()
+    aws_shim.install(monkeypatch, "unhealthy")
     ex = executor(spec)
     try:
         with pytest.raises(PhoenixError, match=r"failed its load balancer gate: the backend load balancer to report .* UP: not done after 2s"):
             ex.rotate("ci", role="backend")
-        monkeypatch.delenv("PHOENIX_AWS_SHIM")
-        AWS._shared.clear()
+        aws_shim.remove(monkeypatch)
         assert serving(cloud, executor(spec), "ci") == before  # still the old ones, healthy
         assert {i["InstanceId"] for i in cloud.instances(env="ci")} == set().union(*before.values())  # the new one is gone
     finally:
-        monkeypatch.delenv("PHOENIX_AWS_SHIM", raising=False)
-        AWS._shared.clear()
+        aws_shim.remove(monkeypatch)
         executor(spec).destroy("ci")
     assert cloud.leftovers() == NOTHING
 
@@ -354,8 +353,7 @@ def test_slow_to_become_healthy_and_a_long_drain(cloud, tmp_path, monkeypatch):
     spec = aws_example(tmp_path, ("swap: 5m", "swap: 20s"))
     executor(spec).up("ci")
     old = {i["InstanceId"] for i in cloud.instances(env="ci", role="backend")}
-    monkeypatch.setenv("PHOENIX_AWS_SHIM", "slow=1.5,drain=1.5")
-    AWS._shared.clear()
+    aws_shim.install(monkeypatch, "slow=1.5,drain=1.5")
     ex = executor(spec)
     try:
         result = ex.rotate("ci", role="backend")
@@ -365,8 +363,7 @@ def test_slow_to_become_healthy_and_a_long_drain(cloud, tmp_path, monkeypatch):
         assert phases["drain"]["max_s"] >= 1.5  # waited through `draining` before terminating
         assert not old & {i["InstanceId"] for i in cloud.instances(env="ci")}
     finally:
-        monkeypatch.delenv("PHOENIX_AWS_SHIM", raising=False)
-        AWS._shared.clear()
+        aws_shim.remove(monkeypatch)
         executor(spec).destroy("ci")
     assert cloud.leftovers() == NOTHING
 
@@ -483,8 +480,8 @@ def test_every_instance_phoenix_launches_requires_imdsv2(cloud, tmp_path):
 
 def test_one_helper_launches_every_instance():
     """Every `run_instances` of the AWS driver goes through the helper that requires IMDSv2."""
-    source = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws.py"
-    assert source.read_text().count('"run_instances"') == 1
+    package = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws"
+    assert sum(source.read_text().count('"run_instances"') for source in package.glob("*.py")) == 1
 
 
 # --- a builder as on a real cloud (through the shim: moto's instances run nothing) -----------------
@@ -500,8 +497,7 @@ REAL_CLOUD = (
 @pytest.mark.parametrize("outcome", ["ok", "failed"])
 def test_a_builder_powers_off_and_its_console_decides(cloud, tmp_path, monkeypatch, outcome):
     spec = aws_example(tmp_path, *REAL_CLOUD)
-    monkeypatch.setenv("PHOENIX_AWS_SHIM", f"builder={outcome}")
-    AWS._shared.clear()
+    aws_shim.install(monkeypatch, f"builder={outcome}")
     ex = executor(spec)
     if outcome == "ok":
         [(name, image_id, cached, _)] = ex.bake()

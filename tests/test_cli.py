@@ -110,7 +110,7 @@ def test_unknown_environment_is_the_same_error_for_every_command(capsys, project
 
 
 def test_history_never_cuts_operation_ids_when_not_a_terminal(capsys, project):
-    from phoenixctl.executor import PHASES
+    from phoenixctl.engine import PHASES
     from phoenixctl.state import StateStore, utcnow
 
     (project.parent / ".phoenix").mkdir()

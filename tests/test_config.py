@@ -19,8 +19,9 @@ import yaml
 from cryptography import x509
 
 from conftest import CI_COUNTS, PRODUCTION_COUNTS, copy_example, destroy_quietly
-from phoenixctl import cli, userdata
-from phoenixctl.executor import Executor, Project
+from phoenixctl import cli
+from phoenixctl.boot import userdata
+from phoenixctl.engine import Executor, Project
 
 
 def edit_spec(spec_path: Path, change) -> None:

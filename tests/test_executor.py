@@ -14,7 +14,7 @@ import yaml
 
 from phoenixctl.drivers.fake import FakeWorld
 from phoenixctl.errors import GateFailed, PhoenixError
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 
 SPEC = {
     "project": "fake",

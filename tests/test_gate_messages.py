@@ -17,7 +17,7 @@ from phoenixctl.drivers.base import LogExcerpt
 from phoenixctl.drivers.fake import FakeWorld
 from phoenixctl.errors import GateFailed
 from phoenixctl.excerpt import MAX_LINES, WIDTH, error_lines
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 
 from conftest import phoenix
 

@@ -165,7 +165,7 @@ def test_a_health_path_that_could_escape_the_balancer_config_is_refused_at_valid
 
 
 def test_values_written_into_haproxy_cfg_are_quoted_and_checked():
-    from phoenixctl.drivers.haproxy import config_quote
+    from phoenixctl.drivers.local.haproxy import config_quote
     from phoenixctl.errors import PhoenixError
 
     assert config_quote("/healthz?x=1") == '"/healthz?x=1"'

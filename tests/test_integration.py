@@ -22,7 +22,7 @@ import yaml
 
 from phoenixctl import cli
 from phoenixctl.errors import GateFailed, PhoenixError
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadGenerator
 
 from conftest import CI_COUNTS, PRODUCTION_COUNTS, Environment, process_alive, process_gone, server_cwd_pids

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from phoenixctl import config, userdata
+from phoenixctl.boot import config, userdata
 from phoenixctl.cli import main
 from phoenixctl.deadline import Deadline
-from phoenixctl.drivers.local import LocalCompute
+from phoenixctl.drivers.local.compute import LocalCompute
 from phoenixctl.errors import SpecError
 from phoenixctl.example import init_example
-from phoenixctl.secrets import SecretResolver
+from phoenixctl.boot.secrets import SecretResolver
 from phoenixctl.spec import load_spec
 
 FILES = "files: [app, VERSION]"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import PHOENIX, PRODUCTION_COUNTS, brought_up, cli_status, phoenix, server_cwd_pids, wait_for
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadGenerator
 
 pytestmark = pytest.mark.slow

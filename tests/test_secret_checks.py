@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from conftest import copy_example, phoenix
-from phoenixctl import userdata
-from phoenixctl.executor import Executor, Project
+from phoenixctl.boot import userdata
+from phoenixctl.engine import Executor, Project
 
 
 def edit_spec(spec_path: Path, change) -> None:

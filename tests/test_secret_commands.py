@@ -21,7 +21,7 @@ import yaml
 
 from conftest import PHOENIX, copy_example, destroy_quietly, phoenix, process_gone, wait_for
 from phoenixctl import cli
-from phoenixctl import secrets as secrets_module
+from phoenixctl.boot import secrets as secrets_module
 
 
 def edit_spec(spec_path: Path, change) -> None:

@@ -15,9 +15,9 @@ import yaml
 
 from conftest import PRODUCTION_COUNTS, copy_example, destroy_quietly, process_gone
 from phoenixctl.errors import GateFailed
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadGenerator
-from phoenixctl.strategies import CanaryFailed
+from phoenixctl.engine.strategies.canary import CanaryFailed
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from conftest import CI_COUNTS, PRODUCTION_COUNTS, copy_example, destroy_quietly
 from phoenixctl.errors import GateFailed
-from phoenixctl.executor import Executor, Project
+from phoenixctl.engine import Executor, Project
 from phoenixctl.spec import WarmupSpec
 from phoenixctl.warmup import parse_sitemap, same_host_links, warm
 

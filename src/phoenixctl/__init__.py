@@ -1,0 +1,1 @@
+"""Phoenix: phoenix servers from one declarative phoenix.yaml (see docs/ARCHITECTURE.md)."""

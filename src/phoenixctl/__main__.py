@@ -1,3 +1,5 @@
+"""`python -m phoenixctl`: the `phoenix` command."""
+
 import sys
 
 from .cli import main

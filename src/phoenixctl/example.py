@@ -6,7 +6,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from .secrets import create_tls_pair
+from .boot.secrets import create_tls_pair
 from .spec import load_spec
 
 

@@ -149,12 +149,6 @@ class MetaRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-class CounterRow(Base):
-    __tablename__ = "counters"
-    name: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[int] = mapped_column(Integer, default=0)
-
-
 class StateStore:
     def __init__(self, path: Path):
         path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
@@ -249,19 +243,6 @@ class StateStore:
             query = query.where(ServerRow.state != "destroyed")
         with self.session() as s:
             return list(s.scalars(query.order_by(ServerRow.launched_at, ServerRow.id)))
-
-    def used_addresses(self) -> set[str]:
-        with self.session() as s:
-            servers = s.scalars(select(ServerRow.address).where(ServerRow.state != "destroyed"))
-            lbs = s.scalars(select(LoadBalancerRow.address))
-            return set(servers) | set(lbs)
-
-    def next_counter(self, name: str) -> int:
-        with self.session() as s:
-            row = s.get(CounterRow, name) or CounterRow(name=name, value=0)
-            row.value += 1
-            s.merge(row)
-            return row.value
 
     def secret_hashes(self) -> dict[tuple[str, str], str]:
         with self.session() as s:

@@ -9,14 +9,14 @@ from .base import ComputeDriver, LoadBalancerDriver
 from ..spec import ProviderSpec
 
 _COMPUTE = {
-    "local": "phoenixctl.drivers.local:LocalCompute",
+    "local": "phoenixctl.drivers.local.compute:LocalCompute",
     "fake": "phoenixctl.drivers.fake:FakeCompute",  # in memory: engine tests and benchmarks only
-    "aws": "phoenixctl.drivers.aws:AWSCompute",
+    "aws": "phoenixctl.drivers.aws.compute:AWSCompute",
 }
 _LOAD_BALANCERS = {
-    "local": "phoenixctl.drivers.haproxy:HAProxyLoadBalancers",
+    "local": "phoenixctl.drivers.local.haproxy:HAProxyLoadBalancers",
     "fake": "phoenixctl.drivers.fake:FakeLoadBalancers",
-    "aws": "phoenixctl.drivers.aws_balancers:AWSLoadBalancers",
+    "aws": "phoenixctl.drivers.aws.balancers:AWSLoadBalancers",
 }
 
 

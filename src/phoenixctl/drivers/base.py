@@ -183,9 +183,8 @@ class ComputeDriver(ABC):
     def image_available(self, image_id: str, location: str) -> bool: ...
 
     @abstractmethod
-    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
-        """Start a fresh server from the image. `reserve_address(port)` hands out a unique
-        address for providers that choose addresses themselves."""
+    def launch(self, request: LaunchRequest) -> Launched:
+        """Start a fresh server from the image, at an address the provider chooses."""
 
     @abstractmethod
     def is_alive(self, handle: dict) -> bool: ...

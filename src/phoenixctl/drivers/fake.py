@@ -97,7 +97,7 @@ class FakeCompute(ComputeDriver):
     def image_available(self, image_id: str, location: str) -> bool:
         return True
 
-    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
+    def launch(self, request: LaunchRequest) -> Launched:
         server = FakeServer(
             request.server_id, request.role, healthy=request.role not in self.world.unhealthy_roles,
             answer=self.world.answers.get(request.role, "HTTP 500"), output=self.world.outputs.get(request.role, ""),
@@ -155,7 +155,7 @@ class FakeLoadBalancers(LoadBalancerDriver):
     def create(self, request: BalancerRequest) -> Endpoint:
         key = f"{request.env}/{request.role}"
         self.world.balancers.setdefault(key, {})
-        return Endpoint(request.address, request.port, {"key": key})
+        return Endpoint(request.address or f"fake-lb-{key}", request.port, {"key": key})
 
     def is_alive(self, handle: dict) -> bool:
         return handle["key"] in self.world.balancers

@@ -1,10 +1,10 @@
-"""A thin shim over the ELBv2 and EC2 clients for what emulators do not model (tests only).
+"""A thin shim over the ELBv2 and EC2 clients for what emulators do not model: a test double,
+installed through the AWS client factory's hook (`install`), never by the product.
 
 moto marks a registered target `healthy` at once and forgets a deregistered one at once:
 it never shows a target that stays unhealthy, one slow to become healthy, or `draining`;
-and its instances run nothing, so an image builder never powers itself off. With
-`PHOENIX_AWS_SHIM` set (comma-separated, e.g. `slow=3,drain=5`), the answers are a real
-cloud's:
+and its instances run nothing, so an image builder never powers itself off. Installed with
+options (comma-separated, e.g. `slow=3,drain=5`), the answers are a real cloud's:
 
 - `unhealthy`: targets registered by this process never pass the health check;
 - `slow=S`: they show `initial` for S seconds after registration, then moto's answer;
@@ -18,11 +18,10 @@ through this shim; see the README's AWS section."""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
-VARIABLE = "PHOENIX_AWS_SHIM"
+from phoenixctl.drivers.aws import api
 
 
 def parse(text: str) -> dict:
@@ -34,12 +33,23 @@ def parse(text: str) -> dict:
         elif name in ("unhealthy", "slow", "drain"):
             options[name] = float(value) if value else 1.0
         else:
-            raise ValueError(f"{VARIABLE}: unknown option {item!r} (unhealthy, slow=S, drain=S, builder=ok|failed)")
+            raise ValueError(f"aws shim: unknown option {item!r} (unhealthy, slow=S, drain=S, builder=ok|failed)")
     return options
 
 
-def wrap(service: str, client):
-    options = parse(os.environ.get(VARIABLE, ""))
+def install(monkeypatch, text: str) -> None:
+    """Every AWS client made from now on (until `remove` or the test's end) goes through the shim."""
+    options = parse(text)
+    monkeypatch.setattr(api, "CLIENT_HOOKS", [lambda service, client: wrap(service, client, dict(options))])
+    api.AWS._shared.clear()
+
+
+def remove(monkeypatch) -> None:
+    monkeypatch.setattr(api, "CLIENT_HOOKS", [])
+    api.AWS._shared.clear()
+
+
+def wrap(service: str, client, options: dict):
     builder = options.pop("builder", None)
     if service == "elbv2" and options:
         return TargetHealthShim(client, **options)

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import psutil
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from .local_identity import balancer_identity, private_dir
-from .base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from .identity import balancer_identity, private_dir
+from .loopback import LoopbackPool
+from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, MemberCounters, MemberState, owned_path
 
 BACKEND = "servers"
 
@@ -172,10 +173,11 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         return self.workdir / "lb" / env / role
 
     def create(self, request: BalancerRequest) -> Endpoint:
-        env, role, address, port = request.env, request.role, request.address, request.port
+        env, role, port = request.env, request.role, request.port
         health_path, tls_port = request.health_path, request.tls_port
         if shutil.which("haproxy") is None:
             raise PhoenixError("haproxy is not installed (run `make setup`, or apt-get install haproxy)")
+        address = request.address or LoopbackPool(self.workdir).reserve(port)  # pinned, back where it was, or a new one
         private_dir(self.workdir / "lb")
         directory = self._dir(env, role)
         directory.mkdir(parents=True, exist_ok=True)

@@ -12,48 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .errors import SpecError
-from .paths import inside_project
+from ..errors import SpecError
+from .merged import Item, MergedConfig, place
 from .secrets import Resolved, same_source
-from .spec import ConfigLayer, FileSpec, LoadedSpec, SecretRef
+from ..spec import ConfigLayer, LoadedSpec
 
 PLACEHOLDER_LB = "127.255.255.255:65535"  # the longest address, for checks made before balancers exist
 
 
 def env_key(name: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
-
-
-@dataclass(frozen=True)
-class Item:
-    """One merged value and the place in the spec it came from."""
-
-    value: Any
-    loc: tuple
-
-    @property
-    def origin(self) -> str:
-        return ".".join(str(part) for part in self.loc)
-
-
-@dataclass
-class MergedConfig:
-    env: str
-    role: str
-    variables: dict[str, Item] = field(default_factory=dict)
-    files: dict[str, Item] = field(default_factory=dict)  # by path in the server
-    runcmd: list[Item] = field(default_factory=list)
-    scripts: list[Item] = field(default_factory=list)
-    cloud_config: dict[str, Item] = field(default_factory=dict)
-
-    def secret_refs(self) -> list[tuple[str, tuple]]:
-        refs = [(item.value.secret, item.loc) for item in self.variables.values() if isinstance(item.value, SecretRef)]
-        refs += [(item.value.secret, item.loc) for item in self.files.values() if item.value.secret]
-        return refs
 
 
 def layers(loaded: LoadedSpec, env: str, role: str) -> list[tuple[tuple, ConfigLayer]]:
@@ -107,11 +78,6 @@ def merge(loaded: LoadedSpec, workdir: Path, env: str, role: str, lb_addresses: 
     return merged
 
 
-def place(loaded: LoadedSpec, loc: tuple) -> str:
-    """`phoenix.yaml:LINE: dotted.field`, for errors about a merged value."""
-    return f"{loaded.where(*loc)}: {'.'.join(str(part) for part in loc)}"
-
-
 def check_isolation(loaded: LoadedSpec, env: str, merged: list[MergedConfig]) -> None:
     """Before anything is resolved or launched: a secret belongs to exactly one environment."""
     spec = loaded.spec
@@ -158,36 +124,6 @@ def check_values_isolated(env: str, own: dict[str, str], recorded: dict[tuple[st
                 f"secret {name!r} of environment {env} has the same value as secret {other_name!r} of environment "
                 f"{other_env}: a secret belongs to exactly one environment"
             )
-
-
-def file_content(loaded: LoadedSpec, item: Item, secrets: dict | None, mode: str, key: bytes | None) -> bytes:
-    """A file's bytes for delivery; for `redact` and `fingerprint`, a stand-in for secrets.
-    `secrets`: the values for `deliver`, the keyed hashes for `fingerprint`, None for `redact`."""
-    spec: FileSpec = item.value
-    if spec.secret:
-        return secret_repr(spec.secret, secrets, mode, key).encode() if mode != "deliver" else secrets[spec.secret]
-    if spec.content is not None:
-        return spec.content.encode()
-    try:
-        path = inside_project(loaded.project_dir, spec.source)
-    except ValueError as exc:
-        raise SpecError(f"{place(loaded, item.loc + ('source',))}: {exc}") from None
-    try:
-        return path.read_bytes()
-    except OSError:
-        raise SpecError(f"{place(loaded, item.loc + ('source',))}: {spec.source!r} does not exist next to {loaded.path.name}") from None
-
-
-def secret_repr(name: str, secrets: dict | None, mode: str, key: bytes | None) -> str:
-    if mode == "redact":
-        return f"<redacted secret {name}>"
-    if mode == "fingerprint":  # `secrets` holds keyed hashes: the value is not needed
-        return f"<secret {name} {secrets[name]}>"
-    return secrets[name].decode()
-
-
-def variable_value(item: Item, secrets: dict | None, mode: str, key: bytes | None) -> str:
-    return secret_repr(item.value.secret, secrets, mode, key) if isinstance(item.value, SecretRef) else item.value
 
 
 @dataclass(frozen=True)
@@ -242,7 +178,7 @@ def boot_config(
 ) -> BootConfig:
     """`secrets`: for launching, every value (`SecretResolver.for_launch`); for reading,
     stand-ins for commands not run (`for_reading`): checked the same, never delivered."""
-    from .userdata import render
+    from .userdata import render  # here, not at the top: jsonschema loads only when user-data is rendered
 
     spec = loaded.spec
     role_spec = spec.roles[role]

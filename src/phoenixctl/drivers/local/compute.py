@@ -8,7 +8,6 @@ for a server."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,163 +16,35 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import psutil
 
-from .. import paths, userdata
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError, SpecError
-from ..excerpt import error_lines
-from ..spec import ImageSpec
-from .local_identity import RunAs, private_dir, server_identity, unreachable_by_others
-from .base import BakeResult, ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt, owned_path
+from ...boot import userdata
+from ...deadline import Deadline
+from ...errors import PhoenixError
+from ...excerpt import error_lines
+from ...spec import ImageSpec
+from .identity import RunAs, private_dir, server_identity, unreachable_by_others
+from .loopback import LoopbackPool
+from ..base import ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt
+from .images import LocalImages, file_manifest
+from .processes import LocalProcesses
 
-IGNORED = shutil.ignore_patterns(*paths.IGNORED_NAMES, *(f"*{suffix}" for suffix in paths.IGNORED_SUFFIXES))
-_IGNORED_NAMES = paths.IGNORED_NAMES
 LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
 
 
-def recipe_digest(recipe: ImageSpec, project_dir: Path, name: str) -> str:
-    """The content address of an image recipe: its fields, its files' paths, modes and bytes,
-    and its symlinks' targets. Refuses files that lead out of the project (see paths.py)."""
-    links = _image_links(name, recipe, project_dir)
-    digest = hashlib.sha256()
-    digest.update(json.dumps(recipe.model_dump(exclude_none=True), sort_keys=True).encode())
-    for entry in recipe.files:
-        for path in walk_files(project_dir / entry):
-            relative = path.relative_to(project_dir)
-            executable = os.access(path, os.X_OK)
-            digest.update(f"\0{relative}\0{int(executable)}\0{_sha256(path)}".encode())
-    for image_path, target in links:
-        digest.update(f"\0{image_path}\0link\0{target}".encode())
-    return digest.hexdigest()
-
-
-def _image_links(name: str, recipe: ImageSpec, project_dir: Path) -> list[tuple[str, str]]:
-    """The image's symlinks as (path, target in the image); SpecError for a file or link that
-    leads out of the project."""
-    try:
-        paths.check_image_files(project_dir, recipe.files)
-        return [(image_path, target) for _, image_path, target in paths.image_links(project_dir, recipe.files)]
-    except paths.ImageFileError as exc:
-        raise SpecError(f"images.{name}.files.{exc.index}: {exc}") from None
-
-
-def walk_files(root: Path):
-    """Files under root in a stable order, skipping what IGNORED skips."""
-    if root.is_file():
-        yield root
-        return
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_NAMES)
-        for filename in sorted(filenames):
-            path = Path(dirpath) / filename
-            if not filename.endswith(".pyc") and not path.is_symlink():  # links: persistent mounts
-                yield path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_manifest(rootfs: Path) -> dict[str, dict]:
-    """Every file's hash and mode, by path relative to the root (used for drift detection)."""
-    manifest = {}
-    for path in walk_files(rootfs):
-        info = path.lstat()
-        manifest[str(path.relative_to(rootfs))] = {"sha256": _sha256(path), "mode": stat.S_IMODE(info.st_mode)}
-    return manifest
-
-
-class LocalCompute(ComputeDriver):
+class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
     name = "local"
     capabilities = frozenset({"persistent_layer"})
 
     def __init__(self, workdir: Path, project: str, settings=None):
         super().__init__(workdir, project, settings)
+        self.addresses = LoopbackPool(workdir)
         self.images_dir = workdir / "images"
         self.servers_dir = workdir / "servers"
         self.logs_dir = workdir / "logs"
         self._children: dict[int, subprocess.Popen] = {}  # reaped by us, so no zombies linger
-
-    # --- images ---------------------------------------------------------------------------
-    def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
-        return f"img-{name}-{recipe_digest(recipe, project_dir, name)[:16]}"
-
-    def _image_dir(self, image_id: str) -> Path:
-        return self.images_dir / image_id
-
-    def image_available(self, image_id: str, location: str) -> bool:
-        return (Path(location) / "manifest.json").is_file()
-
-    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
-        started = time.monotonic()
-        image_id = self.image_id(name, recipe, project_dir)
-        final = self._image_dir(image_id)
-        if self.image_available(image_id, str(final)):
-            return BakeResult(image_id, str(final), cached=True, seconds=time.monotonic() - started)
-        private_dir(self.images_dir)
-        building = self.images_dir / f".building-{image_id}-{uuid.uuid4().hex[:6]}"
-        rootfs = building / "rootfs"
-        rootfs.mkdir(parents=True)
-        try:
-            self._copy_files(name, recipe, project_dir, rootfs)
-            for index, step in enumerate(recipe.steps):
-                self._run_step(name, index, step, rootfs, deadline)
-            manifest = {"image": image_id, "name": name, "start": recipe.start, "files": file_manifest(rootfs)}
-            (building / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-            try:
-                building.rename(final)
-            except OSError:
-                if not self.image_available(image_id, str(final)):  # not a concurrent bake of the same image
-                    raise
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
-        return BakeResult(image_id, str(final), cached=False, seconds=time.monotonic() - started)
-
-    @staticmethod
-    def _copy_files(name: str, recipe: ImageSpec, project_dir: Path, rootfs: Path) -> None:
-        """Copy the image's files, checked again now (they may have changed since the spec was
-        loaded): each must resolve inside the project; a symlink inside them stays a link,
-        rewritten to point at the image's own copy, and one leading out is refused."""
-        try:
-            entries = paths.image_entries(project_dir, recipe.files)
-        except ValueError as exc:
-            raise SpecError(f"bake of image {name}: {exc}") from None
-        for entry, source in entries:
-            target = rootfs / entry
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_symlink():  # an earlier entry's link: replaced, never written through
-                target.unlink()
-            if not source.is_dir():
-                shutil.copy2(source, target)
-                continue
-            shutil.copytree(source, target, symlinks=True, ignore=IGNORED, dirs_exist_ok=True)
-            for relative, link in paths.links_under(target):
-                link.unlink()  # copied as it was written: made again below, or refused
-                image_path = (PurePosixPath(entry) / relative).as_posix()
-                try:
-                    points_to = paths.link_target(project_dir, entries, source / relative, image_path)
-                except ValueError as exc:
-                    raise SpecError(f"bake of image {name}: {exc}") from None
-                link.symlink_to(points_to)
-
-    def _run_step(self, name: str, index: int, step: str, rootfs: Path, deadline: Deadline) -> None:
-        try:
-            result = subprocess.run(
-                ["/bin/sh", "-c", step], cwd=rootfs, capture_output=True, text=True, timeout=deadline.remaining() or 0.1
-            )
-        except subprocess.TimeoutExpired:
-            raise PhoenixError(f"bake of image {name}: step {index + 1} ({step!r}) ran out of time") from None
-        if result.returncode != 0:
-            last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise PhoenixError(f"bake of image {name}: step {index + 1} ({step!r}) exited {result.returncode}: {last[0]}")
 
     def capability_report(self, probe: bool, deadline: Deadline, sample: ImageSample | None = None) -> list[dict]:
         images = [p for p in self.images_dir.glob("img-*")] if self.images_dir.is_dir() else []
@@ -220,8 +91,8 @@ class LocalCompute(ComputeDriver):
         ]
 
     # --- servers --------------------------------------------------------------------------
-    def launch(self, request: LaunchRequest, reserve_address) -> Launched:
-        address = reserve_address(request.port)
+    def launch(self, request: LaunchRequest) -> Launched:
+        address = self.addresses.reserve(request.port)
         run_as = server_identity(self.workdir, request.env, self.settings.server_user)
         if run_as is not None:
             self._check_reachable(run_as)
@@ -399,115 +270,6 @@ class LocalCompute(ComputeDriver):
             log.flush()
             excerpt = self.log_excerpt({"log": log.name, "root": str(root)})
             raise PhoenixError(f"{request.server_id}: {what} exited {result.returncode}; {excerpt}")
-
-    def is_alive(self, handle: dict) -> bool:
-        """True while the server's process is the one we started and not a zombie."""
-        pid = handle.get("pid")
-        if not pid:
-            return False
-        child = self._children.get(pid)
-        if child is not None:
-            # Our own child: its pid cannot be recycled before we reap it, and waitpid is cheap.
-            return child.poll() is None
-        try:
-            process = psutil.Process(pid)
-            if abs(process.create_time() - handle.get("started", 0)) > 0.05:
-                return False  # the pid was recycled by another process
-            return process.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    def destroy(self, handle: dict, deadline: Deadline) -> None:
-        recorded = handle.get("dir") or handle.get("root")
-        tree = owned_path(self.workdir, recorded, "server directory") if recorded else None  # checked before any signal
-        if handle.get("pid") and self._group_alive(handle["pid"], handle):  # the leader, or children it left
-            pgid = handle["pid"]
-            self._signal_group(pgid, signal.SIGTERM)
-            try:
-                deadline.poll(lambda: not self._group_alive(pgid, handle), interval=0.02, max_interval=0.2)
-            except DeadlineExceeded:
-                self._signal_group(pgid, signal.SIGKILL)
-                Deadline(5, f"server process {pgid} to die after SIGKILL").poll(
-                    lambda: not self._group_alive(pgid, handle), interval=0.02
-                )
-        child = self._children.pop(handle.get("pid"), None)
-        if child is not None:
-            child.wait(timeout=5)
-        if tree is not None:  # a launch that failed before it was recorded left nothing here
-            shutil.rmtree(tree, ignore_errors=True)
-
-    def terminate(self, handle: dict) -> None:
-        if handle.get("pid") and self._group_alive(handle["pid"], handle):
-            self._signal_group(handle["pid"], signal.SIGKILL)
-            child = self._children.get(handle["pid"])
-            if child is not None:
-                child.wait(timeout=5)
-
-    def _group_alive(self, pgid: int, handle: dict) -> bool:
-        """Is anything left of the server's own process group (children it forked included)?
-
-        The group is ours only when its identity is proven: its leader is the process we
-        started (pid and start time), or the leader is gone and what is left in its group
-        started after it (the kernel never hands out a pid still used as a group id, so
-        orphans of our leader keep the id ours). A leader pid alive with another start time
-        means the pid was recycled: our group is gone, and the other one is not ours."""
-        if self.is_alive(handle):
-            return True
-        started = handle.get("started") or 0.0
-        if not started:
-            return False  # no recorded identity: nothing can be proven ours
-        try:
-            if psutil.Process(pgid).is_running():
-                return False  # pid recycled by another process (its start time did not match)
-        except psutil.NoSuchProcess:
-            pass
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        # Something is left: maybe only zombies waiting for init to reap them.
-        for process in psutil.process_iter(["pid", "status", "create_time"]):
-            try:
-                if (
-                    os.getpgid(process.pid) == pgid
-                    and process.info["status"] != psutil.STATUS_ZOMBIE
-                    and process.info["create_time"] >= started - 0.05
-                ):
-                    return True
-            except (ProcessLookupError, psutil.Error):
-                continue
-        return False
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
-
-    def discover(self, env: str) -> dict[str, dict]:
-        """Server processes found by their working directory, `servers/<env>/<id>/root`."""
-        base = (self.servers_dir / env).resolve()
-        found: dict[str, dict] = {}
-        for process in psutil.process_iter(["pid", "cwd", "create_time", "status"]):
-            cwd = process.info.get("cwd")
-            if not cwd or process.info.get("status") == psutil.STATUS_ZOMBIE:
-                continue
-            path = Path(cwd)
-            if path.name != "root" or path.parent.parent != base:
-                continue
-            server_id = path.parent.name
-            pid = process.info["pid"]
-            if server_id in found and found[server_id]["pid"] < pid:
-                continue  # keep the group leader (the first process), not a child it forked
-            found[server_id] = {
-                "pid": pid,
-                "started": process.info["create_time"],
-                "root": str(path),
-                "dir": str(path.parent),
-                "log": str(self.logs_dir / env / "unknown" / f"{server_id}.log"),
-            }
-        return found
 
     def describe(self, handle: dict) -> dict:
         return {"pid": handle.get("pid"), "root": handle.get("root")}

@@ -20,10 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from .errors import PhoenixError
-from .executor import Executor, Project, Reporter
-from .load import LoadGenerator, NoLoad
-from .lock import LockHeld
+from ..errors import PhoenixError
+from .commands import Executor
+from .operation import Reporter
+from .project import Project
+from ..load import LoadGenerator, NoLoad
+from ..lock import LockHeld
 
 
 class LogReporter(Reporter):
@@ -142,7 +144,7 @@ def chaos(
         executor = Executor(project, reporter)
         project.loaded.environment(env)
         if role:
-            executor._check_env_role(env, role)
+            executor.check_env_role(env, role)
         status = executor.status(env)
         candidates = [s for s in status["servers"] if s["in_service"] and (role is None or s["role"] == role)]
         victims = pick_victims(candidates, kill, allow_outage, random.Random(seed))

@@ -1,6 +1,7 @@
-"""The AWS API as both AWS drivers use it: clients made once with botocore's adaptive
-retries, waiters bounded by deadlines, paged lists, errors as one line, tags, the default
-VPC and the security groups Phoenix owns."""
+"""The AWS API as both AWS drivers use it: clients, retries, waiters, paged lists, tags.
+
+Clients made once with botocore's adaptive retries, waiters bounded by deadlines, paged
+lists, errors as one line, tags, the default VPC and the security groups Phoenix owns."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import os
 import threading
 from urllib.parse import urlparse
 
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import PhoenixError
-from ..spec import ProviderSpec
-from . import aws_shim
+from ...deadline import Deadline, DeadlineExceeded
+from ...errors import PhoenixError
+from ...spec import ProviderSpec
 
 TAG = "phoenix:"
 LIVE_STATES = ["pending", "running", "stopping", "stopped"]
 NOT_FOUND = ("InvalidInstanceID.NotFound", "InvalidAMIID.NotFound", "InvalidAllocationID.NotFound", "InvalidGroup.NotFound")
+# The client factory's hook: each function gets (service, client) and returns the client to
+# use. Empty in the product; tests put stand-ins for what an emulator does not model here, and clear
+# `AWS._shared` so that new clients are made.
+CLIENT_HOOKS: list = []
 
 
 def aws_tags(tags: dict[str, str]) -> list[dict]:
@@ -57,7 +61,7 @@ class AWS:
 
     @classmethod
     def of(cls, settings: ProviderSpec) -> "AWS":
-        key = (settings.region, settings.endpoint_url, settings.emulator, os.environ.get("AWS_ENDPOINT_URL"), os.environ.get(aws_shim.VARIABLE))
+        key = (settings.region, settings.endpoint_url, settings.emulator, os.environ.get("AWS_ENDPOINT_URL"))
         with cls._shared_lock:
             return cls._shared.setdefault(key, cls(settings))
 
@@ -88,7 +92,9 @@ class AWS:
             # An emulator takes any credentials; the chain found none, so hand it placeholders.
             kwargs.update(aws_access_key_id="emulator", aws_secret_access_key="emulator")
         client = self._session.client(service, **kwargs)
-        return aws_shim.wrap(service, client)
+        for hook in CLIENT_HOOKS:  # e.g. a test's stand-in for what an emulator does not model
+            client = hook(service, client)
+        return client
 
     @property
     def region(self) -> str:

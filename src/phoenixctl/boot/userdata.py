@@ -23,10 +23,10 @@ from importlib import resources
 import jsonschema
 import yaml
 
-from .config import MergedConfig, file_content, place, variable_value
-from .errors import SpecError
-from .paths import inside_project
-from .spec import LoadedSpec
+from ..errors import SpecError
+from ..paths import inside_project
+from ..spec import LoadedSpec
+from .merged import MergedConfig, file_content, place, variable_value
 
 SERVER_ROOT = "/srv/phoenix"  # where a server's own copy of the image lives on a cloud server
 ENV_FILE = "phoenix.env"  # the boot variables, shell-quoted KEY=value lines, mode 0600

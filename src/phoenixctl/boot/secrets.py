@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .errors import SpecError
-from .paths import secret_file
-from .spec import LoadedSpec, SecretSource
+from ..errors import SpecError
+from ..paths import secret_file
+from ..spec import LoadedSpec, SecretSource
 
 COMMAND_TIMEOUT = 30.0
 COMMAND_OUTPUT_LIMIT = 1 << 20  # a secret is far smaller; more is a command gone wrong

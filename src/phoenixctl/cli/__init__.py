@@ -1,0 +1,57 @@
+"""The `phoenix` command: the click group of every command, and the entry point.
+
+Bad input exits 2 with one line naming the place; other failures exit non-zero with a
+one-line reason; a held environment lock exits 3. Never a traceback."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..errors import PhoenixError
+from . import commands_env, commands_project, commands_read
+from .render import err
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def app() -> None:
+    """Phoenix servers in practice: bake an image, launch fresh servers, gate them, swap
+    them in, drain and destroy the old ones."""
+
+
+for _command in commands_project.COMMANDS + commands_env.COMMANDS + commands_read.COMMANDS:
+    app.add_command(_command)
+del _command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: one line and an exit code for every failure, never a traceback."""
+    try:
+        code = app.main(args=argv, prog_name="phoenix", standalone_mode=False)
+        if isinstance(code, int):  # a command's own exit code (ctx.exit / Exit), e.g. `plan`
+            return code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("phoenix: aborted")
+        return 130
+    except click.UsageError as exc:
+        where = f" {exc.ctx.command.name}" if exc.ctx and exc.ctx.command and exc.ctx.command.name != "phoenix" else ""
+        err.print(f"phoenix{where}: error: {exc.format_message()}", markup=False)
+        return 2
+    except click.ClickException as exc:
+        err.print(f"phoenix: error: {exc.format_message()}", markup=False)
+        return exc.exit_code
+    except PhoenixError as exc:
+        err.print(f"phoenix: error: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("phoenix: interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
+        if os.environ.get("PHOENIX_DEBUG"):
+            raise
+        err.print(f"phoenix: internal error: {type(exc).__name__}: {exc} (PHOENIX_DEBUG=1 shows the traceback)", markup=False)
+        return 1
+    return 0

@@ -1,0 +1,221 @@
+"""Commands on the project as a whole: validate, schema, bake, init, demo, secrets, watch, chaos."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+from rich.text import Text
+
+from ..boot import config
+from ..errors import PhoenixError
+from ..example import EXAMPLES, init_example
+from ..engine import check_provider
+from ..spec import json_schema, load_spec
+from .common import discard_state_option, env_argument, executor_for, json_option, spec_option
+from .render import RichReporter, err, out, phase_table
+
+
+@click.command()
+@click.option(
+    "--resolve-secrets", is_flag=True,
+    help="Also resolve every secret as deploy would: runs secret commands (their output is never shown)",
+)
+@spec_option
+def validate(resolve_secrets: bool, spec_file: Path | None) -> None:
+    """Check the spec file and its secret references; errors name the file, line and field (exit code 2)."""
+    from ..boot.secrets import SecretResolver, check_sources
+
+    loaded = load_spec(spec_file)
+    check_provider(loaded)
+    spec = loaded.spec
+    workdir = loaded.project_dir / ".phoenix"  # only named (persistent paths), never created
+    config.check_references(loaded, workdir)
+    warnings = check_sources(loaded)
+    declared = [source for environment in spec.environments.values() for source in environment.secrets.values()]
+    if resolve_secrets:
+        resolver = SecretResolver(loaded, workdir)
+        for env in spec.environments:
+            resolver.resolve(env)  # in memory only: checked, never shown
+    for warning in warnings:
+        err.print(f"phoenix: warning: {warning}", markup=False)
+    checked = ""
+    if declared:
+        commands = sum(source.command is not None for source in declared)
+        checked = f"; secrets: {len(declared)} " + ("resolved" if resolve_secrets else "checked")
+        if commands and not resolve_secrets:
+            checked += f", {commands} command(s) not run (--resolve-secrets runs them)"
+    out.print(
+        f"{loaded.path.name}: ok ({len(spec.images)} image(s), {len(spec.roles)} role(s), "
+        f"environments: {', '.join(spec.environments)}{checked})",
+        markup=False,
+    )
+
+
+@click.command()
+def schema() -> None:
+    """Print the JSON Schema of phoenix.yaml, for editors."""
+    print(json.dumps(json_schema(), indent=2))
+
+
+@click.command()
+@click.argument("images", nargs=-1)
+@spec_option
+@json_option
+def bake(images: tuple[str, ...], spec_file: Path | None, as_json: bool) -> None:
+    """Build images; the same inputs give the same image id and a cache hit."""
+    with executor_for(spec_file, "baking", quiet=True) as executor:
+        results = executor.bake(list(images))
+    if as_json:
+        out.print_json(json.dumps([{"image": n, "id": i, "cached": c, "seconds": round(s, 3)} for n, i, c, s in results]))
+        return
+    for name, image_id, cached, seconds in results:
+        out.print(f"{name}: {image_id} ({'cache hit, not rebuilt' if cached else f'baked in {seconds:.2f}s'})")
+
+
+@click.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+@click.option("--example", type=click.Choice(EXAMPLES), default="website", show_default=True,
+              help="website: the local provider; website-aws: the same site on AWS")
+def init(directory: Path, example: str) -> None:
+    """Copy an example project out as a starting point."""
+    if (directory / "phoenix.yaml").exists():
+        raise PhoenixError(f"{directory / 'phoenix.yaml'} already exists; not overwriting it")
+    made = init_example(directory, example)
+    out.print(f"example project copied to {directory}, with a self-signed TLS pair per environment ({len(made)} files under secrets/)")
+    out.print(f"next: cd {directory} && phoenix up ci")
+
+
+@click.command()
+@click.option("--env", default="production", show_default=True, help="Environment of the example to use")
+@click.option("--rate", type=click.FloatRange(min=1), default=150.0, show_default=True, help="Requests per second through the load balancers")
+@click.option("--keep", is_flag=True, help="Keep the demo directory (logs, state) afterwards")
+def demo(env: str, rate: float, keep: bool) -> None:
+    """Bring up the example, rotate every server under steady load, report, tear down."""
+    from ..load import LoadGenerator
+
+    workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
+    os.chmod(workdir, 0o711)  # servers that run as an unprivileged uid pass through it (nothing listed)
+    init_example(workdir)
+    spec_file = workdir / "phoenix.yaml"
+    out.print(Text.assemble(("phoenix demo", "bold"), f": the example website in {workdir}, environment {env}"))
+    failed = 0
+    try:
+        with executor_for(spec_file, f"up {env}") as executor:
+            result = executor.up(env)
+            out.print(f"up: {result.summary()} in {result.seconds:.1f}s")
+            lbs = {lb["role"]: lb["address"] for lb in executor.status(env)["load_balancers"]}
+        urls = [f"http://{lbs['frontend']}/"] + [f"http://{lbs['frontend']}/page/{n}" for n in range(10)]
+        urls += [f"http://{lbs['backend']}/api/articles", f"http://{lbs['edit']}/healthz"]
+        out.print(f"load: {rate:g} requests/s over 8 keep-alive connections to {', '.join(sorted(lbs.values()))}")
+        with LoadGenerator(urls, concurrency=8, rate=rate, max_seconds=300) as load:
+            load.wait_for_requests(int(rate))  # about a second of steady state first
+            with executor_for(spec_file, f"rotate {env}") as executor:
+                rotation = executor.rotate(env)
+                report = executor.history(env, limit=1)
+            load.wait_for_requests(load.stats.sent + int(rate / 2))
+        stats = load.stats
+        failed = stats.failed
+        out.print(f"rotate: {rotation.summary()} in {rotation.seconds:.1f}s")
+        out.print(phase_table(report, "rotation phases (per phase: the slowest server, ×servers)"))
+        verdict = ("no request failed", "green") if not failed else (f"{failed} failed {dict(stats.errors)}", "red")
+        out.print(
+            Text.assemble(
+                f"requests: {stats.sent} sent, {stats.ok} ok, {failed} failed — ", verdict,
+                f"; latency p50 {stats.percentile(50) * 1000:.1f} ms, p99 {stats.percentile(99) * 1000:.1f} ms",
+            )
+        )
+    finally:
+        with executor_for(spec_file, f"destroy {env}", quiet=True) as executor:
+            executor.destroy(env)
+        out.print(f"destroy: environment {env} torn down")
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        raise PhoenixError(f"{failed} request(s) failed during the rotation")
+
+
+@click.group()
+def secrets() -> None:
+    """Per-environment secrets."""
+
+
+@secrets.command("tls")
+@env_argument
+@click.option("--host", required=True, help="The name the certificate is for (CN and subjectAltName)")
+@click.option("--days", type=click.IntRange(min=1), default=365, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing pair")
+@spec_option
+def secrets_tls(env: str, host: str, days: int, force: bool, spec_file: Path | None) -> None:
+    """Create a self-signed TLS certificate and key for ENV (mode 0600) under secrets/ENV/."""
+    from ..boot.secrets import create_tls_pair
+
+    loaded = load_spec(spec_file)
+    loaded.environment(env)
+    directory = loaded.project_dir / "secrets" / env
+    cert, key = create_tls_pair(directory, host, days, force)
+    relative = lambda path: path.relative_to(loaded.project_dir)  # noqa: E731
+    out.print(f"wrote {relative(cert)} and {relative(key)} (mode 0600) for {host}; reference them in {loaded.path.name}:")
+    out.print(
+        f"  environments:\n    {env}:\n      secrets:\n        tls_cert: {{file: {relative(cert)}}}\n"
+        f"        tls_key: {{file: {relative(key)}}}",
+        markup=False,
+    )
+
+
+@click.command()
+@env_argument
+@click.option("--interval", type=float, default=None, help="Seconds between passes (default: the spec's watch.interval)")
+@click.option("--max-replacements-per-hour", "budget", type=click.IntRange(min=0), default=None, help="Budget (default: the spec's)")
+@click.option("--passes", type=click.IntRange(min=1), default=None, help="Stop after this many passes (default: until SIGTERM)")
+@discard_state_option
+@spec_option
+def watch(env: str, interval: float | None, budget: int | None, passes: int | None, discard_state: bool, spec_file: Path | None) -> None:
+    """Reconcile loop: replace outdated, old, drifted, unhealthy and dead servers as they appear;
+    exit 1 when it ends with a role below its count."""
+    from ..engine.watch import Watcher
+
+    load_spec(spec_file).environment(env)
+    watcher = Watcher(spec_file, env, lambda line: out.print(line, markup=False), interval, budget, discard_state)
+    watcher.run(passes)
+    short = watcher.shortfall()
+    if short:
+        below = ", ".join(f"{role} serves {serving} of {wanted}" for role, (serving, wanted) in sorted(short.items()))
+        raise PhoenixError(f"watch ended with {env} below its count: {below}")
+
+
+@click.command()
+@env_argument
+@click.option("--kill", type=click.IntRange(min=1), default=1, show_default=True, help="How many in-service servers to terminate")
+@click.option("--role", "-r", default=None, help="Only servers of this role")
+@click.option("--heal", is_flag=True, help="Heal right away instead of waiting for `phoenix watch`")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for the full count again")
+@click.option("--rate", type=float, default=100.0, show_default=True, help="Requests per second of the load meanwhile")
+@click.option("--allow-outage", is_flag=True, help="May kill the last in-service server of a role")
+@click.option("--seed", type=int, default=None, help="Random seed, to repeat a run")
+@spec_option
+@json_option
+def chaos(
+    env: str, kill: int, role: str | None, heal: bool, timeout: float, rate: float, allow_outage: bool, seed: int | None,
+    spec_file: Path | None, as_json: bool,
+) -> None:
+    """Terminate random in-service servers under load; report the time to the full count again."""
+    from ..engine.watch import chaos as run_chaos
+
+    load_spec(spec_file).environment(env)
+    report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        out.print(
+            f"chaos {env}: killed {', '.join(report['killed'])}; full count again after {report['seconds_to_full_count']:.2f}s; "
+            f"requests {report['requests']} sent, {report['failed']} failed {report['errors'] or ''}",
+            markup=False,
+        )
+
+
+COMMANDS = (validate, schema, bake, init, demo, secrets, watch, chaos)

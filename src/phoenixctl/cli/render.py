@@ -1,0 +1,110 @@
+"""What `phoenix` prints: its consoles, the progress reporter, results, plans and phase tables."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from rich.text import Text
+
+from ..engine import PHASES, OperationResult, Reporter
+
+
+# Markup off everywhere: what we print comes from specs, servers' logs and the state store,
+# and is shown as plain text ("[/x]" in a server's output is text, never a style); the few
+# styled words are built as rich Text.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+if not out.is_terminal:
+    out = Console(highlight=False, soft_wrap=True, markup=False, width=200)  # tables readable in CI logs
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+
+
+class RichReporter(Reporter):
+    """Progress bar and event lines on stderr, so stdout stays clean for --json."""
+
+    def __init__(self, progress: Progress | None, quiet: bool):
+        self.progress = progress
+        self.quiet = quiet
+        self.task = progress.add_task("working", total=0) if progress else None
+
+    def info(self, message: str) -> None:
+        if not self.quiet:  # plain text: a server's output quoted in it may hold [brackets]
+            (self.progress.console if self.progress else err).print(f"  {message}", markup=False)
+
+    def planned(self, steps: int) -> None:
+        if self.progress and steps:
+            total = self.progress.tasks[0].total or 0
+            self.progress.update(self.task, total=total + steps)
+
+    def advanced(self, steps: int = 1) -> None:
+        if self.progress:
+            self.progress.advance(self.task, steps)
+
+
+def print_result(result: OperationResult, as_json: bool) -> None:
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "operation": result.id,
+                    "environment": result.env,
+                    "kind": result.kind,
+                    "launched": result.launched,
+                    "retired": result.retired,
+                    "removed": result.removed,
+                    "destroyed": result.destroyed,
+                    "baked": result.baked,
+                    "seconds": round(result.seconds, 3),
+                    "paused": result.paused,
+                    "recovered": result.recovered,
+                }
+            )
+        )
+    elif result.changed or result.baked:
+        out.print(f"{result.kind} {result.env}: {result.summary()} in {result.seconds:.1f}s ({result.id})")
+        if result.paused:
+            out.print(f"paused after the canary: `phoenix promote {result.env}` or `phoenix rollback {result.env}`")
+    else:
+        out.print(f"{result.kind} {result.env}: nothing to change ({result.seconds:.1f}s)")
+
+
+def print_plan(plan: dict, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(plan))
+        return
+    head = f"{plan['kind']} {plan['environment']}" + (f" ({plan['strategy']})" if "strategy" in plan else "")
+    out.print(Text.assemble(("plan", "bold"), f": {head}" + (f": {plan['action']}" if "action" in plan else "") + " — nothing was changed"))
+    if "servers" in plan:
+        out.print(f"  servers: {', '.join(plan['servers']) or 'none'}")
+    for role in plan.get("roles", []):
+        changes = role["remove"] + role["replace"] + role["retire_extra"]
+        if not changes and not any("launch" in step and "launch 0" not in step for step in role["steps"]):
+            out.print(f"  {role['role']}: " + (role.get("cannot_tell") or f"nothing to change ({role['desired']} wanted)"))
+            continue
+        out.print(f"  {role['role']}: {role['desired']} wanted, image {role['image']}")
+        for item in changes:
+            out.print(f"    {item['server']}: {item['reason']}")
+        for step in role["steps"]:
+            out.print(f"    - {step}")
+        if role.get("cannot_tell"):
+            out.print(f"    {role['cannot_tell']}")
+
+
+def phase_table(operations: list[dict], title: str) -> Table:
+    """One row per operation; per phase the slowest server's time (×servers)."""
+    table = Table(title=title, title_justify="left")
+    shown = [p for p in PHASES if any(p in op["phases"] for op in operations)]  # no empty columns
+    for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):
+        # ids and times are never cut (they are looked up and pasted); the summary wraps instead
+        table.add_column(
+            column, justify="right" if column in PHASES or column == "total" else "left",
+            no_wrap=column != "summary", min_width=None if column == "summary" else len(column),
+        )
+    for op in operations:
+        phases = op["phases"]
+        cells = [f"{phases[p]['max_s']:.2f}s ×{phases[p]['count']}" if p in phases else "" for p in shown]
+        total = f"{op['seconds']:.2f}s" if op["seconds"] is not None else "running"
+        table.add_row(op["id"], op["kind"], op["status"], op["started_at"], total, *cells, op["summary"])
+    return table

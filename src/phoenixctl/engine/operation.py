@@ -1,0 +1,116 @@
+"""One command's run on one environment: its result, its per-phase timings, where it reports."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from ..state import StateStore, utcnow
+
+PHASES = ("bake", "launch", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
+
+
+class Reporter:
+    """Where the executor tells what it does; the CLI shows it with rich, tests ignore it."""
+
+    def info(self, message: str) -> None:  # a line worth showing
+        pass
+
+    def planned(self, steps: int) -> None:  # more steps to come (progress total)
+        pass
+
+    def advanced(self, steps: int = 1) -> None:  # steps done
+        pass
+
+
+@dataclass
+class OperationResult:
+    id: str
+    env: str
+    kind: str
+    launched: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    destroyed: list[str] = field(default_factory=list)
+    baked: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    paused: bool = False  # a canary in service, waiting for promote or rollback
+    recovered: list[str] = field(default_factory=list)  # what recovery found and did first
+    refused: list[str] = field(default_factory=list)  # servers a watch pass was not allowed to retire
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.launched or self.retired or self.removed or self.destroyed or self.recovered)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.launched)} launched", f"{len(self.retired)} retired"]
+        if self.destroyed:
+            parts = [f"{len(self.destroyed)} server(s) destroyed"]
+        if self.removed:
+            parts.append(f"{len(self.removed)} dead removed")
+        if self.baked:
+            parts.append(f"{len(self.baked)} image(s) baked")
+        if self.recovered:
+            parts.append(f"recovered: {'; '.join(self.recovered)}")
+        if self.refused:
+            parts.append(f"refused: {', '.join(self.refused)} (state on the server)")
+        return ", ".join(parts)
+
+
+class Operation:
+    """One command's run on one environment; records per-phase timings."""
+
+    def __init__(self, store: StateStore, result: OperationResult):
+        self.store = store
+        self.result = result
+        self.id = result.id
+        self.final_status = "succeeded"  # or "paused" (a canary waiting for promote/rollback)
+        self._lock = threading.Lock()
+        self._phases: list[dict] = []
+
+    @contextmanager
+    def phase(self, name: str, server_id: str | None = None) -> Iterator[None]:
+        """Time a phase. Timings are kept in memory and written when the operation ends
+        (they are measurements, not the journal: server states are written as they change)."""
+        started_at, started = utcnow(), time.monotonic()
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            with self._lock:
+                self._phases.append(dict(phase=name, seconds=time.monotonic() - started, server_id=server_id, ok=ok, started_at=started_at))
+
+    def flush_phases(self) -> None:
+        with self._lock:
+            phases, self._phases = self._phases, []
+        self.store.record_phases(self.id, phases)
+
+    def note(self, attribute: str, value: str) -> None:
+        with self._lock:
+            getattr(self.result, attribute).append(value)
+
+
+
+
+def run_parallel(tasks: list[Callable], raise_first: bool = True) -> list:
+    """Run tasks in threads; return results (or exceptions, with raise_first=False)."""
+    if not tasks:
+        return []
+    outcomes: list = []
+    with ThreadPoolExecutor(max_workers=min(32, len(tasks))) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller; an interrupt is not
+                outcomes.append(exc)
+    if raise_first:
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+    return outcomes
