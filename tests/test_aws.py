@@ -23,12 +23,14 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from phoenixctl.drivers.aws import BAKE_MARKER, builder_userdata
 from phoenixctl.drivers.aws_api import AWS
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
 from phoenixctl.excerpt import error_lines
 from phoenixctl.executor import Executor, Project
+from phoenixctl.spec import ImageSpec
 from phoenixctl.userdata import decode_content
 from phoenixctl.userdata import parse as parse_userdata
 
@@ -485,6 +487,74 @@ def test_one_helper_launches_every_instance():
     """Every `run_instances` of the AWS driver goes through the helper that requires IMDSv2."""
     source = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws.py"
     assert source.read_text().count('"run_instances"') == 1
+
+
+# --- the real builder script, run here with bash -------------------------------------------------
+
+# The builder script writes to these absolute paths and honours no variable for them: the test
+# rewrites each into a fake root under its temporary folder (the line count stays the same).
+BUILDER_PATHS = ("/srv/phoenix", "/var/lib/phoenix", "/dev/console")
+
+
+def run_builder(tmp_path: Path, steps: list[str]) -> tuple[subprocess.CompletedProcess, Path, list[str], str]:
+    """The builder user-data Phoenix generates for the example's image (its files, these
+    steps), applied as cloud-init would: the cloud-config's file written, then the shell part
+    run with bash. `poweroff` and `cloud-init` are stubs first on PATH that record their
+    calls. Returns the run, the fake root, the calls, and the script as it ran."""
+    project_dir = aws_example(tmp_path / "project").parent
+    recipe = ImageSpec(files=["app", "VERSION"], steps=steps, start="python3 app/server.py")
+    parsed = parse_userdata(builder_userdata("web", recipe, project_dir))
+    [(name, script)] = parsed.scripts
+    root, stubs = tmp_path / "fake-root", tmp_path / "bin"
+    for entry in parsed.cloud_config["write_files"]:  # cloud-init's write_files, under the fake root
+        target = root / entry["path"].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(decode_content(entry))
+    (root / "dev").mkdir()
+    text = script.decode()
+    for path in BUILDER_PATHS:
+        assert path in text, path
+        text = text.replace(path, f"{root}{path}")
+    assert not re.search(r"(?<![\w.-])/(srv|var|dev|etc|opt|home|root|boot)/", text), text  # nothing outside the fake root
+    calls = tmp_path / "calls"
+    stubs.mkdir()
+    for command in ("poweroff", "cloud-init"):
+        (stubs / command).write_text(f'#!/bin/sh\necho "{command} $*" >> "{calls}"\n')
+        (stubs / command).chmod(0o755)
+    (tmp_path / name).write_text(text)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(tmp_path / name)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    return result, root, recorded, text
+
+
+def console_of(root: Path) -> str:
+    console = root / "dev" / "console"
+    return console.read_text() if console.exists() else ""
+
+
+def test_the_builder_script_runs_its_steps_reports_ok_and_powers_off(tmp_path):
+    result, root, calls, _ = run_builder(tmp_path, ["python3 -m py_compile app/server.py", "cat VERSION > built-from.txt"])
+    assert result.returncode == 0, result.stderr
+    assert console_of(root) == f"{BAKE_MARKER} ok\n"
+    assert calls == ["cloud-init clean --logs", "poweroff "]  # cleaned for the servers to come, then off
+    server_root = root / "srv" / "phoenix"
+    assert (server_root / "app" / "server.py").is_file()  # the image's files, unpacked
+    assert (server_root / "built-from.txt").read_text() == (tmp_path / "project" / "website-aws" / "VERSION").read_text()  # steps ran there
+    assert not (root / "var" / "lib" / "phoenix" / "image.tgz.b64").exists()
+
+
+@pytest.mark.parametrize("failing, status", [("false && true", 1), ("exit 3", 3), ("test -f no-such-file && echo found", 1)])
+def test_the_builder_script_names_the_failing_steps_line_and_powers_off(tmp_path, failing, status):
+    """`false && true` is the example's own form (`dnf install ... && pip3 install ...`): its
+    first command failing must fail the bake too."""
+    result, root, calls, script = run_builder(tmp_path, ["echo before > before.txt", failing, "echo after > after.txt"])
+    line = next(n for n, text in enumerate(script.splitlines(), 1) if failing in text)
+    assert console_of(root) == f"{BAKE_MARKER} failed at line {line} (exit {status})\n", result.stdout + result.stderr
+    assert calls == ["poweroff "]  # powered off, not cleaned: the image is never made
+    assert result.returncode != 0
+    server_root = root / "srv" / "phoenix"
+    assert (server_root / "before.txt").exists() and not (server_root / "after.txt").exists()  # it stopped at that step
 
 
 # --- a builder as on a real cloud (through the shim: moto's instances run nothing) -----------------
