@@ -6,6 +6,7 @@ directory, exactly as Phoenix starts it: `python app/server.py` in the copy.
 
 import datetime
 import hashlib
+import http.server
 import ipaddress
 import os
 import re
@@ -440,27 +441,67 @@ def test_bad_tls_cert_exits_2(tmp_path_factory):
     assert "not a certificate" not in proc.stderr
 
 
+class CountingBackend:
+    """A stand-in backend on 127.0.0.1 that counts the article-list requests it gets and
+    answers 503 (a frontend then renders a degraded page and never caches it). A frontend
+    asks it first thing in each uncached page request: a count is a request in flight."""
+
+    def __init__(self):
+        self.requests, self.lock = 0, threading.Lock()
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                with backend.lock:
+                    backend.requests += 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.address = f"{HOST}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
 def test_tls_sigterm_finishes_in_flight_requests_and_exits_zero(start, tmp_path_factory):
-    # No backend: pages are never cached, so every page takes RENDER_DELAY_MS to render.
-    server = start_tls(start, tmp_path_factory, "tls-sigterm", RENDER_DELAY_MS="1500")
-    assert "(https " in server.proc.stdout.readline()
-    results = {}
+    # Every page takes RENDER_DELAY_MS to render (the backend never lets one be cached).
+    with CountingBackend() as backend:
+        server = start_tls(start, tmp_path_factory, "tls-sigterm", RENDER_DELAY_MS="1500", PHOENIX_LB_BACKEND=backend.address)
+        assert "(https " in server.proc.stdout.readline()
+        results = {}
 
-    def fetch(name, url, verify):
-        try:
-            results[name] = httpx.get(url + "/page/3", verify=verify, timeout=10)
-        except Exception as exc:  # reported by the assertions below
-            results[name] = exc
+        def fetch(name, url, verify, page):
+            try:
+                results[name] = httpx.get(f"{url}/page/{page}", verify=verify, timeout=10)
+            except Exception as exc:  # reported by the assertions below
+                results[name] = exc
 
-    threads = [threading.Thread(target=fetch, args=("https", server.tls_url, trusting(server.cert))),
-               threading.Thread(target=fetch, args=("http", server.url, True))]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)  # both requests are now being rendered
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=10) == 0
-    for t in threads:
-        t.join(10)
+        # Two pages: each render holds its own page's lock, so both handlers start at once.
+        threads = [threading.Thread(target=fetch, args=("https", server.tls_url, trusting(server.cert), 3)),
+                   threading.Thread(target=fetch, args=("http", server.url, True, 4))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while backend.requests < 2:  # both requests are now being rendered
+            assert time.monotonic() < deadline and not results, (backend.requests, results)
+            time.sleep(0.01)
+        assert not results  # neither has its answer yet: both are in flight
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        for t in threads:
+            t.join(10)
     assert results["https"].status_code == 200 and results["https"].headers["X-TLS"] == "on"
     assert results["http"].status_code == 200 and results["http"].headers["X-TLS"] == "off"
     assert server.proc.stderr.read() == ""
