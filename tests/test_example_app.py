@@ -23,6 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import passable
+from phoenixctl.drivers.local_identity import server_identity
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "examples" / "website"
 PYTHON = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
 PYTHON = str(PYTHON) if PYTHON.exists() else sys.executable
@@ -306,12 +309,12 @@ def start_tls(start, tmp_path_factory, label, **env):
     return server
 
 
-def run_once(root, **env):
-    """Run the server to completion (it is expected to refuse to start)."""
+def run_once(root, popen=None, **env):
+    """Run the server to completion (it is expected to refuse to start); `popen`: as whom."""
     full_env = {**CLEAN_ENV, "PHOENIX_ROLE": "frontend", "PHOENIX_ADDRESS": HOST,
                 "PHOENIX_PORT": str(free_port()), "PHOENIX_SERVER_ID": "tls-bad", **env}
     return subprocess.run([PYTHON, "app/server.py"], cwd=root, env=full_env,
-                          capture_output=True, text=True, timeout=15)
+                          capture_output=True, text=True, timeout=15, **(popen or {}))
 
 
 @pytest.fixture(scope="module")
@@ -405,9 +408,16 @@ def _directory_key(root, key):
 
 
 def _unreadable_key(root, key):
-    if os.geteuid() == 0:
-        pytest.skip("root reads files whatever their mode")
-    key.chmod(0)
+    """A key the server's user cannot read. Run as root, Phoenix runs servers as an
+    unprivileged uid of their environment (drivers/local_identity.py): the key stays root's
+    and 0600, and the server runs as that uid, as Phoenix would start it. Otherwise the key's
+    mode is 0 for whoever runs the tests. Returns how to start the server."""
+    if os.geteuid() != 0:
+        key.chmod(0)
+        return {}
+    assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (0, 0o600)
+    passable(root)  # the server's uid passes through the test's folders to its root, as to a server's
+    return server_identity(root, "ci", "auto").popen()
 
 
 @pytest.mark.parametrize("spoil", [None, _unreadable_key, _directory_key, _garbage_key, _other_key],
@@ -415,17 +425,20 @@ def _unreadable_key(root, key):
 def test_bad_tls_key_exits_2_without_leaking_it(tmp_path_factory, spoil):
     root, cert, key = tls_root(tmp_path_factory, "tls-badkey")
     secret = key.read_bytes()
+    popen = {}
     if spoil is None:
         key.unlink()
     else:
-        spoil(root, key)
+        popen = spoil(root, key) or {}
     if key.is_file() and os.access(key, os.R_OK):
         secret = key.read_bytes()  # whatever the server was given
     key_path = str(key)  # absolute this time
-    proc = run_once(root, TLS_CERT_FILE=cert.name, TLS_KEY_FILE=key_path, TLS_PORT=str(free_port()))
-    assert proc.returncode == 2
+    proc = run_once(root, popen, TLS_CERT_FILE=cert.name, TLS_KEY_FILE=key_path, TLS_PORT=str(free_port()))
+    assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "TLS_KEY_FILE" in proc.stderr and key_path in proc.stderr
+    if spoil is _unreadable_key:
+        assert f"cannot read TLS_KEY_FILE={key_path}: Permission denied" in proc.stderr
     body_lines = [line for line in secret.decode().splitlines() if not line.startswith("-----")]
     assert body_lines and not any(line in proc.stderr for line in body_lines)
     assert "PRIVATE KEY" not in proc.stderr and proc.stdout == ""
