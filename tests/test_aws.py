@@ -67,18 +67,41 @@ class Cloud:
     def targets(self, group_arn: str) -> dict[str, str]:
         return {t["Target"]["Id"]: t["TargetHealth"]["State"] for t in self.elb.describe_target_health(TargetGroupArn=group_arn)["TargetHealthDescriptions"]}
 
-    def leftovers(self) -> dict[str, list]:
-        """Everything Phoenix creates for an environment and removes with it (AMIs stay: rollbacks need them)."""
+    def inventory(self) -> dict[str, set[str]]:
+        """Everything of these kinds in the account, tagged or not: a leak Phoenix forgot to tag
+        shows as well. Snapshots that back a registered AMI of the account are left out: AMIs
+        stay after a destroy (rollbacks need them), and their snapshots with them."""
+        ec2, pages = self.ec2, lambda client, method, key, **kw: [i for page in client.get_paginator(method).paginate(**kw) for i in page[key]]
+        kept = {m["Ebs"]["SnapshotId"] for image in ec2.describe_images(Owners=["self"])["Images"]
+                for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")}
+        records = set()
+        for zone in pages(self.route53, "list_hosted_zones", "HostedZones"):
+            for record in pages(self.route53, "list_resource_record_sets", "ResourceRecordSets", HostedZoneId=zone["Id"]):
+                if not (record["Type"] in ("SOA", "NS") and record["Name"] == zone["Name"]):
+                    records.add(f"{record['Name']} {record['Type']}")
         return {
-            "instances": [i["InstanceId"] for i in self.instances(project="website")],
-            "balancers": [b["LoadBalancerName"] for b in self.elb.describe_load_balancers()["LoadBalancers"]],
-            "target groups": [g["TargetGroupName"] for g in self.elb.describe_target_groups()["TargetGroups"]],
-            "security groups": [g["GroupName"] for g in self.ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"],
-            "elastic IPs": [a["PublicIp"] for a in self.ec2.describe_addresses()["Addresses"]],
+            "instances": {i["InstanceId"] for r in pages(ec2, "describe_instances", "Reservations") for i in r["Instances"]
+                          if i["State"]["Name"] != "terminated"},
+            "volumes": {v["VolumeId"] for v in pages(ec2, "describe_volumes", "Volumes")},
+            "snapshots": {s["SnapshotId"] for s in pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"])} - kept,
+            "security groups": {f"{g['GroupId']} ({g['GroupName']})" for g in pages(ec2, "describe_security_groups", "SecurityGroups")
+                                if g["GroupName"] != "default"},
+            "elastic IPs": {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]},
+            "load balancers": {b["LoadBalancerArn"] for b in pages(self.elb, "describe_load_balancers", "LoadBalancers")},
+            "target groups": {g["TargetGroupArn"] for g in pages(self.elb, "describe_target_groups", "TargetGroups")},
+            "Route 53 records": records,
         }
 
+    def mark(self) -> None:
+        """What exists now is the test's own (made before Phoenix ran): not a leftover."""
+        self.before = self.inventory()
 
-NOTHING = {"instances": [], "balancers": [], "target groups": [], "security groups": [], "elastic IPs": []}
+    def leftovers(self) -> dict[str, list[str]]:
+        """What exists now that did not before the test (or its `mark`), kind by kind."""
+        return {kind: sorted(found - self.before[kind]) for kind, found in self.inventory().items()}
+
+
+NOTHING = {kind: [] for kind in ("instances", "volumes", "snapshots", "security groups", "elastic IPs", "load balancers", "target groups", "Route 53 records")}
 
 
 @pytest.fixture
@@ -88,7 +111,9 @@ def cloud(moto_url, monkeypatch) -> Cloud:
     for name in ("PHOENIX_AWS_SHIM", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)  # no credentials: an emulator gets placeholders
     AWS._shared.clear()
-    return Cloud(moto_url)
+    cloud = Cloud(moto_url)
+    cloud.mark()  # what the fresh account holds (moto's default VPC, its public images' snapshots)
+    return cloud
 
 
 def aws_example(tmp_path: Path, *edits: tuple[str, str]) -> Path:
@@ -264,6 +289,7 @@ def test_subnets_and_security_groups_the_spec_names(cloud, tmp_path):
     subnets = sorted(cloud.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"], key=lambda s: s["AvailabilityZone"])[:2]
     group = cloud.ec2.create_security_group(GroupName="team-web", Description="the team's own", VpcId=vpc)["GroupId"]
     cloud.route53.create_hosted_zone(Name="website.test", CallerReference="phoenix-test")
+    cloud.mark()  # the team's group is theirs, not Phoenix's
     placement = f"placement: {{subnets: [{subnets[0]['SubnetId']}, {subnets[1]['SubnetId']}], security_groups: [{group}]}}"
     spec = aws_example(tmp_path, ("    placement: {instance_type: t3.small}", f"    {placement}"))
     ex = executor(spec)
@@ -275,10 +301,11 @@ def test_subnets_and_security_groups_the_spec_names(cloud, tmp_path):
         assert {g["GroupId"] for i in instances for g in i["SecurityGroups"]} == {group}
         frontend = [i for i in instances if tags_of(i)["phoenix:role"] == "frontend"]
         assert sorted(len([i for i in frontend if i["SubnetId"] == s["SubnetId"]]) for s in subnets) == [1, 2]
-        assert cloud.leftovers()["security groups"] == ["team-web"]  # Phoenix made none
+        assert cloud.leftovers()["security groups"] == []  # Phoenix made none
     finally:
         ex.destroy("production")
-    assert cloud.leftovers() == {**NOTHING, "security groups": ["team-web"]}  # the team's group is theirs
+    assert cloud.leftovers() == NOTHING
+    assert cloud.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]  # and left the team's in place
 
 
 # --- nothing hides: recovery by tags ---------------------------------------------------------------
@@ -382,6 +409,7 @@ def test_images_by_id_by_newest_name_and_from_a_packer_manifest(cloud, tmp_path)
     instance = cloud.ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]["InstanceId"]
     older = cloud.ec2.create_image(InstanceId=instance, Name="website-2026-01")["ImageId"]
     newer = cloud.ec2.create_image(InstanceId=instance, Name="website-2026-02")["ImageId"]
+    cloud.mark()  # the test's own instance and images
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"builds": [{"packer_run_uuid": "a", "artifact_id": f"eu-west-1:ami-0elsewhere,{REGION}:{older}"}], "last_run_uuid": "a"}))
     recipe = "    base: {name: \"al2023-ami-2023.*-x86_64\", owners: [amazon]}   # the builder starts from the newest match\n"
@@ -473,6 +501,7 @@ def test_every_instance_phoenix_launches_requires_imdsv2(cloud, tmp_path):
         ex.up("ci")  # the servers
     finally:
         executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING
     every = [i for r in cloud.ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     kinds = {}
     for instance in every:
