@@ -4,7 +4,9 @@ moto stands in for AWS: instances run nothing there, so the example runs with it
 gates off (an endpoint on loopback is an emulator: Phoenix never connects to an instance).
 moto also marks targets healthy at once and never shows `draining`; the tests of an
 unhealthy target, a slow one and a long drain go through the documented shim
-(`phoenixctl/drivers/aws_shim.py`, `PHOENIX_AWS_SHIM`): those paths are covered only that way."""
+(`phoenixctl/drivers/aws_shim.py`, `PHOENIX_AWS_SHIM`): those paths are covered only that way.
+The image builder's own script, which nothing runs on moto, is run here with bash in a fake
+root (`run_builder`). Leftovers are counted over everything in the account, tagged or not."""
 
 from __future__ import annotations
 
