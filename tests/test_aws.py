@@ -5,7 +5,9 @@ gates off (an endpoint on loopback is an emulator: Phoenix never connects to an 
 moto also marks targets healthy at once and never shows `draining`; the tests of an
 unhealthy target, a slow one and a long drain go through the documented shim
 (`tests/aws_shim.py`, installed through the AWS client factory's hook): those paths are
-covered only that way."""
+covered only that way. The image builder's own script, which nothing runs on moto, is run
+here with bash in a fake root (`run_builder`). Leftovers are counted over everything in the
+account, tagged or not."""
 
 from __future__ import annotations
 
@@ -25,11 +27,13 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from phoenixctl.drivers.aws.api import AWS
+from phoenixctl.drivers.aws.images import BAKE_MARKER, builder_userdata
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example
 from phoenixctl.excerpt import error_lines
 from phoenixctl.engine import Executor, Project
+from phoenixctl.spec import ImageSpec
 from phoenixctl.boot.userdata import decode_content
 from phoenixctl.boot.userdata import parse as parse_userdata
 
@@ -67,18 +71,41 @@ class Cloud:
     def targets(self, group_arn: str) -> dict[str, str]:
         return {t["Target"]["Id"]: t["TargetHealth"]["State"] for t in self.elb.describe_target_health(TargetGroupArn=group_arn)["TargetHealthDescriptions"]}
 
-    def leftovers(self) -> dict[str, list]:
-        """Everything Phoenix creates for an environment and removes with it (AMIs stay: rollbacks need them)."""
+    def inventory(self) -> dict[str, set[str]]:
+        """Everything of these kinds in the account, tagged or not: a leak Phoenix forgot to tag
+        shows as well. Snapshots that back a registered AMI of the account are left out: AMIs
+        stay after a destroy (rollbacks need them), and their snapshots with them."""
+        ec2, pages = self.ec2, lambda client, method, key, **kw: [i for page in client.get_paginator(method).paginate(**kw) for i in page[key]]
+        kept = {m["Ebs"]["SnapshotId"] for image in ec2.describe_images(Owners=["self"])["Images"]
+                for m in image.get("BlockDeviceMappings", []) if m.get("Ebs", {}).get("SnapshotId")}
+        records = set()
+        for zone in pages(self.route53, "list_hosted_zones", "HostedZones"):
+            for record in pages(self.route53, "list_resource_record_sets", "ResourceRecordSets", HostedZoneId=zone["Id"]):
+                if not (record["Type"] in ("SOA", "NS") and record["Name"] == zone["Name"]):
+                    records.add(f"{record['Name']} {record['Type']}")
         return {
-            "instances": [i["InstanceId"] for i in self.instances(project="website")],
-            "balancers": [b["LoadBalancerName"] for b in self.elb.describe_load_balancers()["LoadBalancers"]],
-            "target groups": [g["TargetGroupName"] for g in self.elb.describe_target_groups()["TargetGroups"]],
-            "security groups": [g["GroupName"] for g in self.ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] != "default"],
-            "elastic IPs": [a["PublicIp"] for a in self.ec2.describe_addresses()["Addresses"]],
+            "instances": {i["InstanceId"] for r in pages(ec2, "describe_instances", "Reservations") for i in r["Instances"]
+                          if i["State"]["Name"] != "terminated"},
+            "volumes": {v["VolumeId"] for v in pages(ec2, "describe_volumes", "Volumes")},
+            "snapshots": {s["SnapshotId"] for s in pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"])} - kept,
+            "security groups": {f"{g['GroupId']} ({g['GroupName']})" for g in pages(ec2, "describe_security_groups", "SecurityGroups")
+                                if g["GroupName"] != "default"},
+            "elastic IPs": {a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]},
+            "load balancers": {b["LoadBalancerArn"] for b in pages(self.elb, "describe_load_balancers", "LoadBalancers")},
+            "target groups": {g["TargetGroupArn"] for g in pages(self.elb, "describe_target_groups", "TargetGroups")},
+            "Route 53 records": records,
         }
 
+    def mark(self) -> None:
+        """What exists now is the test's own (made before Phoenix ran): not a leftover."""
+        self.before = self.inventory()
 
-NOTHING = {"instances": [], "balancers": [], "target groups": [], "security groups": [], "elastic IPs": []}
+    def leftovers(self) -> dict[str, list[str]]:
+        """What exists now that did not before the test (or its `mark`), kind by kind."""
+        return {kind: sorted(found - self.before[kind]) for kind, found in self.inventory().items()}
+
+
+NOTHING = {kind: [] for kind in ("instances", "volumes", "snapshots", "security groups", "elastic IPs", "load balancers", "target groups", "Route 53 records")}
 
 
 @pytest.fixture
@@ -88,7 +115,9 @@ def cloud(moto_url, monkeypatch) -> Cloud:
     for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.delenv(name, raising=False)  # no credentials: an emulator gets placeholders
     AWS._shared.clear()
-    return Cloud(moto_url)
+    cloud = Cloud(moto_url)
+    cloud.mark()  # what the fresh account holds (moto's default VPC, its public images' snapshots)
+    return cloud
 
 
 def aws_example(tmp_path: Path, *edits: tuple[str, str]) -> Path:
@@ -264,6 +293,7 @@ def test_subnets_and_security_groups_the_spec_names(cloud, tmp_path):
     subnets = sorted(cloud.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"], key=lambda s: s["AvailabilityZone"])[:2]
     group = cloud.ec2.create_security_group(GroupName="team-web", Description="the team's own", VpcId=vpc)["GroupId"]
     cloud.route53.create_hosted_zone(Name="website.test", CallerReference="phoenix-test")
+    cloud.mark()  # the team's group is theirs, not Phoenix's
     placement = f"placement: {{subnets: [{subnets[0]['SubnetId']}, {subnets[1]['SubnetId']}], security_groups: [{group}]}}"
     spec = aws_example(tmp_path, ("    placement: {instance_type: t3.small}", f"    {placement}"))
     ex = executor(spec)
@@ -275,10 +305,11 @@ def test_subnets_and_security_groups_the_spec_names(cloud, tmp_path):
         assert {g["GroupId"] for i in instances for g in i["SecurityGroups"]} == {group}
         frontend = [i for i in instances if tags_of(i)["phoenix:role"] == "frontend"]
         assert sorted(len([i for i in frontend if i["SubnetId"] == s["SubnetId"]]) for s in subnets) == [1, 2]
-        assert cloud.leftovers()["security groups"] == ["team-web"]  # Phoenix made none
+        assert cloud.leftovers()["security groups"] == []  # Phoenix made none
     finally:
         ex.destroy("production")
-    assert cloud.leftovers() == {**NOTHING, "security groups": ["team-web"]}  # the team's group is theirs
+    assert cloud.leftovers() == NOTHING
+    assert cloud.ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"]  # and left the team's in place
 
 
 # --- nothing hides: recovery by tags ---------------------------------------------------------------
@@ -377,6 +408,7 @@ def test_images_by_id_by_newest_name_and_from_a_packer_manifest(cloud, tmp_path)
     instance = cloud.ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0]["InstanceId"]
     older = cloud.ec2.create_image(InstanceId=instance, Name="website-2026-01")["ImageId"]
     newer = cloud.ec2.create_image(InstanceId=instance, Name="website-2026-02")["ImageId"]
+    cloud.mark()  # the test's own instance and images
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"builds": [{"packer_run_uuid": "a", "artifact_id": f"eu-west-1:ami-0elsewhere,{REGION}:{older}"}], "last_run_uuid": "a"}))
     recipe = "    base: {name: \"al2023-ami-2023.*-x86_64\", owners: [amazon]}   # the builder starts from the newest match\n"
@@ -468,6 +500,7 @@ def test_every_instance_phoenix_launches_requires_imdsv2(cloud, tmp_path):
         ex.up("ci")  # the servers
     finally:
         executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING
     every = [i for r in cloud.ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     kinds = {}
     for instance in every:
@@ -482,6 +515,74 @@ def test_one_helper_launches_every_instance():
     """Every `run_instances` of the AWS driver goes through the helper that requires IMDSv2."""
     package = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "drivers" / "aws"
     assert sum(source.read_text().count('"run_instances"') for source in package.glob("*.py")) == 1
+
+
+# --- the real builder script, run here with bash -------------------------------------------------
+
+# The builder script writes to these absolute paths and honours no variable for them: the test
+# rewrites each into a fake root under its temporary folder (the line count stays the same).
+BUILDER_PATHS = ("/srv/phoenix", "/var/lib/phoenix", "/dev/console")
+
+
+def run_builder(tmp_path: Path, steps: list[str]) -> tuple[subprocess.CompletedProcess, Path, list[str], str]:
+    """The builder user-data Phoenix generates for the example's image (its files, these
+    steps), applied as cloud-init would: the cloud-config's file written, then the shell part
+    run with bash. `poweroff` and `cloud-init` are stubs first on PATH that record their
+    calls. Returns the run, the fake root, the calls, and the script as it ran."""
+    project_dir = aws_example(tmp_path / "project").parent
+    recipe = ImageSpec(files=["app", "VERSION"], steps=steps, start="python3 app/server.py")
+    parsed = parse_userdata(builder_userdata("web", recipe, project_dir))
+    [(name, script)] = parsed.scripts
+    root, stubs = tmp_path / "fake-root", tmp_path / "bin"
+    for entry in parsed.cloud_config["write_files"]:  # cloud-init's write_files, under the fake root
+        target = root / entry["path"].lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(decode_content(entry))
+    (root / "dev").mkdir()
+    text = script.decode()
+    for path in BUILDER_PATHS:
+        assert path in text, path
+        text = text.replace(path, f"{root}{path}")
+    assert not re.search(r"(?<![\w.-])/(srv|var|dev|etc|opt|home|root|boot)/", text), text  # nothing outside the fake root
+    calls = tmp_path / "calls"
+    stubs.mkdir()
+    for command in ("poweroff", "cloud-init"):
+        (stubs / command).write_text(f'#!/bin/sh\necho "{command} $*" >> "{calls}"\n')
+        (stubs / command).chmod(0o755)
+    (tmp_path / name).write_text(text)
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    result = subprocess.run(["bash", str(tmp_path / name)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    return result, root, recorded, text
+
+
+def console_of(root: Path) -> str:
+    console = root / "dev" / "console"
+    return console.read_text() if console.exists() else ""
+
+
+def test_the_builder_script_runs_its_steps_reports_ok_and_powers_off(tmp_path):
+    result, root, calls, _ = run_builder(tmp_path, ["python3 -m py_compile app/server.py", "cat VERSION > built-from.txt"])
+    assert result.returncode == 0, result.stderr
+    assert console_of(root) == f"{BAKE_MARKER} ok\n"
+    assert calls == ["cloud-init clean --logs", "poweroff "]  # cleaned for the servers to come, then off
+    server_root = root / "srv" / "phoenix"
+    assert (server_root / "app" / "server.py").is_file()  # the image's files, unpacked
+    assert (server_root / "built-from.txt").read_text() == (tmp_path / "project" / "website-aws" / "VERSION").read_text()  # steps ran there
+    assert not (root / "var" / "lib" / "phoenix" / "image.tgz.b64").exists()
+
+
+@pytest.mark.parametrize("failing, status", [("false && true", 1), ("exit 3", 3), ("test -f no-such-file && echo found", 1)])
+def test_the_builder_script_names_the_failing_steps_line_and_powers_off(tmp_path, failing, status):
+    """`false && true` is the example's own form (`dnf install ... && pip3 install ...`): its
+    first command failing must fail the bake too."""
+    result, root, calls, script = run_builder(tmp_path, ["echo before > before.txt", failing, "echo after > after.txt"])
+    line = next(n for n, text in enumerate(script.splitlines(), 1) if failing in text)
+    assert console_of(root) == f"{BAKE_MARKER} failed at line {line} (exit {status})\n", result.stdout + result.stderr
+    assert calls == ["poweroff "]  # powered off, not cleaned: the image is never made
+    assert result.returncode != 0
+    server_root = root / "srv" / "phoenix"
+    assert (server_root / "before.txt").exists() and not (server_root / "after.txt").exists()  # it stopped at that step
 
 
 # --- a builder as on a real cloud (through the shim: moto's instances run nothing) -----------------

@@ -7,10 +7,13 @@ second half brings the example up for real and looks for secrets where they must
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
+import sqlite3
 import ssl
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import jsonschema
@@ -141,12 +144,46 @@ def test_a_value_changed_in_production_outdates_only_production_servers_that_use
 
 
 def test_rotated_secret_changes_the_fingerprint_without_storing_it(project: Path):
+    preflight(project, "production")  # the keyed hashes on record, as a deploy leaves them
+    recorded = state_rows(project.parent)["secret_hashes"]
     before = boots(project, "production")
     cli.main(["secrets", "tls", "production", "--host", "www.example.test", "--force", "-f", str(project)])
+    preflight(project, "production")
     after = boots(project, "production")
     assert after["frontend"].fingerprint != before["frontend"].fingerprint
     assert after["backend"].fingerprint == before["backend"].fingerprint
-    assert "www.example.test" not in repr(after["frontend"])  # the boot config never prints its user-data
+    values = secret_values(project.parent, "production")  # the new pair: raw, PEM body, base64
+
+    # The user-data does carry the new pair, base64-encoded: decoded, it is the certificate made
+    # for the host; as delivered, the values' base64 form is in it (what the checks below look for).
+    document = after["frontend"].userdata
+    document = gzip.decompress(document) if document[:2] == b"\x1f\x8b" else document
+    files = {e["path"]: userdata.decode_content(e) for e in userdata.parse(document).cloud_config["write_files"]}
+    certificate = x509.load_pem_x509_certificate(files["/srv/phoenix/tls/cert.pem"])
+    assert certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName) == ["www.example.test"]
+    delivered = b"".join(files.values())
+    assert all(value in delivered or value in delivered.replace(b"\n", b"") or value in document for value in values)  # PEM bodies joined
+    assert all(base64.b64encode(raw) in document for raw in values[::3])
+
+    # The boot config never prints its user-data: no value, in any of its forms.
+    shown = repr(after).encode()
+    assert not [value for value in values if value in shown or value in shown.replace(b"\\n", b"")], shown
+
+    # The state store keeps keyed hashes (changed by the rotation), never a value or its base64.
+    rows = state_rows(project.parent)
+    assert rows["secret_hashes"] != recorded and rows["secret_hashes"]
+    cells = [(table, cell) for table, table_rows in rows.items() for row in table_rows for cell in row if cell is not None]
+    assert len(rows) >= 5 and cells  # every table of the file, read
+    leaks = [(table, value[:16]) for table, cell in cells for value in values
+             if value in (data := cell if isinstance(cell, bytes) else str(cell).encode()) or value in data.replace(b"\n", b"")]
+    assert leaks == []
+
+
+def state_rows(project_dir: Path) -> dict[str, list[tuple]]:
+    """Every row of every table of .phoenix/state.db, as sqlite3 reads the file."""
+    with closing(sqlite3.connect(project_dir / ".phoenix" / "state.db")) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {table: sorted(db.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr) for table in tables}
 
 
 # --- secrets tls ----------------------------------------------------------------------------

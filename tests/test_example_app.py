@@ -6,6 +6,7 @@ directory, exactly as Phoenix starts it: `python app/server.py` in the copy.
 
 import datetime
 import hashlib
+import http.server
 import ipaddress
 import os
 import re
@@ -21,6 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from conftest import passable
+from phoenixctl.drivers.local.identity import server_identity
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "src" / "phoenixctl" / "examples" / "website"
 PYTHON = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python"
@@ -305,12 +309,12 @@ def start_tls(start, tmp_path_factory, label, **env):
     return server
 
 
-def run_once(root, **env):
-    """Run the server to completion (it is expected to refuse to start)."""
+def run_once(root, popen=None, **env):
+    """Run the server to completion (it is expected to refuse to start); `popen`: as whom."""
     full_env = {**CLEAN_ENV, "PHOENIX_ROLE": "frontend", "PHOENIX_ADDRESS": HOST,
                 "PHOENIX_PORT": str(free_port()), "PHOENIX_SERVER_ID": "tls-bad", **env}
     return subprocess.run([PYTHON, "app/server.py"], cwd=root, env=full_env,
-                          capture_output=True, text=True, timeout=15)
+                          capture_output=True, text=True, timeout=15, **(popen or {}))
 
 
 @pytest.fixture(scope="module")
@@ -404,9 +408,16 @@ def _directory_key(root, key):
 
 
 def _unreadable_key(root, key):
-    if os.geteuid() == 0:
-        pytest.skip("root reads files whatever their mode")
-    key.chmod(0)
+    """A key the server's user cannot read. Run as root, Phoenix runs servers as an
+    unprivileged uid of their environment (drivers/local/identity.py): the key stays root's
+    and 0600, and the server runs as that uid, as Phoenix would start it. Otherwise the key's
+    mode is 0 for whoever runs the tests. Returns how to start the server."""
+    if os.geteuid() != 0:
+        key.chmod(0)
+        return {}
+    assert (key.stat().st_uid, key.stat().st_mode & 0o777) == (0, 0o600)
+    passable(root)  # the server's uid passes through the test's folders to its root, as to a server's
+    return server_identity(root, "ci", "auto").popen()
 
 
 @pytest.mark.parametrize("spoil", [None, _unreadable_key, _directory_key, _garbage_key, _other_key],
@@ -414,17 +425,20 @@ def _unreadable_key(root, key):
 def test_bad_tls_key_exits_2_without_leaking_it(tmp_path_factory, spoil):
     root, cert, key = tls_root(tmp_path_factory, "tls-badkey")
     secret = key.read_bytes()
+    popen = {}
     if spoil is None:
         key.unlink()
     else:
-        spoil(root, key)
+        popen = spoil(root, key) or {}
     if key.is_file() and os.access(key, os.R_OK):
         secret = key.read_bytes()  # whatever the server was given
     key_path = str(key)  # absolute this time
-    proc = run_once(root, TLS_CERT_FILE=cert.name, TLS_KEY_FILE=key_path, TLS_PORT=str(free_port()))
-    assert proc.returncode == 2
+    proc = run_once(root, popen, TLS_CERT_FILE=cert.name, TLS_KEY_FILE=key_path, TLS_PORT=str(free_port()))
+    assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "TLS_KEY_FILE" in proc.stderr and key_path in proc.stderr
+    if spoil is _unreadable_key:
+        assert f"cannot read TLS_KEY_FILE={key_path}: Permission denied" in proc.stderr
     body_lines = [line for line in secret.decode().splitlines() if not line.startswith("-----")]
     assert body_lines and not any(line in proc.stderr for line in body_lines)
     assert "PRIVATE KEY" not in proc.stderr and proc.stdout == ""
@@ -440,27 +454,67 @@ def test_bad_tls_cert_exits_2(tmp_path_factory):
     assert "not a certificate" not in proc.stderr
 
 
+class CountingBackend:
+    """A stand-in backend on 127.0.0.1 that counts the article-list requests it gets and
+    answers 503 (a frontend then renders a degraded page and never caches it). A frontend
+    asks it first thing in each uncached page request: a count is a request in flight."""
+
+    def __init__(self):
+        self.requests, self.lock = 0, threading.Lock()
+        backend = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                with backend.lock:
+                    backend.requests += 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.address = f"{HOST}:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
 def test_tls_sigterm_finishes_in_flight_requests_and_exits_zero(start, tmp_path_factory):
-    # No backend: pages are never cached, so every page takes RENDER_DELAY_MS to render.
-    server = start_tls(start, tmp_path_factory, "tls-sigterm", RENDER_DELAY_MS="1500")
-    assert "(https " in server.proc.stdout.readline()
-    results = {}
+    # Every page takes RENDER_DELAY_MS to render (the backend never lets one be cached).
+    with CountingBackend() as backend:
+        server = start_tls(start, tmp_path_factory, "tls-sigterm", RENDER_DELAY_MS="1500", PHOENIX_LB_BACKEND=backend.address)
+        assert "(https " in server.proc.stdout.readline()
+        results = {}
 
-    def fetch(name, url, verify):
-        try:
-            results[name] = httpx.get(url + "/page/3", verify=verify, timeout=10)
-        except Exception as exc:  # reported by the assertions below
-            results[name] = exc
+        def fetch(name, url, verify, page):
+            try:
+                results[name] = httpx.get(f"{url}/page/{page}", verify=verify, timeout=10)
+            except Exception as exc:  # reported by the assertions below
+                results[name] = exc
 
-    threads = [threading.Thread(target=fetch, args=("https", server.tls_url, trusting(server.cert))),
-               threading.Thread(target=fetch, args=("http", server.url, True))]
-    for t in threads:
-        t.start()
-    time.sleep(0.5)  # both requests are now being rendered
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=10) == 0
-    for t in threads:
-        t.join(10)
+        # Two pages: each render holds its own page's lock, so both handlers start at once.
+        threads = [threading.Thread(target=fetch, args=("https", server.tls_url, trusting(server.cert), 3)),
+                   threading.Thread(target=fetch, args=("http", server.url, True, 4))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while backend.requests < 2:  # both requests are now being rendered
+            assert time.monotonic() < deadline and not results, (backend.requests, results)
+            time.sleep(0.01)
+        assert not results  # neither has its answer yet: both are in flight
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=10) == 0
+        for t in threads:
+            t.join(10)
     assert results["https"].status_code == 200 and results["https"].headers["X-TLS"] == "on"
     assert results["http"].status_code == 200 and results["http"].headers["X-TLS"] == "off"
     assert server.proc.stderr.read() == ""

@@ -14,7 +14,7 @@ import yaml
 
 from phoenixctl.drivers.fake import FakeWorld
 from phoenixctl.errors import GateFailed, PhoenixError
-from phoenixctl.engine import Executor, Project
+from phoenixctl.engine import Executor, Project, Reporter
 
 SPEC = {
     "project": "fake",
@@ -153,6 +153,25 @@ def test_watch_exits_non_zero_when_it_ends_with_a_role_below_its_count(fleet: Fl
     fleet.world.unhealthy_roles.clear()  # healthy again: the next watch heals and ends at full count
     assert main(["watch", "prod", "--passes", "1", "--interval", "0", "-f", str(fleet.spec_path)]) == 0
     assert len(fleet.serving("web")) == 4 and fleet.world.violations == []
+
+
+def test_chaos_terminates_a_serving_server_expected_and_healing_destroys_none_in_service(tmp_path: Path):
+    """`terminate` is chaos: killing a server the balancer sends to is what it is for, so the
+    fake records it apart (expected), never as a violation; the healing that follows must
+    still take the dead member out before destroying anything."""
+    from phoenixctl.engine.watch import chaos
+
+    fleet = Fleet(tmp_path)
+    spec = yaml.safe_load(fleet.spec_path.read_text())
+    spec["provider"] = {"name": "fake", "server_checks": False}  # no load: nothing listens at the fake addresses
+    fleet.spec_path.write_text(yaml.safe_dump(spec))
+    fleet.executor().up("prod")
+    before = fleet.serving("web")
+    report = chaos(fleet.spec_path, "prod", 1, "web", True, 10, 10, Reporter(), seed=7)
+    [victim] = report["killed"]
+    assert victim in before and fleet.world.terminated_in_service == [victim]
+    assert fleet.world.violations == []
+    assert len(fleet.serving("web")) == 4 and victim not in fleet.serving("web") | fleet.alive()
 
 
 def _new_build(fleet: Fleet, on_failure: str) -> None:

@@ -101,7 +101,16 @@ def test_second_deploy_fails_at_once_naming_the_holder_then_waits_with_a_timeout
         assert phoenix(production, "history", "production", timeout=10).returncode == 0
         waited = phoenix(production, "up", "production", "--lock-timeout", "120")
         assert waited.returncode == 0, waited.stderr
-        assert first.poll() == 0  # it ran to its end before the waiting command got the lock
+        # the rotation may still be exiting after it let the lock go: its exit, with a deadline
+        assert first.wait(timeout=30) == 0
+        # it ran to its end before the waiting command got the lock: the record's times say so
+        project = Project(production)
+        try:
+            rotate, up = sorted(project.store.operations("production", 2), key=lambda op: op.started_at)
+        finally:
+            project.close()
+        assert (rotate.kind, rotate.status, up.kind) == ("rotate", "succeeded", "up")
+        assert rotate.ended_at <= up.started_at
     finally:
         if first.poll() is None:
             first.kill()

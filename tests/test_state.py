@@ -1,6 +1,8 @@
 """The state store: a file written by an older Phoenix opens and gains the new columns."""
 
 import sqlite3
+from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 
 from phoenixctl.state import ServerRow, StateStore
@@ -22,8 +24,11 @@ def test_an_older_store_gains_new_columns_and_keeps_its_rows(tmp_path: Path):
     try:
         [row] = store.servers("ci")
         assert row.id == "web-1" and row.in_service and row.standby_until is None
-        store.update_server("web-1", state="standby")  # the new column is usable
-        assert store.server("web-1").state == "standby"
+        until = datetime(2026, 1, 2, 3, 4, 5)
+        store.update_server("web-1", state="standby", standby_until=until)  # the new column is usable
+        assert store.server("web-1").standby_until == until and store.server("web-1").state == "standby"
+        with closing(sqlite3.connect(path)) as db:  # written into the file's added column
+            assert db.execute("SELECT standby_until FROM servers WHERE id = 'web-1'").fetchone()[0].startswith("2026-01-02 03:04:05")
         store.add_server(ServerRow(id="web-2", env="ci", role="web", image_id="img", fingerprint="fp", address="", port=80))
         assert [r.id for r in store.servers("ci")] == ["web-1", "web-2"]
     finally:

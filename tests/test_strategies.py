@@ -68,7 +68,9 @@ def prod(tmp_path_factory):
 
 
 def under_load(prod: Prod, action, settle: int = 60):
-    """Run action() under steady load; return (its result or exception, load stats)."""
+    """Run action() under steady load; return (its result or exception, the load's stats, the
+    stats of a second run once it has returned). Whatever the action did, succeeded or was
+    refused, clients must get no failure once it returned: the second run is asserted here."""
     with LoadGenerator(prod.urls(), concurrency=8, rate=150) as load:
         load.wait_for_requests(100)
         try:
@@ -81,6 +83,7 @@ def under_load(prod: Prod, action, settle: int = 60):
         tail = LoadGenerator(prod.urls(), concurrency=4, rate=200, max_requests=80)
     with tail:
         tail.wait_for_requests(80)
+    assert tail.stats.failed == 0 and tail.stats.ok >= 80, tail.stats.as_dict()
     return outcome, load.stats, tail.stats
 
 

@@ -8,6 +8,7 @@ import base64
 import gzip
 import io
 import json
+import shlex
 import tarfile
 import time
 from pathlib import Path
@@ -170,7 +171,9 @@ def builder_userdata(name: str, recipe: ImageSpec, project_dir: Path) -> bytes:
         for entry in recipe.files:
             for path in walk_files(project_dir / entry):
                 tar.add(path, arcname=str(path.relative_to(project_dir)), recursive=False)
-    steps = "\n".join(recipe.steps)
+    # Each step as its own `/bin/sh -c`, as the local provider runs it: its exit status alone
+    # decides (bash's `set -e` ignores a failure inside `a && b`, and the step would pass).
+    steps = "\n".join(f"/bin/sh -c {shlex.quote(step)}" for step in recipe.steps)
     script = f"""#!/bin/bash
 # Phoenix image builder for {name}: unpack, run the steps, report on the console, power off.
 set -euo pipefail
