@@ -37,11 +37,20 @@ def parse(text: str) -> dict:
     return options
 
 
-def install(monkeypatch, text: str) -> None:
-    """Every AWS client made from now on (until `remove` or the test's end) goes through the shim."""
-    options = parse(text)
-    monkeypatch.setattr(api, "CLIENT_HOOKS", [lambda service, client: wrap(service, client, dict(options))])
+def install(monkeypatch, text: str) -> list:
+    """Every AWS client made from now on (until `remove` or the test's end) goes through the
+    shim; returns the list of shims made, so a test can read what they saw."""
+    options, made = parse(text), []
+
+    def hook(service: str, client):
+        wrapped = wrap(service, client, dict(options))
+        if wrapped is not client:
+            made.append(wrapped)
+        return wrapped
+
+    monkeypatch.setattr(api, "CLIENT_HOOKS", [hook])
     api.AWS._shared.clear()
+    return made
 
 
 def remove(monkeypatch) -> None:
@@ -96,6 +105,7 @@ class TargetHealthShim:
         self.unhealthy, self.slow, self.drain = bool(unhealthy), slow, drain
         self._registered: dict[tuple[str, str], float] = {}
         self._draining: dict[tuple[str, str], tuple[float, dict]] = {}
+        self.deregistrations: list[tuple[str, str]] = []  # every deregister_targets call, in order
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str):
@@ -112,6 +122,7 @@ class TargetHealthShim:
         with self._lock:
             for target in Targets:
                 key = (TargetGroupArn, target["Id"])
+                self.deregistrations.append(key)
                 if key not in self._draining:
                     self._draining[key] = (time.monotonic(), dict(target))
         return self._client.deregister_targets(TargetGroupArn=TargetGroupArn, Targets=Targets, **kwargs)

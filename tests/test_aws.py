@@ -399,6 +399,47 @@ def test_slow_to_become_healthy_and_a_long_drain(cloud, tmp_path, monkeypatch):
     assert cloud.leftovers() == NOTHING
 
 
+class Crash(BaseException):
+    """A command killed where it stands (as SIGKILL would), raised in-process at a failpoint."""
+
+
+def test_a_target_still_draining_when_a_command_crashes_is_retired_by_recovery(cloud, tmp_path, monkeypatch):
+    """A rotation dies right after deregistering the old backend (its target `draining`); the
+    next command's recovery retires it without deregistering it again (the skip-if-draining
+    branch), waits for the drain to end, and terminates it: one backend serving, nothing left."""
+    from phoenixctl.engine import lifecycle
+
+    spec = aws_example(tmp_path, ("swap: 5m", "swap: 20s"))
+    executor(spec).up("ci")
+    old = {i["InstanceId"] for i in cloud.instances(env="ci", role="backend")}
+    shims = aws_shim.install(monkeypatch, "drain=2")
+
+    def crash_at_drain(name: str) -> None:
+        if name == "drain":
+            raise Crash()
+
+    monkeypatch.setattr(lifecycle, "failpoint", crash_at_drain)
+    ex = executor(spec)
+    try:
+        with pytest.raises(Crash):
+            ex.rotate("ci", role="backend")
+        interrupted = ex.store.operations("ci", limit=1)[0]
+        ex.store.set_operation_status(interrupted.id, "running")  # what a SIGKILL leaves in the journal
+        [old_row] = [row for row in ex.store.servers("ci", "backend") if row.state == "draining"]
+        monkeypatch.setattr(lifecycle, "failpoint", lambda name: None)
+        result = executor(spec).recover("ci")
+        assert any(f"{old_row.id} was draining and the role is served without it: retired" in line for line in result.recovered), result.recovered
+        deregistered = [key for shim in shims if hasattr(shim, "deregistrations") for key in shim.deregistrations]
+        assert deregistered and all(instance in old for _, instance in deregistered)
+        assert len(deregistered) == len(set(deregistered))  # once per target group: never again while draining
+        assert not old & {i["InstanceId"] for i in cloud.instances(env="ci")}
+        assert len(serving(cloud, executor(spec), "ci")["backend"]) == 1
+    finally:
+        aws_shim.remove(monkeypatch)
+        executor(spec).destroy("ci")
+    assert cloud.leftovers() == NOTHING
+
+
 # --- images built elsewhere ------------------------------------------------------------------------
 
 
