@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from phoenixctl.boot import config, userdata
-from phoenixctl.cli import main
 from phoenixctl.deadline import Deadline
 from phoenixctl.drivers.local.compute import LocalCompute
 from phoenixctl.errors import SpecError
 from phoenixctl.example import init_example
 from phoenixctl.boot.secrets import SecretResolver
 from phoenixctl.spec import load_spec
+from test_cli import line_of, replace_in, run  # the same CLI helpers as the other bad-input tests
 
 FILES = "files: [app, VERSION]"
 
@@ -32,20 +32,6 @@ def project(tmp_path: Path) -> Path:
     return tmp_path / "project" / "phoenix.yaml"
 
 
-def run(capsys, *argv):
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def replace_in(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1))
-
-
-def line_of(path: Path, needle: str) -> int:
-    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
 
 
 def assert_refused(capsys, spec: Path, needle: str, *fragments: str, command: tuple[str, ...] = ("validate",)) -> str:
