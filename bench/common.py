@@ -12,9 +12,11 @@ import statistics
 import subprocess
 import sys
 import time
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 NOT_MEASURED = "not measured"
 RESULTS = "bench/RESULTS.md"  # the benchmarks' output: never "uncommitted changes" to what was measured
@@ -147,3 +149,12 @@ def publish(lines: list[str], name: str, path: Path | None) -> None:
     else:
         text += block
     path.write_text(text)
+
+
+@contextmanager
+def scratch(prefix: str) -> Iterator[Path]:
+    """A temporary project folder, removed afterwards, that servers running as an unprivileged
+    uid (phoenix as root) may pass through (0711: nothing listed)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.chmod(tmp, 0o711)
+        yield Path(tmp)

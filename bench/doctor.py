@@ -50,6 +50,7 @@ def main() -> int:
     server.start()
     host, port = server.get_host_and_port()
     scratch = Path(tempfile.mkdtemp(prefix="phoenix-bench-doctor-"))
+    os.chmod(scratch, 0o711)  # servers that run as an unprivileged uid pass through it
     rows = []
     try:
         for example, extra in (("website", {}), ("website-aws", {"AWS_ENDPOINT_URL": f"http://{host}:{port}"})):

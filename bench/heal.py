@@ -22,7 +22,6 @@ import argparse
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from phoenixctl.load import LoadProcess
 from phoenixctl.engine.watch import pick_victims
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import NOT_MEASURED, exit_code, failed_requests_target, heading, judge, publish, verdict  # noqa: E402
+from common import NOT_MEASURED, exit_code, failed_requests_target, heading, judge, publish, scratch, verdict  # noqa: E402
 
 LAUNCH_TO_SERVICE = ("launch", "boot", "health", "warmup", "swap")
 
@@ -129,7 +128,7 @@ def main() -> int:
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     phoenix = str(Path(sys.executable).parent / "phoenix")
-    with tempfile.TemporaryDirectory(prefix="phoenix-bench-heal-") as tmp:
+    with scratch("phoenix-bench-heal-") as tmp:
         init_example(Path(tmp))
         spec_path = Path(tmp) / "phoenix.yaml"
         project = Project(spec_path)

@@ -27,7 +27,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from phoenixctl.plan import ideal_batches, rollout_limits
 from phoenixctl.spec import RolloutSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import exit_code, failed_requests_target, heading, judge, publish, spread, verdict  # noqa: E402
+from common import exit_code, failed_requests_target, heading, judge, publish, scratch, spread, verdict  # noqa: E402
 
 ROLES = {"backend": ("/api/articles", "/healthz"), "static": ("/version", "/healthz")}
 NEW_PHASES = ("launch", "boot", "health", "swap")
@@ -224,7 +223,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="phoenix-bench-") as tmp:
+    with scratch("phoenix-bench-") as tmp:
         spec_path = make_project(Path(tmp), sizes)
         for attempt in range(args.repeat):
             for n, role in [(n, role) for n in sizes for role in args.roles.split(",")]:

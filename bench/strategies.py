@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import exit_code, failed_requests_target, heading, judge, publish, spread, verdict  # noqa: E402
+from common import exit_code, failed_requests_target, heading, judge, publish, scratch, spread, verdict  # noqa: E402
 
 STRATEGIES = ("rolling", "blue-green", "canary")
 
@@ -114,7 +113,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="phoenix-bench-strategies-") as tmp:
+    with scratch("phoenix-bench-strategies-") as tmp:
         init_example(Path(tmp))
         spec_path = Path(tmp) / "phoenix.yaml"
         spec = yaml.safe_load(spec_path.read_text())

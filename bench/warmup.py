@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import exit_code, failed_requests_target, heading, judge, publish, spread, verdict  # noqa: E402
+from common import exit_code, failed_requests_target, heading, judge, publish, scratch, spread, verdict  # noqa: E402
 
 
 def make_project(directory: Path, pages: int) -> Path:
@@ -153,7 +152,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="phoenix-bench-warmup-") as tmp:
+    with scratch("phoenix-bench-warmup-") as tmp:
         spec_path = make_project(Path(tmp), args.pages)
         project = Project(spec_path)
         executor = Executor(project)
