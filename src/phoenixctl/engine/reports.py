@@ -8,7 +8,7 @@ import json
 from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..drivers.base import ImageSample
-from ..plan import ObservedServer, RolePlan, plan_role
+from ..plan import ObservedServer, RolePlan
 from ..state import StateStore, utcnow
 from . import strategies
 from .operation import PHASES
@@ -31,11 +31,8 @@ class Reports(Part):
         now = utcnow()
         roles = []
         for role, env_role in self.spec.environments[env].roles.items():
-            observed = [self.engine.inspector.observe(r, inspect=True) for r in self.store.servers(env, role) if r.state != "standby"]
-            plan = plan_role(
-                role, env_role.count, boots[role].fingerprint, boots[role].image_id, observed, self.spec.rollout(env),
-                max_age=self.spec.max_age(env, role), now=now,
-            )
+            observed = self.engine.inspector.observe_role(env, role, inspect=True)
+            plan = self.engine.inspector.plan(env, role, boots[role], observed, max_age=self.spec.max_age(env, role), now=now)
             missing = sum(b.launch for b in plan.batches) - len(plan.replace) - len(plan.remove_dead)
             roles.append(
                 {
@@ -117,8 +114,8 @@ class Reports(Part):
         for name, env_role in self.spec.environments[env].roles.items():
             if role and name != role:
                 continue
-            observed = [self.engine.inspector.observe(r) for r in self.store.servers(env, name) if r.state != "standby"]
-            plan = plan_role(name, env_role.count, boots[name].fingerprint, boots[name].image_id, observed, rollout, replace_all=replace_all)
+            observed = self.engine.inspector.observe_role(env, name)
+            plan = self.engine.inspector.plan(env, name, boots[name], observed, replace_all=replace_all)
             entry = {
                 "role": name,
                 "desired": env_role.count,
