@@ -209,11 +209,11 @@ def chaos(
     load_spec(spec_file).environment(env)
     report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
     else:
         out.print(
-            f"chaos {env}: killed {', '.join(report['killed'])}; full count again after {report['seconds_to_full_count']:.2f}s; "
-            f"requests {report['requests']} sent, {report['failed']} failed {report['errors'] or ''}",
+            f"chaos {env}: killed {', '.join(report.killed)}; full count again after {report.seconds_to_full_count:.2f}s; "
+            f"requests {report.requests} sent, {report.failed} failed {dict(report.errors) or ''}",
             markup=False,
         )
 

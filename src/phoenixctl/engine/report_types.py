@@ -309,3 +309,20 @@ class DoctorReport:
 
     def as_json(self) -> dict:
         return {"provider": self.provider, "probe": self.probe, "capabilities": [c.as_json() for c in self.capabilities]}
+
+
+# --- chaos -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChaosReport:
+    environment: str
+    killed: tuple[str, ...]
+    seconds_to_full_count: float
+    requests: int  # of the load meanwhile
+    failed: int
+    errors: Mapping[str, int]  # failed requests by cause
+
+    def as_json(self) -> dict:
+        return {
+            "environment": self.environment, "killed": list(self.killed), "seconds_to_full_count": self.seconds_to_full_count,
+            "requests": self.requests, "failed": self.failed, "errors": dict(self.errors),
+        }

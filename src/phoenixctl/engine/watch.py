@@ -24,7 +24,7 @@ from ..errors import PhoenixError
 from .commands import Executor
 from .operation import Reporter
 from .project import Project
-from .report_types import Coverage, ServerStatus
+from .report_types import ChaosReport, Coverage, ServerStatus
 from ..load import LoadGenerator, NoLoad
 from ..lock import LockHeld
 
@@ -138,7 +138,7 @@ def pick_victims(candidates: list[ServerStatus], kill: int, allow_outage: bool, 
 def chaos(
     spec_path: Path | None, env: str, kill: int, role: str | None, heal: bool, timeout: float, rate: float, reporter: Reporter,
     allow_outage: bool = False, seed: int | None = None,
-) -> dict:
+) -> ChaosReport:
     """Kill `kill` random in-service servers under load; wait for the full count again."""
     project = Project(spec_path)
     try:
@@ -179,13 +179,13 @@ def chaos(
                 time.sleep(0.1)
             seconds = time.monotonic() - killed_at
             load.wait_for_requests(load.stats.sent + int(rate / 4))
-        return {
-            "environment": env,
-            "killed": [v.id for v in victims],
-            "seconds_to_full_count": round(seconds, 2),
-            "requests": load.stats.sent,
-            "failed": load.stats.failed,
-            "errors": dict(load.stats.errors),
-        }
+        return ChaosReport(
+            environment=env,
+            killed=tuple(v.id for v in victims),
+            seconds_to_full_count=round(seconds, 2),
+            requests=load.stats.sent,
+            failed=load.stats.failed,
+            errors=dict(load.stats.errors),
+        )
     finally:
         project.close()
