@@ -49,11 +49,11 @@ def kill_and_heal(spec_path: Path, kill: int, seed: int, timeout: float) -> dict
     try:
         executor = Executor(project)
         desired = {name: r.count for name, r in project.spec.environments["production"].roles.items()}
-        victims = pick_victims([s for s in executor.status("production")["servers"] if s["in_service"]], kill, False, random.Random(seed))
+        victims = pick_victims([s for s in executor.reports.status("production").servers if s.in_service], kill, False, random.Random(seed))
         killed_at = time.monotonic()
         for victim in victims:
-            executor.compute.terminate(project.store.server(victim["id"]).handle_data)
-        ids = {v["id"] for v in victims}
+            executor.compute.terminate(project.store.server(victim.id).handle_data)
+        ids = {v.id for v in victims}
         detected = full = None
         while time.monotonic() - killed_at < timeout:
             rows = [project.store.server(i) for i in ids]
@@ -71,7 +71,7 @@ def kill_and_heal(spec_path: Path, kill: int, seed: int, timeout: float) -> dict
                 per_server[row.server_id] = per_server.get(row.server_id, 0.0) + row.seconds
         return {
             "kill": kill,
-            "victims": [f"{v['id']}" for v in victims],
+            "victims": [v.id for v in victims],
             "detect": detected,
             "full": full,
             "launch_to_service": max(per_server.values(), default=None),

@@ -36,7 +36,7 @@ def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, discard_s
     with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         if dry_run:
-            print_plan(executor.describe(env, "deploy", strategy), as_json)
+            print_plan(executor.reports.describe(env, "deploy", strategy), as_json)
             return
         print_result(executor.deploy(env, strategy, pause), as_json)
 
@@ -54,7 +54,7 @@ def rotate(env: str, role: str | None, dry_run: bool, discard_state: bool, lock_
     with executor_for(spec_file, f"rotate {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         if dry_run:
-            print_plan(executor.describe(env, "rotate", role=role), as_json)
+            print_plan(executor.reports.describe(env, "rotate", role=role), as_json)
             return
         print_result(executor.rotate(env, role), as_json)
 
@@ -71,7 +71,7 @@ def rollback(env: str, dry_run: bool, discard_state: bool, lock_timeout: float, 
     with executor_for(spec_file, f"rollback {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
         executor.discard_state = discard_state
         if dry_run:
-            print_plan(executor.describe(env, "rollback"), as_json)
+            print_plan(executor.reports.describe(env, "rollback"), as_json)
             return
         print_result(executor.rollback(env), as_json)
 

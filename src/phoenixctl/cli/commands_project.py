@@ -108,7 +108,7 @@ def demo(env: str, rate: float, keep: bool) -> None:
         with executor_for(spec_file, f"up {env}") as executor:
             result = executor.up(env)
             out.print(f"up: {result.summary()} in {result.seconds:.1f}s")
-            lbs = {lb["role"]: lb["address"] for lb in executor.status(env)["load_balancers"]}
+            lbs = {lb.role: lb.address for lb in executor.reports.status(env).load_balancers}
         urls = [f"http://{lbs['frontend']}/"] + [f"http://{lbs['frontend']}/page/{n}" for n in range(10)]
         urls += [f"http://{lbs['backend']}/api/articles", f"http://{lbs['edit']}/healthz"]
         out.print(f"load: {rate:g} requests/s over 8 keep-alive connections to {', '.join(sorted(lbs.values()))}")
@@ -116,7 +116,7 @@ def demo(env: str, rate: float, keep: bool) -> None:
             load.wait_for_requests(int(rate))  # about a second of steady state first
             with executor_for(spec_file, f"rotate {env}") as executor:
                 rotation = executor.rotate(env)
-                report = executor.history(env, limit=1)
+                report = executor.reports.history(env, limit=1)
             load.wait_for_requests(load.stats.sent + int(rate / 2))
         stats = load.stats
         failed = stats.failed
@@ -184,7 +184,7 @@ def watch(env: str, interval: float | None, budget: int | None, passes: int | No
     watcher.run(passes)
     short = watcher.shortfall()
     if short:
-        below = ", ".join(f"{role} serves {serving} of {wanted}" for role, (serving, wanted) in sorted(short.items()))
+        below = ", ".join(f"{role} serves {c.serving} of {c.wanted}" for role, c in sorted(short.items()))
         raise PhoenixError(f"watch ended with {env} below its count: {below}")
 
 
@@ -209,11 +209,11 @@ def chaos(
     load_spec(spec_file).environment(env)
     report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
     else:
         out.print(
-            f"chaos {env}: killed {', '.join(report['killed'])}; full count again after {report['seconds_to_full_count']:.2f}s; "
-            f"requests {report['requests']} sent, {report['failed']} failed {report['errors'] or ''}",
+            f"chaos {env}: killed {', '.join(report.killed)}; full count again after {report.seconds_to_full_count:.2f}s; "
+            f"requests {report.requests} sent, {report.failed} failed {dict(report.errors) or ''}",
             markup=False,
         )
 

@@ -24,27 +24,26 @@ from .render import err, out, phase_table
 def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Servers and load balancers of the environment, as they really are."""
     with executor_for(spec_file, "status", quiet=True, env=env) as executor:
-        report = executor.status(env)
+        report = executor.reports.status(env)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
         return
     table = Table(title=f"{env}: servers", title_justify="left")
-    common = ("id", "role", "address", "image", "state", "in_service", "launched_at", "age_s", "fingerprint")
     # the provider's own fields (pid and root locally, instance and zone on AWS)
-    extra = list(dict.fromkeys(key for s in report["servers"] for key in s if key not in common))
+    extra = list(dict.fromkeys(key for s in report.servers for key in s.provider))
     for column in ("id", "role", "address", "image", "state", "in service", "launched at", "age", *extra):
         table.add_column(column)
-    for s in report["servers"]:
+    for s in report.servers:
         table.add_row(
-            s["id"], s["role"], s["address"], s["image"], s["state"], "yes" if s["in_service"] else "no",
-            s["launched_at"], f"{s['age_s']:.0f}s", *(str(s.get(key) or "") for key in extra),
+            s.id, s.role, s.address, s.image, s.state, "yes" if s.in_service else "no",
+            s.launched_at, f"{s.age_s:.0f}s", *(str(s.provider.get(key) or "") for key in extra),
         )
     out.print(table)
     lbs = Table(title=f"{env}: load balancers", title_justify="left")
     for column in ("role", "address", "tls (passthrough)", "alive", "members up"):
         lbs.add_column(column)
-    for lb in report["load_balancers"]:
-        lbs.add_row(lb["role"], lb["address"], lb.get("tls_address", ""), "yes" if lb["alive"] else "no", str(lb["members_up"]))
+    for lb in report.load_balancers:
+        lbs.add_row(lb.role, lb.address, lb.tls_address or "", "yes" if lb.alive else "no", str(lb.members_up))
     out.print(lbs)
 
 
@@ -56,20 +55,20 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
 def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
     with executor_for(spec_file, "history", quiet=True, env=env) as executor:
-        operations = executor.history(env, limit)
+        operations = executor.reports.history(env, limit)
     if as_json:
-        out.print_json(json.dumps(operations))
+        out.print_json(json.dumps([op.as_json() for op in operations]))
         return
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
-    warmed = [(op["id"], w) for op in operations for w in op["warmups"]]
+    warmed = [(op.id, w) for op in operations for w in op.warmups]
     if warmed:
         table = Table(title=f"{env}: warm-up per server", title_justify="left")
         for column in ("operation", "server", "pages warmed", "failures", "bytes", "seconds", "gate"):
             table.add_column(column, justify="left" if column in ("operation", "server", "gate") else "right")
         for op_id, w in warmed:
             table.add_row(
-                op_id, w["server"], f"{w['succeeded']}/{w['planned']}", str(w["failures"]), str(w["bytes"]),
-                f"{w['seconds']:.2f}", "passed" if w["passed"] else "failed",
+                op_id, w.server, f"{w.succeeded}/{w.planned}", str(w.failures), str(w.bytes),
+                f"{w.seconds:.2f}", "passed" if w.passed else "failed",
             )
         out.print(table)
 
@@ -82,21 +81,21 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Every server that should be replaced and why; exit 1 when something should, or when
     it cannot tell (a secret command, never run here, with no keyed hash recorded)."""
     with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
-        report = executor.reconcile_plan(env)
+        report = executor.reports.reconcile_plan(env)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
     else:
-        for role in report["roles"]:
-            items = role["replace"] + role["retire"]
+        for role in report.roles:
+            items = role.replace + role.retire
             parts = []
-            if items or role["missing"]:
-                parts.append(f"{len(items)} to replace" + (f", {role['missing']} missing" if role["missing"] else ""))
-            if role["cannot_tell"]:
-                parts.append(role["cannot_tell"])
-            out.print(f"{role['role']}: " + ("; ".join(parts) or "up to date"))
+            if items or role.missing:
+                parts.append(f"{len(items)} to replace" + (f", {role.missing} missing" if role.missing else ""))
+            if role.cannot_tell:
+                parts.append(role.cannot_tell)
+            out.print(f"{role.role}: " + ("; ".join(parts) or "up to date"))
             for item in items:
-                out.print(f"  {item['server']}: {item['reason']}", markup=False)
-    raise click.exceptions.Exit(1 if report["needs_replacement"] or report["undetermined"] else 0)
+                out.print(f"  {item.server}: {item.reason}", markup=False)
+    raise click.exceptions.Exit(1 if report.needs_replacement or report.undetermined else 0)
 
 
 @click.command("drift")
@@ -106,25 +105,25 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
 def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Each server's files against how it booted; state written on servers listed apart; exit 1 on drift."""
     with executor_for(spec_file, "drift", quiet=True, env=env) as executor:
-        report = executor.drift(env)
+        report = executor.reports.drift(env)
     if as_json:
-        out.print_json(json.dumps(report))
-        raise click.exceptions.Exit(1 if report["drifted"] else 0)
-    for server in report["servers"]:
-        if not server["supported"]:
-            out.print(f"{server['id']}: the provider cannot tell")
+        out.print_json(json.dumps(report.as_json()))
+        raise click.exceptions.Exit(1 if report.drifted else 0)
+    for server in report.servers:
+        if not server.supported:
+            out.print(f"{server.id}: the provider cannot tell")
             continue
-        if not (server["modified"] or server["added"] or server["deleted"]):
-            out.print(f"{server['id']}: as booted")
+        if not server.drifted:
+            out.print(f"{server.id}: as booted")
             continue
-        out.print(f"{server['id']} ({server['role']}):")
-        for label in ("modified", "added", "deleted"):
-            for path in server[label]:
+        out.print(f"{server.id} ({server.role}):")
+        for label, paths in (("modified", server.modified), ("added", server.added), ("deleted", server.deleted)):
+            for path in paths:
                 out.print(f"  {label:8s} {path}", markup=False)
-        if server["state"]:
-            verdict = "discarded on retirement" if server["on_server_state"] == "discard" else "retiring it is refused without --discard-state"
-            out.print(f"  state left on the server ({verdict}): {', '.join(server['state'])}", markup=False)
-    raise click.exceptions.Exit(1 if report["drifted"] else 0)  # like plan: 1 when there is something to act on
+        if server.state:
+            verdict = "discarded on retirement" if server.on_server_state == "discard" else "retiring it is refused without --discard-state"
+            out.print(f"  state left on the server ({verdict}): {', '.join(server.state)}", markup=False)
+    raise click.exceptions.Exit(1 if report.drifted else 0)  # like plan: 1 when there is something to act on
 
 
 def _env_role(executor: Executor, env: str, role: str) -> None:
@@ -228,18 +227,18 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
 def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
     """What the configured provider can do: images, user-data, load balancers, floating IPs, DNS."""
     with executor_for(spec_file, "doctor", quiet=True) as executor:
-        report = executor.doctor(probe)
+        report = executor.reports.doctor(probe)
     if as_json:
-        out.print_json(json.dumps(report))
+        out.print_json(json.dumps(report.as_json()))
     else:
-        table = Table(title=f"provider {report['provider']}", title_justify="left")
+        table = Table(title=f"provider {report.provider}", title_justify="left")
         for column in ("capability", "ok", "detail", "seconds"):
             table.add_column(column)
-        for row in report["capabilities"]:
-            seconds = f"{row['seconds']:.2f}s" if "seconds" in row else ""
-            table.add_row(row["capability"], "yes" if row["ok"] else "no", row["detail"], seconds)
+        for row in report.capabilities:
+            seconds = f"{row.seconds:.2f}s" if row.seconds is not None else ""
+            table.add_row(row.capability, "yes" if row.ok else "no", row.detail, seconds)
         out.print(table)
-    if any(not row["ok"] for row in report["capabilities"] if row["capability"] in ("account", "network", "images", "load balancer")):
+    if any(not row.ok for row in report.capabilities if row.capability in ("account", "network", "images", "load balancer")):
         raise SystemExit(1)  # what every deployment needs is missing
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine import PHASES, OperationResult, Reporter
+from ..engine.report_types import ConvergePlan, OperationReport, SwitchPlan
 
 
 # Markup off everywhere: what we print comes from specs, servers' logs and the state store,
@@ -70,32 +71,32 @@ def print_result(result: OperationResult, as_json: bool) -> None:
         out.print(f"{result.kind} {result.env}: nothing to change ({result.seconds:.1f}s)")
 
 
-def print_plan(plan: dict, as_json: bool) -> None:
+def print_plan(plan: ConvergePlan | SwitchPlan, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(plan))
+        out.print_json(json.dumps(plan.as_json()))
         return
-    head = f"{plan['kind']} {plan['environment']}" + (f" ({plan['strategy']})" if "strategy" in plan else "")
-    out.print(Text.assemble(("plan", "bold"), f": {head}" + (f": {plan['action']}" if "action" in plan else "") + " — nothing was changed"))
-    if "servers" in plan:
-        out.print(f"  servers: {', '.join(plan['servers']) or 'none'}")
-    for role in plan.get("roles", []):
-        changes = role["remove"] + role["replace"] + role["retire_extra"]
-        if not changes and not any("launch" in step and "launch 0" not in step for step in role["steps"]):
-            out.print(f"  {role['role']}: " + (role.get("cannot_tell") or f"nothing to change ({role['desired']} wanted)"))
+    head = f"{plan.kind} {plan.environment}" + (f" ({plan.strategy})" if isinstance(plan, ConvergePlan) else "")
+    out.print(Text.assemble(("plan", "bold"), f": {head}" + (f": {plan.action}" if plan.action is not None else "") + " — nothing was changed"))
+    if isinstance(plan, SwitchPlan):
+        out.print(f"  servers: {', '.join(plan.servers) or 'none'}")
+        return
+    for role in plan.roles:
+        if not role.changes and not any("launch" in step and "launch 0" not in step for step in role.steps):
+            out.print(f"  {role.role}: " + (role.cannot_tell or f"nothing to change ({role.desired} wanted)"))
             continue
-        out.print(f"  {role['role']}: {role['desired']} wanted, image {role['image']}")
-        for item in changes:
-            out.print(f"    {item['server']}: {item['reason']}")
-        for step in role["steps"]:
+        out.print(f"  {role.role}: {role.desired} wanted, image {role.image}")
+        for item in role.changes:
+            out.print(f"    {item.server}: {item.reason}")
+        for step in role.steps:
             out.print(f"    - {step}")
-        if role.get("cannot_tell"):
-            out.print(f"    {role['cannot_tell']}")
+        if role.cannot_tell:
+            out.print(f"    {role.cannot_tell}")
 
 
-def phase_table(operations: list[dict], title: str) -> Table:
+def phase_table(operations: list[OperationReport], title: str) -> Table:
     """One row per operation; per phase the slowest server's time (×servers)."""
     table = Table(title=title, title_justify="left")
-    shown = [p for p in PHASES if any(p in op["phases"] for op in operations)]  # no empty columns
+    shown = [p for p in PHASES if any(p in op.phases for op in operations)]  # no empty columns
     for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):
         # ids and times are never cut (they are looked up and pasted); the summary wraps instead
         table.add_column(
@@ -103,8 +104,7 @@ def phase_table(operations: list[dict], title: str) -> Table:
             no_wrap=column != "summary", min_width=None if column == "summary" else len(column),
         )
     for op in operations:
-        phases = op["phases"]
-        cells = [f"{phases[p]['max_s']:.2f}s ×{phases[p]['count']}" if p in phases else "" for p in shown]
-        total = f"{op['seconds']:.2f}s" if op["seconds"] is not None else "running"
-        table.add_row(op["id"], op["kind"], op["status"], op["started_at"], total, *cells, op["summary"])
+        cells = [f"{op.phases[p].max_s:.2f}s ×{op.phases[p].count}" if p in op.phases else "" for p in shown]
+        total = f"{op.seconds:.2f}s" if op.seconds is not None else "running"
+        table.add_row(op.id, op.kind, op.status, op.started_at, total, *cells, op.summary)
     return table

@@ -20,6 +20,7 @@ from .capabilities import strategy_refusal
 from .operation import Operation, OperationResult, Reporter, run_parallel
 from .project import Project
 from .recovery import Recovery
+from .report_types import Coverage
 from .reports import Reports
 from .strategies import blue_green
 from .wiring import Engine
@@ -258,23 +259,26 @@ class Executor:
     def preflight(self, env: str, read_only: bool = False) -> Resolved:
         return self.engine.inspector.preflight(env, read_only)
 
+    # the `--json` contract, as plain dicts (tests and benchmarks read these); inside src/, the
+    # typed reports: `executor.reports.status(env)` and the like (engine/report_types.py)
     def status(self, env: str) -> dict:
-        return self.reports.status(env)
+        return self.reports.status(env).as_json()
 
     def history(self, env: str, limit: int = 20) -> list[dict]:
-        return self.reports.history(env, limit)
+        return [op.as_json() for op in self.reports.history(env, limit)]
 
     def drift(self, env: str) -> dict:
-        return self.reports.drift(env)
+        return self.reports.drift(env).as_json()
 
     def reconcile_plan(self, env: str) -> dict:
-        return self.reports.reconcile_plan(env)
+        return self.reports.reconcile_plan(env).as_json()
 
     def describe(self, env: str, kind: str, strategy: str | None = None, role: str | None = None) -> dict:
-        return self.reports.describe(env, kind, strategy, role)
+        return self.reports.describe(env, kind, strategy, role).as_json()
 
     def doctor(self, probe: bool = False, timeout: float = 900.0) -> dict:
-        return self.reports.doctor(probe, timeout)
+        return self.reports.doctor(probe, timeout).as_json()
 
-    def shortfall(self, env: str) -> dict[str, tuple[int, int]]:
+    def shortfall(self, env: str) -> dict[str, Coverage]:
+        """Roles serving fewer servers than the spec wants: role -> (serving, wanted)."""
         return self.reports.shortfall(env)

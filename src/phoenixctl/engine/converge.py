@@ -10,7 +10,7 @@ import json
 from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..errors import PhoenixError
-from ..plan import RolePlan, plan_role
+from ..plan import RolePlan
 from ..spec import role_waves
 from ..state import ImageRow, LoadBalancerRow, ReleaseRow, utcnow
 from . import strategies
@@ -49,16 +49,15 @@ class Converger(Part):
         boots = self.engine.inspector.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
         plans: list[RolePlan] = []
         reconcile = reconcile_budget is not None
-        for role, env_role in env_spec.roles.items():
+        for role in env_spec.roles:
             if roles and role not in roles:
                 continue
             boot = boots[role]
-            observed = [self.engine.inspector.observe(row, inspect=reconcile) for row in self.store.servers(env, role) if row.state != "standby"]
+            observed = self.engine.inspector.observe_role(env, role, inspect=reconcile)
 
             def plan_with(keep: frozenset[str]) -> RolePlan:
-                return plan_role(
-                    role, env_role.count, boot.fingerprint, boot.image_id, observed, self.spec.rollout(env),
-                    replace_all=replace_all, replace_outdated=replace_outdated,
+                return self.engine.inspector.plan(
+                    env, role, boot, observed, replace_all=replace_all, replace_outdated=replace_outdated,
                     max_age=self.spec.max_age(env, role) if reconcile else None, now=utcnow(), budget=reconcile_budget, keep=keep,
                 )
 

@@ -10,7 +10,7 @@ from ..boot import config
 from ..boot.config import BootConfig
 from ..drivers.base import FileChanges
 from ..errors import SpecError
-from ..plan import ObservedServer
+from ..plan import ObservedServer, RolePlan, plan_role
 from ..boot.secrets import Resolved
 from ..state import ServerRow
 from .part import Part
@@ -26,6 +26,18 @@ def describe_changes(changes: FileChanges) -> str:
 
 class Inspector(Part):
     """Observations and desired state, read-only (but for the secret hashes preflight records)."""
+
+    def observe_role(self, env: str, role: str, inspect: bool = False) -> list[ObservedServer]:
+        """A role's servers as they are (a kept blue-green group aside); `inspect`: their files
+        and health too."""
+        return [self.observe(row, inspect=inspect) for row in self.store.servers(env, role) if row.state != "standby"]
+
+    def plan(self, env: str, role: str, boot: BootConfig, observed: list[ObservedServer], **options) -> RolePlan:
+        """The one place a role is planned (observe, then this): the spec's count and rollout,
+        the boot configuration's fingerprint, what was observed; `options` for `plan_role`."""
+        return plan_role(
+            role, self.spec.environments[env].roles[role].count, boot.fingerprint, boot.image_id, observed, self.spec.rollout(env), **options
+        )
 
     def check_env_role(self, env: str, role: str) -> None:
         self.project.loaded.check_role(role)

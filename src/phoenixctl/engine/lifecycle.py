@@ -19,7 +19,7 @@ from ..deadline import Deadline, DeadlineExceeded
 from ..drivers.base import LaunchRequest
 from ..errors import GateFailed, PhoenixError
 from ..faults import failpoint
-from ..plan import Batch, RolePlan, plan_role
+from ..plan import Batch, RolePlan
 from ..state import LoadBalancerRow, ServerRow, WarmupRow, utcnow
 from .operation import Operation, run_parallel
 from .part import Part
@@ -262,8 +262,7 @@ class Lifecycle(Part):
 
     def replan(self, env: str, role: str, boot: BootConfig) -> RolePlan:
         """The role's plan as it stands now (after a canary: the rest to roll)."""
-        observed = [self.engine.inspector.observe(row) for row in self.store.servers(env, role) if row.state != "standby"]
-        return plan_role(role, self.spec.environments[env].roles[role].count, boot.fingerprint, boot.image_id, observed, self.spec.rollout(env))
+        return self.engine.inspector.plan(env, role, boot, self.engine.inspector.observe_role(env, role))
 
     def retire_standby(self, op: Operation, env: str, role: str, lb: LoadBalancerRow) -> None:
         """The kept blue-green group of a role, retired."""

@@ -3,24 +3,29 @@ would do (dry runs, described by the strategies themselves), what the provider c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..drivers.base import ImageSample
-from ..plan import ObservedServer, RolePlan, plan_role
+from ..plan import ObservedServer, RolePlan
 from ..state import StateStore, utcnow
 from . import strategies
 from .operation import PHASES
 from .part import Part
 from .project import Project
+from .report_types import (
+    Capability, ConvergePlan, Coverage, DoctorReport, DriftReport, LoadBalancerStatus, OperationReport, PhaseTiming, Reason,
+    ReconcilePlan, ReleaseInfo, RoleReplacement, RoleSteps, ServerDrift, ServerStatus, StatusReport, SwitchPlan, WarmupReport,
+)
 from .strategies import rolling
 
 
 class Reports(Part):
     """What is, what would happen, what happened: read-only, never waits for the lock."""
 
-    def reconcile_plan(self, env: str) -> dict:
+    def reconcile_plan(self, env: str) -> ReconcilePlan:
         """Every server that should be replaced and why (image or configuration changed,
         older than max_age, drifted, unhealthy, dead), changing nothing."""
         self.project.loaded.environment(env)
@@ -31,29 +36,22 @@ class Reports(Part):
         now = utcnow()
         roles = []
         for role, env_role in self.spec.environments[env].roles.items():
-            observed = [self.engine.inspector.observe(r, inspect=True) for r in self.store.servers(env, role) if r.state != "standby"]
-            plan = plan_role(
-                role, env_role.count, boots[role].fingerprint, boots[role].image_id, observed, self.spec.rollout(env),
-                max_age=self.spec.max_age(env, role), now=now,
-            )
+            observed = self.engine.inspector.observe_role(env, role, inspect=True)
+            plan = self.engine.inspector.plan(env, role, boots[role], observed, max_age=self.spec.max_age(env, role), now=now)
             missing = sum(b.launch for b in plan.batches) - len(plan.replace) - len(plan.remove_dead)
             roles.append(
-                {
-                    "role": role,
-                    "desired": env_role.count,
-                    "replace": [{"server": r.server_id, "reason": r.reason} for r in plan.replace + plan.remove_dead],
-                    "retire": [{"server": r.server_id, "reason": r.reason} for r in plan.retire_extra],
-                    "missing": max(missing, 0),
-                    "cannot_tell": cannot_tell(boots[role], plan, observed),
-                }
+                RoleReplacement(
+                    role=role,
+                    desired=env_role.count,
+                    replace=reasons(plan.replace + plan.remove_dead),
+                    retire=reasons(plan.retire_extra),
+                    missing=max(missing, 0),
+                    cannot_tell=cannot_tell(boots[role], plan, observed),
+                )
             )
-        needed = any(r["replace"] or r["retire"] or r["missing"] for r in roles)
-        return {
-            "environment": env, "needs_replacement": needed, "undetermined": any(r["cannot_tell"] for r in roles),
-            "roles": roles, "secret_commands": resolved.not_run,
-        }
+        return ReconcilePlan(env, tuple(roles), resolved.not_run)
 
-    def drift(self, env: str) -> dict:
+    def drift(self, env: str) -> DriftReport:
         """Each server's files against how it booted: drift, and state written on it."""
         self.project.loaded.environment(env)
         servers = []
@@ -62,24 +60,18 @@ class Reports(Part):
                 continue
             changes = self.engine.inspector.file_changes(row)
             if changes is None:
-                servers.append({"id": row.id, "role": row.role, "supported": False})
+                servers.append(ServerDrift(row.id, row.role, supported=False))
                 continue
             servers.append(
-                {
-                    "id": row.id,
-                    "role": row.role,
-                    "supported": True,
-                    "modified": changes.modified,
-                    "added": changes.added,
-                    "deleted": changes.deleted,
-                    # new files outside scratch and persistent mounts: lost when the server goes
-                    "state": changes.added,
-                    "on_server_state": self.spec.roles[row.role].on_server_state if row.role in self.spec.roles else "refuse",
-                }
+                ServerDrift(
+                    row.id, row.role, supported=True,
+                    modified=tuple(changes.modified), added=tuple(changes.added), deleted=tuple(changes.deleted),
+                    on_server_state=self.spec.roles[row.role].on_server_state if row.role in self.spec.roles else "refuse",
+                )
             )
-        return {"environment": env, "drifted": any(s.get("modified") or s.get("added") or s.get("deleted") for s in servers), "servers": servers}
+        return DriftReport(env, tuple(servers))
 
-    def describe(self, env: str, kind: str, strategy: str | None = None, role: str | None = None) -> dict:
+    def describe(self, env: str, kind: str, strategy: str | None = None, role: str | None = None) -> ConvergePlan | SwitchPlan:
         """What deploy, rotate or rollback would do, and why, without doing any of it."""
         self.project.loaded.environment(env)
         if role:
@@ -88,25 +80,24 @@ class Reports(Part):
             paused = self.store.paused_operation(env)
             if paused is not None:
                 canaries = [r.id for r in self.store.servers(env) if r.operation_id == paused.id and r.in_service]
-                return {"environment": env, "kind": kind, "action": "retire the paused canary", "servers": canaries}
+                return SwitchPlan(env, kind, "retire the paused canary", tuple(canaries))
             standby = [r for r in self.store.servers(env) if r.state == "standby"]
             if standby:
-                return {
-                    "environment": env, "kind": kind, "action": "switch back to the kept group at once",
-                    "servers": [r.id for r in standby],
-                    "replaces": [r.id for r in self.store.servers(env) if r.in_service and r.role in {s.role for s in standby}],
-                }
+                return SwitchPlan(
+                    env, kind, "switch back to the kept group at once", tuple(r.id for r in standby),
+                    replaces=tuple(r.id for r in self.store.servers(env) if r.in_service and r.role in {s.role for s in standby}),
+                )
             previous = self.engine.releases.previous(env)
             old = Reports(self.engine.for_project(Project.from_release(self.project, previous.spec_text)))
             described = old.describe_converge(env, "rolling", None, replace_all=False, image_ids=json.loads(previous.image_ids))
-            return {**described, "kind": kind, "action": f"redeploy the release of {previous.operation_id}"}
+            return dataclasses.replace(described, kind=kind, action=f"redeploy the release of {previous.operation_id}")
         strategy = strategy or self.spec.rollout(env).strategy
         if kind == "rotate" and strategy == "canary":
             strategy = "rolling"
         described = self.describe_converge(env, strategy, role, replace_all=kind == "rotate")
-        return {**described, "kind": kind}
+        return dataclasses.replace(described, kind=kind)
 
-    def describe_converge(self, env: str, strategy: str, role: str | None, replace_all: bool, image_ids=None) -> dict:
+    def describe_converge(self, env: str, strategy: str, role: str | None, replace_all: bool, image_ids=None) -> ConvergePlan:
         resolved = self.engine.inspector.preflight(env, read_only=True)
         if image_ids is None:
             image_ids = {name: self.compute.image_id(name, image, self.project.dir) for name, image in self.spec.images.items()}
@@ -117,22 +108,24 @@ class Reports(Part):
         for name, env_role in self.spec.environments[env].roles.items():
             if role and name != role:
                 continue
-            observed = [self.engine.inspector.observe(r) for r in self.store.servers(env, name) if r.state != "standby"]
-            plan = plan_role(name, env_role.count, boots[name].fingerprint, boots[name].image_id, observed, rollout, replace_all=replace_all)
-            entry = {
-                "role": name,
-                "desired": env_role.count,
-                "image": boots[name].image_id,
-                "remove": [{"server": r.server_id, "reason": r.reason} for r in plan.remove_dead],
-                "replace": [{"server": r.server_id, "reason": r.reason} for r in plan.replace],
-                "retire_extra": [{"server": r.server_id, "reason": r.reason} for r in plan.retire_extra],
-                "cannot_tell": cannot_tell(boots[name], plan, observed),
-            }
-            entry["steps"] = strategies.strategy(strategy).describe(plan, env_role.count, rollout) or rolling.describe(plan, env_role.count, rollout)
-            roles.append(entry)
-        return {"environment": env, "strategy": strategy, "roles": roles, "secret_commands": resolved.not_run}
+            observed = self.engine.inspector.observe_role(env, name)
+            plan = self.engine.inspector.plan(env, name, boots[name], observed, replace_all=replace_all)
+            steps = strategies.strategy(strategy).describe(plan, env_role.count, rollout) or rolling.describe(plan, env_role.count, rollout)
+            roles.append(
+                RoleSteps(
+                    role=name,
+                    desired=env_role.count,
+                    image=boots[name].image_id,
+                    remove=reasons(plan.remove_dead),
+                    replace=reasons(plan.replace),
+                    retire_extra=reasons(plan.retire_extra),
+                    cannot_tell=cannot_tell(boots[name], plan, observed),
+                    steps=tuple(steps),
+                )
+            )
+        return ConvergePlan(env, strategy, tuple(roles), resolved.not_run)
 
-    def doctor(self, probe: bool = False, timeout: float = 900.0) -> dict:
+    def doctor(self, probe: bool = False, timeout: float = 900.0) -> DoctorReport:
         """The provider's capabilities for this spec; with `probe`, how long an image and a
         server take to make (the floor of how fast a change can reach users)."""
         deadline = Deadline(timeout, "the doctor's probes")
@@ -148,54 +141,54 @@ class Reports(Part):
              "detail": "Phoenix probes new servers (listen, health, warm-up)" if self.compute.reaches_servers
              else "off: the balancer's health check is the gate; no warm-up"},
         ]
-        return {"provider": self.spec.provider.name, "probe": probe, "capabilities": rows}
+        return DoctorReport(self.spec.provider.name, probe, tuple(Capability.from_row(row) for row in rows))
 
-    def status(self, env: str) -> dict:
+    def status(self, env: str) -> StatusReport:
         self.project.loaded.environment(env)
         now = utcnow()
         servers = []
         for row in self.store.servers(env):
             alive = self.compute.is_alive(row.handle_data)
             servers.append(
-                {
-                    "id": row.id,
-                    "role": row.role,
-                    "address": f"{row.address}:{row.port}",
-                    "image": row.image_id,
-                    "state": row.state if alive else "dead",
-                    "in_service": row.in_service and alive,
-                    "launched_at": row.launched_at.isoformat(timespec="seconds") + "Z",
-                    "age_s": round((now - row.launched_at).total_seconds(), 1),
-                    "fingerprint": row.fingerprint,
-                    **self.compute.describe(row.handle_data),
-                }
+                ServerStatus(
+                    id=row.id,
+                    role=row.role,
+                    address=f"{row.address}:{row.port}",
+                    image=row.image_id,
+                    state=row.state if alive else "dead",
+                    in_service=row.in_service and alive,
+                    launched_at=row.launched_at.isoformat(timespec="seconds") + "Z",
+                    age_s=round((now - row.launched_at).total_seconds(), 1),
+                    fingerprint=row.fingerprint,
+                    provider=self.compute.describe(row.handle_data),
+                )
             )
         load_balancers = []
         for row in self.store.load_balancers(env):
             alive = self.lbs.is_alive(row.handle_data)
             members = self.lbs.members(row.handle_data) if alive else {}
             load_balancers.append(
-                {
-                    "role": row.role,
-                    "address": f"{row.address}:{row.port}",
-                    "alive": alive,
-                    "members_up": sum(1 for m in members.values() if m.up),
-                    "pid": row.handle_data.get("pid"),
-                    **({"tls_address": f"{row.address}:{row.handle_data['tls_port']}"} if row.handle_data.get("tls_port") else {}),
-                }
+                LoadBalancerStatus(
+                    role=row.role,
+                    address=f"{row.address}:{row.port}",
+                    alive=alive,
+                    members_up=sum(1 for m in members.values() if m.up),
+                    pid=row.handle_data.get("pid"),
+                    tls_address=f"{row.address}:{row.handle_data['tls_port']}" if row.handle_data.get("tls_port") else None,
+                )
             )
-        return {"environment": env, "servers": servers, "load_balancers": load_balancers}
+        return StatusReport(env, tuple(servers), tuple(load_balancers))
 
-    def shortfall(self, env: str) -> dict[str, tuple[int, int]]:
+    def shortfall(self, env: str) -> dict[str, Coverage]:
         """Roles serving fewer servers than the spec wants: role -> (serving, wanted)."""
         wanted = {role: r.count for role, r in self.project.loaded.environment(env).roles.items()}
         serving = dict.fromkeys(wanted, 0)
         for row in self.store.servers(env):
             if row.role in serving and row.in_service and self.compute.is_alive(row.handle_data):
                 serving[row.role] += 1
-        return {role: (serving[role], count) for role, count in wanted.items() if serving[role] < count}
+        return {role: Coverage(serving[role], count) for role, count in wanted.items() if serving[role] < count}
 
-    def history(self, env: str, limit: int = 20) -> list[dict]:
+    def history(self, env: str, limit: int = 20) -> list[OperationReport]:
         self.project.loaded.environment(env)
         releases = {r.operation_id: r for r in self.store.releases(env, limit=500)}
         reports = []
@@ -203,12 +196,8 @@ class Reports(Part):
             report = operation_report(self.store, op)
             release = releases.get(op.id)
             if release is not None:
-                report["release"] = {
-                    "kind": release.kind,
-                    "reason": release.reason,
-                    "images": json.loads(release.image_ids),
-                    "fingerprints": json.loads(release.fingerprints),
-                }
+                info = ReleaseInfo(release.kind, release.reason, json.loads(release.image_ids), json.loads(release.fingerprints))
+                report = dataclasses.replace(report, release=info)
             reports.append(report)
         return reports
 
@@ -226,7 +215,11 @@ def cannot_tell(boot: BootConfig, plan: RolePlan, observed: list[ObservedServer]
     )
 
 
-def operation_report(store: StateStore, op) -> dict:
+def reasons(decisions) -> tuple[Reason, ...]:
+    return tuple(Reason(d.server_id, d.reason) for d in decisions)
+
+
+def operation_report(store: StateStore, op) -> OperationReport:
     """One operation with per-phase timings: servers, wall-clock span and slowest server."""
     phases: dict[str, dict] = {}
     for row in store.phases(op.id):
@@ -241,28 +234,28 @@ def operation_report(store: StateStore, op) -> dict:
     ordered = {}
     for name in [p for p in PHASES if p in phases] + [p for p in phases if p not in PHASES]:
         entry = phases[name]
-        ordered[name] = {
-            "count": entry["count"],
-            "failed": entry["failed"],
-            "span_s": round(entry["last"] - entry["first"], 3),
-            "max_s": round(entry["max_s"], 3),
-            "total_s": round(entry["total_s"], 3),
-        }
-    warmups = [
-        {
-            "server": w.server_id, "planned": w.planned, "fetched": w.fetched, "succeeded": w.succeeded,
-            "failures": w.fetched - w.succeeded, "bytes": w.bytes, "seconds": round(w.seconds, 3), "passed": w.passed,
-        }
+        ordered[name] = PhaseTiming(
+            count=entry["count"],
+            failed=entry["failed"],
+            span_s=round(entry["last"] - entry["first"], 3),
+            max_s=round(entry["max_s"], 3),
+            total_s=round(entry["total_s"], 3),
+        )
+    warmups = tuple(
+        WarmupReport(
+            server=w.server_id, planned=w.planned, fetched=w.fetched, succeeded=w.succeeded,
+            bytes=w.bytes, seconds=round(w.seconds, 3), passed=w.passed,
+        )
         for w in store.warmups(op.id)
-    ]
+    )
     seconds = (op.ended_at - op.started_at).total_seconds() if op.ended_at else None
-    return {
-        "id": op.id,
-        "kind": op.kind,
-        "status": op.status,
-        "started_at": op.started_at.isoformat(timespec="seconds") + "Z",
-        "seconds": round(seconds, 3) if seconds is not None else None,
-        "summary": op.summary,
-        "phases": ordered,
-        "warmups": warmups,
-    }
+    return OperationReport(
+        id=op.id,
+        kind=op.kind,
+        status=op.status,
+        started_at=op.started_at.isoformat(timespec="seconds") + "Z",
+        seconds=round(seconds, 3) if seconds is not None else None,
+        summary=op.summary,
+        phases=ordered,
+        warmups=warmups,
+    )

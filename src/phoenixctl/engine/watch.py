@@ -24,6 +24,7 @@ from ..errors import PhoenixError
 from .commands import Executor
 from .operation import Reporter
 from .project import Project
+from .report_types import ChaosReport, Coverage, ServerStatus
 from ..load import LoadGenerator, NoLoad
 from ..lock import LockHeld
 
@@ -67,7 +68,7 @@ class Watcher:
             self.stop.wait(max(0.0, interval - (time.monotonic() - started)))
         self._log(f"watch stopped after {self.passes} pass(es)")
 
-    def shortfall(self) -> dict[str, tuple[int, int]]:
+    def shortfall(self) -> dict[str, Coverage]:
         """Roles serving fewer servers than wanted, as (serving, wanted): how the watch ends."""
         project = Project(self.spec_path)
         try:
@@ -118,7 +119,7 @@ class Watcher:
             project.close()
 
 
-def pick_victims(candidates: list[dict], kill: int, allow_outage: bool, rng: random.Random) -> list[dict]:
+def pick_victims(candidates: list[ServerStatus], kill: int, allow_outage: bool, rng: random.Random) -> list[ServerStatus]:
     """`kill` random servers; unless outages are allowed, each role keeps one serving."""
     pool = list(candidates)
     rng.shuffle(pool)
@@ -126,18 +127,18 @@ def pick_victims(candidates: list[dict], kill: int, allow_outage: bool, rng: ran
         return pool[:kill]
     victims, left = [], {}
     for server in pool:
-        left[server["role"]] = left.get(server["role"], 0) + 1
+        left[server.role] = left.get(server.role, 0) + 1
     for server in pool:
-        if len(victims) < kill and left[server["role"]] > 1:
+        if len(victims) < kill and left[server.role] > 1:
             victims.append(server)
-            left[server["role"]] -= 1
+            left[server.role] -= 1
     return victims
 
 
 def chaos(
     spec_path: Path | None, env: str, kill: int, role: str | None, heal: bool, timeout: float, rate: float, reporter: Reporter,
     allow_outage: bool = False, seed: int | None = None,
-) -> dict:
+) -> ChaosReport:
     """Kill `kill` random in-service servers under load; wait for the full count again."""
     project = Project(spec_path)
     try:
@@ -145,8 +146,8 @@ def chaos(
         project.loaded.environment(env)
         if role:
             executor.check_env_role(env, role)
-        status = executor.status(env)
-        candidates = [s for s in status["servers"] if s["in_service"] and (role is None or s["role"] == role)]
+        status = executor.reports.status(env)
+        candidates = [s for s in status.servers if s.in_service and (role is None or s.role == role)]
         victims = pick_victims(candidates, kill, allow_outage, random.Random(seed))
         if len(victims) < kill:
             raise PhoenixError(
@@ -154,7 +155,7 @@ def chaos(
                 "serving (pass --allow-outage to kill the last ones too)"
             )
         desired = {name: r.count for name, r in project.spec.environments[env].roles.items()}
-        urls = [f"http://{lb['address']}{project.spec.roles[lb['role']].health.path}" for lb in status["load_balancers"]]
+        urls = [f"http://{lb.address}{project.spec.roles[lb.role].health.path}" for lb in status.load_balancers]
         if not executor.compute.reaches_servers:
             reporter.info("chaos: no load sent: the provider's balancers cannot be reached from here (emulator or server_checks off)")
         load_generator = LoadGenerator(urls, concurrency=8, rate=rate, max_seconds=timeout + 30) if executor.compute.reaches_servers else NoLoad()
@@ -162,29 +163,29 @@ def chaos(
             load.wait_for_requests(int(rate / 2))
             killed_at = time.monotonic()
             for victim in victims:
-                row = project.store.server(victim["id"])
+                row = project.store.server(victim.id)
                 executor.compute.terminate(row.handle_data)
-                reporter.info(f"chaos: terminated {victim['id']} ({victim['role']}, {executor.compute.label(row.handle_data)})")
+                reporter.info(f"chaos: terminated {victim.id} ({victim.role}, {executor.compute.label(row.handle_data)})")
             if heal:
                 Executor(project, reporter, lock_timeout=timeout).reconcile(env, budget=0)
             expires = killed_at + timeout
             while True:
-                current = executor.status(env)["servers"]
-                counts = {name: sum(1 for s in current if s["role"] == name and s["in_service"]) for name in desired}
-                if counts == desired and not {v["id"] for v in victims} & {s["id"] for s in current if s["in_service"]}:
+                current = executor.reports.status(env).servers
+                counts = {name: sum(1 for s in current if s.role == name and s.in_service) for name in desired}
+                if counts == desired and not {v.id for v in victims} & {s.id for s in current if s.in_service}:
                     break
                 if time.monotonic() > expires:
                     raise PhoenixError(f"the environment did not serve its full count again within {timeout:g}s (is `phoenix watch {env}` running?)")
                 time.sleep(0.1)
             seconds = time.monotonic() - killed_at
             load.wait_for_requests(load.stats.sent + int(rate / 4))
-        return {
-            "environment": env,
-            "killed": [v["id"] for v in victims],
-            "seconds_to_full_count": round(seconds, 2),
-            "requests": load.stats.sent,
-            "failed": load.stats.failed,
-            "errors": dict(load.stats.errors),
-        }
+        return ChaosReport(
+            environment=env,
+            killed=tuple(v.id for v in victims),
+            seconds_to_full_count=round(seconds, 2),
+            requests=load.stats.sent,
+            failed=load.stats.failed,
+            errors=dict(load.stats.errors),
+        )
     finally:
         project.close()
