@@ -168,7 +168,7 @@ def test_chaos_terminates_a_serving_server_expected_and_healing_destroys_none_in
     fleet.executor().up("prod")
     before = fleet.serving("web")
     report = chaos(fleet.spec_path, "prod", 1, "web", True, 10, 10, Reporter(), seed=7)
-    [victim] = report["killed"]
+    [victim] = report.killed
     assert victim in before and fleet.world.terminated_in_service == [victim]
     assert fleet.world.violations == []
     assert len(fleet.serving("web")) == 4 and victim not in fleet.serving("web") | fleet.alive()
