@@ -23,40 +23,17 @@ from .recovery import Recovery
 from .report_types import Coverage
 from .reports import Reports
 from .strategies import blue_green
+from .part import Part
 from .wiring import Engine
 
 
-class Executor:
-    """What the CLI (and tests, benchmarks, `watch`) call: one method per command."""
+class Executor(Part):
+    """What the CLI (and tests, benchmarks, `watch`) call: one method per command. Like every
+    part, it reads the project (spec, store, drivers, reporter) through its engine."""
 
     def __init__(self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0, discard_state: bool = False):
-        self.engine = Engine(project, reporter, lock_timeout, discard_state)
+        super().__init__(Engine(project, reporter, lock_timeout, discard_state))
         self.reports = Reports(self.engine)
-
-    # --- what the engine works on ---------------------------------------------------------
-    @property
-    def project(self) -> Project:
-        return self.engine.project
-
-    @property
-    def spec(self):
-        return self.engine.project.spec
-
-    @property
-    def store(self):
-        return self.engine.project.store
-
-    @property
-    def compute(self):
-        return self.engine.project.compute
-
-    @property
-    def lbs(self):
-        return self.engine.project.load_balancers
-
-    @property
-    def reporter(self) -> Reporter:
-        return self.engine.reporter
 
     @property
     def discard_state(self) -> bool:
