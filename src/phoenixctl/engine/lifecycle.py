@@ -28,9 +28,6 @@ from .part import Part
 class Lifecycle(Part):
     """Launching, gating, swapping, retiring and destroying servers."""
 
-    def deadlines(self, env: str):
-        return self.spec.deadlines(env)
-
     # --- groups and batches: what the strategies use ----------------------------------------
     def launch_group(self, op: Operation, env: str, role: str, boot: BootConfig, count: int) -> list[ServerRow]:
         """Launch and gate `count` servers side by side: all of them, or none (destroyed)."""

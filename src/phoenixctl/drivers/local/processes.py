@@ -79,10 +79,10 @@ class LocalProcesses:
         if not started:
             return False  # no recorded identity: nothing can be proven ours
         try:
-            if psutil.Process(pgid).is_running():
-                return False  # pid recycled by another process (its start time did not match)
+            if abs(psutil.Process(pgid).create_time() - started) > 0.05:
+                return False  # pid recycled by another process: our group is gone, that one is not ours
         except psutil.NoSuchProcess:
-            pass
+            pass  # the leader is gone (a leader still a zombie has our start time: its group is scanned)
         try:
             os.killpg(pgid, 0)
         except ProcessLookupError:
