@@ -46,6 +46,18 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(lambda: shutil.rmtree(base, ignore_errors=True))
 
 
+def isolation_unavailable() -> str:
+    """Why servers cannot run as an unprivileged uid here ('' when they can): not root, or a
+    folder above this checkout closed to others (a clone in a 0700 folder): Phoenix then runs
+    them as root (provider.server_user: auto), and what only isolation shows cannot be shown."""
+    from phoenixctl.drivers.local.identity import unreachable_by_others
+
+    if os.geteuid() != 0:
+        return "servers change uid only when phoenix runs as root"
+    blocked = unreachable_by_others(Path(sys.executable))
+    return f"{blocked} keeps an unprivileged uid from the interpreter {sys.executable}" if blocked else ""
+
+
 def passable(path: Path) -> Path:
     """Let unprivileged servers pass through `path` and the test folders above it (0711:
     nothing can be listed or read there but what is readable by all)."""

@@ -7,19 +7,15 @@ really runs as (read from the process), by running `cat` as that uid."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import brought_up, cli_status, destroy_quietly, phoenix
+from conftest import brought_up, cli_status, destroy_quietly, isolation_unavailable, phoenix
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0, reason="servers change uid only when phoenix runs as root"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(isolation_unavailable()), reason=isolation_unavailable() or "-")]
 
 
 def readable_by(uid: int, path: Path) -> bool:

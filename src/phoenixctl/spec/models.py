@@ -375,10 +375,11 @@ class ProviderSpec(Model):
     server_checks: bool = Field(
         True, description="Phoenix connects to new servers itself (listen, health, warm-up); off: the balancer's check is the gate"
     )
-    server_user: Literal["auto", "self"] = Field(
+    server_user: Literal["auto", "isolated", "self"] = Field(
         "auto",
-        description="local: auto runs each environment's servers as an unprivileged uid of their own (and HAProxy as nobody) "
-        "when phoenix runs as root; self runs them as whoever runs phoenix",
+        description="local, when phoenix runs as root: auto runs each environment's servers as an unprivileged uid of their "
+        "own (and HAProxy as nobody) where that uid can reach the interpreter and the project, else as root (said in each "
+        "server's log and by doctor); isolated refuses to launch then; self runs them as whoever runs phoenix",
     )
 
     shorthand = {"type": "string", "pattern": NAME_PATTERN, "description": "The name alone: `provider: local`"}

@@ -53,6 +53,11 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
             {"capability": "user-data", "ok": True, "detail": "applied by the provider as cloud-init would: write_files, runcmd, shell parts"},
             {"capability": "servers", "ok": True, "detail": "processes on their own loopback addresses"},
         ]
+        run_as = server_identity(self.workdir, "doctor", self.settings.server_user)
+        if run_as is not None:
+            unisolated = self._unreachable(run_as)
+            report.append({"capability": "server isolation", "ok": not unisolated,
+                           "detail": unisolated or "each environment's servers run as an unprivileged uid of their own"})
         if probe:
             report += self._probe(deadline, sample)
         return report
@@ -94,8 +99,11 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
     def launch(self, request: LaunchRequest) -> Launched:
         address = self.addresses.reserve(request.port)
         run_as = server_identity(self.workdir, request.env, self.settings.server_user)
-        if run_as is not None:
-            self._check_reachable(run_as)
+        unisolated = self._unreachable(run_as) if run_as is not None else ""
+        if unisolated and self.settings.server_user == "isolated":
+            raise PhoenixError(f"{unisolated}, or set provider.server_user: auto or self")
+        if unisolated:
+            run_as = None  # auto: as root rather than not at all; the server's log says why
         # Phoenix's folders are its own; servers pass through `servers/` (0711) to their own.
         private_dir(self.logs_dir)
         private_dir(self.servers_dir, 0o711)
@@ -121,6 +129,8 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
                 "PHOENIX_ADDRESS": address,
             }
             with log_path.open("ab") as log:
+                if unisolated:
+                    log.write(f"phoenix: running as root: {unisolated}\n".encode())
                 env.update(self._apply_userdata(request, root, server_dir, env, log, run_as))
                 env.update(request.boot_env)
                 self._attach_persistent(root, env, run_as)
@@ -150,21 +160,20 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
         handle.update(pid=process.pid, started=started)
         return Launched(address=address, port=request.port, handle=handle)
 
-    def _check_reachable(self, run_as: RunAs) -> None:
-        """An unprivileged server needs to pass through every folder above its root and reach
-        the interpreter: say so before launching rather than let it die on EACCES."""
+    def _unreachable(self, run_as: RunAs) -> str:
+        """Why an unprivileged server could not run here ('' when it can): it must pass through
+        every folder above its root and reach the interpreter."""
         if blocked := unreachable_by_others(Path(sys.executable)):
-            raise PhoenixError(
-                f"servers run as uid {run_as.uid} (phoenix runs as root) but {blocked} keeps them from the interpreter "
-                f"{sys.executable}: install phoenix in a virtualenv made from a system Python (make setup does), "
-                "or set provider.server_user: self"
+            return (
+                f"an unprivileged uid ({run_as.uid}) cannot run the servers: {blocked} keeps it from the interpreter "
+                f"{sys.executable} (install phoenix under folders others may pass through, from a system Python)"
             )
         if blocked := unreachable_by_others(self.workdir.parent, folder=True):
-            raise PhoenixError(
-                f"servers run as uid {run_as.uid} (phoenix runs as root) but {blocked} (mode "
-                f"{stat.S_IMODE(blocked.stat().st_mode):o}) keeps them from the project: let others pass "
-                f"(chmod o+x {blocked}), move the project, or set provider.server_user: self"
+            return (
+                f"an unprivileged uid ({run_as.uid}) cannot run the servers: {blocked} (mode "
+                f"{stat.S_IMODE(blocked.stat().st_mode):o}) keeps it from the project (chmod o+x {blocked}, or move the project)"
             )
+        return ""
 
     def _apply_userdata(self, request: LaunchRequest, root: Path, server_dir: Path, env: dict, log, run_as: RunAs | None) -> dict[str, str]:
         """Do what cloud-init would: write_files into the server's copy, then runcmd, then

@@ -39,7 +39,7 @@ class RunAs:
 
 
 def isolating(setting: str) -> bool:
-    return setting == "auto" and os.geteuid() == 0
+    return setting in ("auto", "isolated") and os.geteuid() == 0
 
 
 def server_identity(workdir: Path, env: str, setting: str) -> RunAs | None:
