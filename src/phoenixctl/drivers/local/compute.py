@@ -310,4 +310,7 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
             if path.is_relative_to(base):
                 path = path.relative_to(base)
                 break
-        return LogExcerpt(str(path), tuple(error_lines(data.decode(errors="replace"), strip=tuple(roots))))
+        # What explains a failure is the server's own output, not the lines Phoenix wrote into
+        # its log (`phoenix: runcmd 1`, `phoenix: running as root: ...`).
+        output = "\n".join(line for line in data.decode(errors="replace").splitlines() if not line.startswith("phoenix: "))
+        return LogExcerpt(str(path), tuple(error_lines(output, strip=tuple(roots))))
