@@ -3,11 +3,12 @@ followed by a rollback, under steady load through the three load balancers.
 
 For each: the deploy's wall time, the rollback's wall time, the rollback time as clients
 saw it (from the rollback's start until the last answer by the new build), and failed
-requests. Each strategy runs `--repeat` times (interleaved); the table shows the median
+requests. The rollback runs as a user runs it, `phoenix rollback production` in a process
+of its own, timed from just before that process is started: CLI start included. Each strategy runs `--repeat` times (interleaved); the table shows the median
 with the range, and the verdict is on the median. A run in which no answer by the new
 build was seen after the rollback started measured nothing: "not measured", never met.
-Targets (issue 5): zero failed requests in every case; blue-green rollback under 2
-seconds as clients saw it. The exit code is 0 only when both were met.
+Targets: zero failed requests in every case (issue 5); blue-green rollback within 1 s
+as clients saw it, CLI start included (issue 15; issue 5 asked for 2 s). The exit code is 0 only when both were met.
 
     .venv/bin/python bench/strategies.py --write bench/RESULTS.md
 """
@@ -15,6 +16,7 @@ seconds as clients saw it. The exit code is 0 only when both were met.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import exit_code, failed_requests_target, heading, judge, publish, scratch, spread, verdict  # noqa: E402
 
 STRATEGIES = ("rolling", "blue-green", "canary")
+PHOENIX = str(Path(sys.executable).parent / "phoenix")  # the command a user runs, beside this interpreter
 
 
 def run(spec_path: Path, strategy: str, version: str) -> dict:
@@ -42,13 +45,12 @@ def run(spec_path: Path, strategy: str, version: str) -> dict:
     finally:
         project.close()
     time.sleep(1.0)  # a second of the new build serving: steady load meanwhile
-    project = Project(spec_path)
-    try:
-        timings["rollback_start"] = time.monotonic()
-        Executor(project).rollback("production")
-        timings["rollback"] = time.monotonic() - timings["rollback_start"]
-    finally:
-        project.close()
+    # CLOCK_MONOTONIC is system-wide: the load process's answer times compare with this start
+    timings["rollback_start"] = time.monotonic()
+    rolled_back = subprocess.run([PHOENIX, "rollback", "production", "-f", str(spec_path)], capture_output=True, text=True, timeout=300)
+    timings["rollback"] = time.monotonic() - timings["rollback_start"]
+    if rolled_back.returncode != 0:
+        raise SystemExit(f"phoenix rollback failed ({rolled_back.returncode}): {rolled_back.stderr.strip()}")
     time.sleep(1.0)
     return timings
 
@@ -58,7 +60,7 @@ HOW = {
     "blue-green": "switch back to the kept group",
     "canary": "redeploy of the previous release (no canary)",
 }
-TARGET_ROLLBACK_S = 2.0  # blue-green, as clients saw it
+TARGET_ROLLBACK_S = 1.0  # blue-green, as clients saw it, from before the CLI process starts (issue 15)
 
 
 def rollback_seen(stats, run_: dict) -> float | None:
@@ -75,7 +77,7 @@ def report(runs: list[dict], stats, rate: float, canary_time: str, repeat: int) 
         f"of production (3 + 2 + 1 servers), from a second process; each strategy deploys a new VERSION, then `rollback`; "
         f"canary_time {canary_time}; {repeat} run(s) per strategy, interleaved: median (min–max).",
         "",
-        "| strategy | deploy (s) | rollback command (s) | rollback seen by clients (s) | how it rolled back |",
+        "| strategy | deploy (s) | `phoenix rollback` process (s) | rollback seen by clients (s) | how it rolled back |",
         "|---|---|---|---|---|",
     ]
     summary = {}
@@ -92,13 +94,13 @@ def report(runs: list[dict], stats, rate: float, canary_time: str, repeat: int) 
         lines.append(f"| {strategy} | {s['deploy'].format()} | {s['rollback'].format()} | {s['seen'].format()} | {HOW[strategy]} |")
     no_failures = failed_requests_target(stats.sent, stats.failed)
     blue_green = summary.get("blue-green")
-    fast_rollback = judge(blue_green["seen"], lambda s: s < TARGET_ROLLBACK_S) if blue_green else None
+    fast_rollback = judge(blue_green["seen"], lambda s: s <= TARGET_ROLLBACK_S) if blue_green else None
     seen_text = f"**{blue_green['seen'].format()}** s seen by clients, {blue_green['rollback'].format()} s for the whole command" if blue_green else "**not run**"
     lines += [
         "",
         f"Requests: {stats.sent} sent, {stats.failed} failed {dict(stats.errors) or ''}.  ",
         f"Targets: zero failed requests -> **{stats.failed}** ({verdict(no_failures)}); "
-        f"blue-green rollback under {TARGET_ROLLBACK_S:g} s (median) -> {seen_text} ({verdict(fast_rollback)}).",
+        f"blue-green rollback within {TARGET_ROLLBACK_S:g} s of `phoenix rollback` starting (median) -> {seen_text} ({verdict(fast_rollback)}).",
         "",
     ]
     return lines, [no_failures, fast_rollback]
