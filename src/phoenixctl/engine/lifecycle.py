@@ -89,7 +89,7 @@ class Lifecycle(Part):
                 self.wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
             warmup_spec = self.spec.warmup(env, role)
             if warmup_spec and not self.compute.reaches_servers:
-                self.reporter.info(f"{role}: {server_id} not warmed: the provider's servers cannot be reached from here (emulator)")
+                self.reporter.info(f"{role}: {server_id} not warmed: {self.compute.unreachable}")
             elif warmup_spec:
                 self.store.update_server(server_id, state="warming")
                 with op.phase("warmup", server_id):
