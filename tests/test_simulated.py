@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -246,3 +247,24 @@ def test_the_benchmarks_spec_rehearses_many_environments(tmp_path: Path):
     ok(phoenix(spec_path, "up", "env-001"))
     assert {role: len(ids) for role, ids in serving(spec_path, "env-001").items()} == {"web": 20, "api": 20}
     assert cli_status(spec_path, "env-002")["servers"] == []
+
+
+def test_a_server_id_already_taken_is_drawn_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Six hex digits repeat among thousands of servers (a rotation of 1,000 hit one in about
+    one run in eight): a new server never takes an id the record already has."""
+    from phoenixctl.engine import Executor, Project
+    from phoenixctl.engine import lifecycle
+
+    spec = json.loads(json.dumps(SPEC))
+    spec["environments"] = {"ci": {"roles": {"api": 1}}}
+    spec_path = tmp_path / "phoenix.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    draws = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(lifecycle, "secrets", SimpleNamespace(token_hex=lambda n: next(draws)))  # lifecycle's draws alone
+    for command in ("up", "rotate"):
+        project = Project(spec_path)
+        try:
+            getattr(Executor(project), command)("ci")
+        finally:
+            project.close()
+    assert [s["id"] for s in cli_status(spec_path, "ci")["servers"] if s["in_service"]] == ["api-bbbbbb"]
