@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ...deadline import Deadline
@@ -97,6 +98,26 @@ class SimulatedCompute(ComputeDriver):
         self.world.close()
 
 
+class MemberView(Mapping):
+    """A balancer's members as of one look, each one's state worked out only when asked for:
+    the engine mostly asks about one member, and a role may have thousands."""
+
+    def __init__(self, world: World, members: dict[str, dict], servers: dict[str, dict], now: float):
+        self.world, self.members, self.servers, self.now = world, members, servers, now
+
+    def __getitem__(self, name: str) -> MemberState:
+        member = self.members[name]
+        ok = self.world.healthy(self.servers.get(name), self.now)
+        status = ("UP" if member["state"] == "ready" else "DRAIN") if ok else "DOWN"
+        return MemberState(status=status, check_ok=ok, sessions=self.world.sessions(member, self.now))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.members)
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
 class SimulatedLoadBalancers(LoadBalancerDriver):
     name = "simulated"
     capabilities = frozenset({"standby", "counters"})
@@ -130,14 +151,8 @@ class SimulatedLoadBalancers(LoadBalancerDriver):
     ) -> None:
         self._set(handle, name, "drain" if standby else "ready")
 
-    def members(self, handle: dict) -> dict[str, MemberState]:
-        now, fleet = time.time(), self.world.fleet(handle["env"])
-        states = {}
-        for name, member in list(self._members(handle).items()):
-            ok = self.world.healthy(fleet.servers.get(name), now)
-            status = ("UP" if member["state"] == "ready" else "DRAIN") if ok else "DOWN"
-            states[name] = MemberState(status=status, check_ok=ok, sessions=self.world.sessions(member, now))
-        return states
+    def members(self, handle: dict) -> Mapping[str, MemberState]:
+        return MemberView(self.world, dict(self._members(handle)), self.world.fleet(handle["env"]).servers, time.time())
 
     def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
         for names, state in ((enable, "ready"), (disable, "drain")):
