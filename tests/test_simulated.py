@@ -268,3 +268,17 @@ def test_a_server_id_already_taken_is_drawn_again(tmp_path: Path, monkeypatch: p
         finally:
             project.close()
     assert [s["id"] for s in cli_status(spec_path, "ci")["servers"] if s["in_service"]] == ["api-bbbbbb"]
+
+
+def test_a_world_of_another_format_is_one_line(tmp_path: Path):
+    spec = json.loads(json.dumps(SPEC))
+    spec["environments"] = {"ci": {"roles": {"api": 1}}}
+    spec_path = tmp_path / "phoenix.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    ok(phoenix(spec_path, "up", "ci"))
+    snapshot = tmp_path / ".phoenix" / "simulated" / "ci.json"
+    snapshot.write_text('{"format": 2}')
+    result = phoenix(spec_path, "status", "ci")
+    assert result.returncode == 1 and result.stderr.strip() == (
+        f"phoenix: error: {snapshot}: not a simulated world of format 1 (format 2); remove it to start the simulation afresh"
+    )

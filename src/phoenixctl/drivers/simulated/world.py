@@ -176,8 +176,14 @@ class World:
     def _load(self, env: str) -> Fleet:
         folder = self.workdir / "simulated"
         folder.mkdir(parents=True, exist_ok=True)
-        self.files[env] = EnvironmentFiles(folder, env)
-        return self.files[env].load()
+        files = EnvironmentFiles(folder, env)
+        try:
+            fleet = files.load()
+        except BaseException:
+            os.close(files.fd)
+            raise
+        self.files[env] = files
+        return fleet
 
     def change(self, env: str, *change) -> None:
         with self.lock:
