@@ -158,3 +158,28 @@ def scratch(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         os.chmod(tmp, 0o711)
         yield Path(tmp)
+
+
+def simulated_spec(
+    envs: int, servers: int, directory: Path | None = None, roles: tuple[str, ...] = ("web",), max_surge: str = "25%",
+    durations: dict | None = None,
+) -> Path:
+    """A `provider: simulated` project (nothing runs) for control-plane benchmarks: `envs`
+    environments named env-000, env-001, ... of `servers` servers per role; `durations` the
+    modelled ones (`{"boot": "2s", "health": "1s", "drain": "0s"}`, default zero). Written in
+    `directory` (default: a new temporary folder, the caller's to remove); returns its phoenix.yaml."""
+    import json
+
+    directory = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="phoenix-simulated-"))
+    spec = {
+        "project": "bench",
+        "provider": {"name": "simulated", **({"simulated": durations} if durations else {})},
+        "images": {"app": {"start": "serve"}},
+        "roles": {role: {"image": "app", "port": 8080 + n} for n, role in enumerate(roles)},
+        "environments": {
+            f"env-{n:03d}": {"roles": {role: servers for role in roles}, "rollout": {"max_surge": max_surge}} for n in range(envs)
+        },
+    }
+    path = directory / "phoenix.yaml"
+    path.write_text(json.dumps(spec, indent=1))  # JSON is YAML
+    return path

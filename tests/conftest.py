@@ -22,8 +22,11 @@ import psutil
 import pytest
 
 import phoenixctl
+from fakes import register as register_fake_provider
 from phoenixctl.example import init_example
 from phoenixctl.engine import Executor, OperationResult, Project
+
+register_fake_provider()  # `provider: fake` for the engine tests
 
 T = TypeVar("T")
 

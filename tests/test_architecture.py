@@ -11,7 +11,7 @@ import phoenixctl
 
 ROOT = Path(phoenixctl.__file__).resolve().parent
 PACKAGE = "phoenixctl"
-CONCRETE_DRIVERS = ("local", "aws", "fake", "haproxy")
+CONCRETE_DRIVERS = ("local", "aws", "simulated", "haproxy")
 
 
 def module_name(path: Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from phoenixctl.drivers.fake import FakeWorld
+from fakes import FakeWorld
 from phoenixctl.errors import GateFailed, PhoenixError
 from phoenixctl.engine import Executor, Project, Reporter
 
@@ -44,7 +44,7 @@ class Fleet:
         return self.world.serving(f"prod/{role}")
 
     def alive(self) -> set[str]:
-        return {sid for sid, server in self.world.servers.items() if server.alive}
+        return {sid for sid, server in self.world.servers.items() if server["alive"]}
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_parallel_retirements_never_drain_the_last_server(fleet: Fleet):
     executor.up("prod")  # retires one of the four: three left
     rows = executor.store.servers("prod", "web")  # oldest first, as the plan orders them
     assert len(rows) == 3
-    fleet.world.servers[rows[-1].id].healthy = False  # the newest: DOWN behind the plan's back
+    fleet.world.servers[rows[-1].id]["healthy"] = False  # the newest: DOWN behind the plan's back
     start = len(fleet.world.events)
     with pytest.raises(PhoenixError, match="it is the last web server in service"):
         fleet.executor().rotate("prod", role="web")
@@ -144,7 +144,7 @@ def test_watch_exits_non_zero_when_it_ends_with_a_role_below_its_count(fleet: Fl
 
     victims = sorted(fleet.serving("web"))[:2]
     for victim in victims:
-        fleet.world.servers[victim].alive = False  # two web servers die ...
+        fleet.world.servers[victim]["alive"] = False  # two web servers die ...
     fleet.world.unhealthy_roles.add("web")  # ... and their replacements fail their health gate
     code = main(["watch", "prod", "--passes", "1", "--interval", "0", "-f", str(fleet.spec_path)])
     captured = capsys.readouterr()

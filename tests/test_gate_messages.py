@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from phoenixctl.drivers.base import LogExcerpt
-from phoenixctl.drivers.fake import FakeWorld
+from fakes import FakeWorld
 from phoenixctl.errors import GateFailed
 from phoenixctl.excerpt import MAX_LINES, WIDTH, error_lines
 from phoenixctl.engine import Executor, Project

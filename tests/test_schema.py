@@ -21,9 +21,12 @@ import yaml
 
 from conftest import PHOENIX
 from phoenixctl.example import EXAMPLES, example_dir
-from phoenixctl.spec import DeadlinesSpec, DefaultsSpec, EnvRoleSpec, FileSpec, ProviderSpec, RolloutSpec, Spec, WarmupSpec
+from phoenixctl.spec import (
+    DeadlinesSpec, DefaultsSpec, EnvRoleSpec, FileSpec, ProviderSpec, RolloutSpec, SimulatedDurations, Spec, WarmupSpec,
+)
 from test_cli import BAD_SPECS
 from test_executor import SPEC as EXECUTOR_SPEC
+from test_simulated import BAD_SIMULATED, SPEC as SIMULATED_SPEC
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +167,10 @@ VALID: dict[str, Callable[[], dict]] = {
     "executor: all at once": executor_spec(lambda d: d["environments"]["prod"]["roles"].update(web=3), max_surge=0, max_unavailable="100%"),
     "executor: blue-green": executor_spec(strategy="blue-green"),
     "executor: two hundred servers": executor_spec(lambda d: d["environments"]["prod"].update(roles={"web": 200}), max_surge="25%"),
+    # test_simulated
+    "simulated: SPEC": lambda: copy.deepcopy(SIMULATED_SPEC),
+    "simulated: durations": lambda: {**copy.deepcopy(SIMULATED_SPEC), "provider": {"name": "simulated", "simulated": {
+        "boot": "1.5s", "health": 0, "drain": "0s", "roles": {"api": {"boot": "60s"}}}}},
     # test_aws
     "aws: subnets and security groups": replaced(
         "website-aws",
@@ -249,10 +256,23 @@ def test_the_schema_refuses_what_phoenix_refuses(validator, case):
     assert schema_errors(validator, data), case
 
 
+# test_simulated's bad `simulated:` fields, but those that name a role or another provider
+SIMULATED_SHAPE_FAULTS = sorted(set(BAD_SIMULATED) - {"an unknown role", "on another provider"})
+
+
+@pytest.mark.parametrize("case", SIMULATED_SHAPE_FAULTS)
+def test_the_schema_refuses_a_bad_simulated_field(validator, case):
+    assert schema_errors(validator, SIMULATED_SPEC) == []
+    data = {**copy.deepcopy(SIMULATED_SPEC), "provider": BAD_SIMULATED[case][0]}
+    assert not model_accepts(data), case
+    assert schema_errors(validator, data), case
+
+
 # --- each shorthand: the parser and the schema accept the same values -----------------------------
 
 DURATIONS = [30, 3, 1.0, 0.5, "30s", "500ms", "2m", "1h", "7d", "1.5h", " 20s ", "20 s", "30", "0.25s",
              0, -1, "0s", "0.0m", "soon", "5 minutes", "1w", "-5s", "1e3s", ".5s", True, None, [], {}]
+DURATIONS_OR_ZERO = DURATIONS + ["0", "0ms", 0.0, "-0s", -0.5]
 QUANTITIES = [0, 2, "2", " 3 ", "10%", "25%", "33%", "100%", "100.0%", "0%", "12.5%", "007%",
               -1, "-1", "150%", "100.5%", "25 %", "%", 1.5, "1.5", True, None, "many"]
 SHARES = [0, 1, 0.95, "95%", "100%", "0%", " 1 %", "0.5%", "100.00%",
@@ -278,6 +298,7 @@ def unwrapped(value: Any) -> Any:
 # shorthand: (values, the model that reads it, the value as that model's input, where its schema is)
 SHORTHANDS = {
     "duration": (DURATIONS, DeadlinesSpec, lambda value: {"boot": value}, ("$defs", "DeadlinesSpec")),
+    "duration or zero": (DURATIONS_OR_ZERO, SimulatedDurations, lambda value: {"boot": value}, ("$defs", "SimulatedDurations")),
     "count or percentage": (QUANTITIES, RolloutSpec, lambda value: {"max_surge": value}, ("$defs", "RolloutSpec")),
     "share": (SHARES, WarmupSpec, lambda value: {"min_success": value}, ("$defs", "WarmupSpec")),
     "provider": (PROVIDERS, ProviderSpec, unwrapped, ("properties", "provider")),

@@ -10,12 +10,12 @@ from ..spec import ProviderSpec
 
 _COMPUTE = {
     "local": "phoenixctl.drivers.local.compute:LocalCompute",
-    "fake": "phoenixctl.drivers.fake:FakeCompute",  # in memory: engine tests and benchmarks only
+    "simulated": "phoenixctl.drivers.simulated.drivers:SimulatedCompute",  # a rehearsal: nothing runs
     "aws": "phoenixctl.drivers.aws.compute:AWSCompute",
 }
 _LOAD_BALANCERS = {
     "local": "phoenixctl.drivers.local.haproxy:HAProxyLoadBalancers",
-    "fake": "phoenixctl.drivers.fake:FakeLoadBalancers",
+    "simulated": "phoenixctl.drivers.simulated.drivers:SimulatedLoadBalancers",
     "aws": "phoenixctl.drivers.aws.balancers:AWSLoadBalancers",
 }
 
@@ -33,9 +33,14 @@ def load_balancer_driver(name: str, workdir: Path, project: str, settings: Provi
     return _load(_LOAD_BALANCERS, name)(workdir, project, settings)
 
 
-def register(kind: str, name: str, target: str) -> None:
+_UNLISTED: set[str] = set()  # registered by tests: usable by name, never offered
+
+
+def register(kind: str, name: str, target: str, listed: bool = False) -> None:
     """Make another implementation available by name (`module:Class`), e.g. a test fake."""
     {"compute": _COMPUTE, "load_balancer": _LOAD_BALANCERS}[kind][name] = target
+    if not listed:
+        _UNLISTED.add(name)
 
 
 def capabilities(name: str) -> frozenset[str]:
@@ -44,4 +49,4 @@ def capabilities(name: str) -> frozenset[str]:
 
 
 def names() -> list[str]:
-    return sorted(name for name in _COMPUTE if name != "fake")
+    return sorted(name for name in _COMPUTE if name not in _UNLISTED)

@@ -171,6 +171,11 @@ class ComputeDriver(ABC):
         """Phoenix may connect to servers itself (boot, health and warm-up gates)."""
         return self.settings.server_checks
 
+    @property
+    def unreachable(self) -> str:
+        """Why Phoenix does not connect to the servers, said where a step is skipped for it."""
+        return "the provider's servers cannot be reached from here (an emulator, or provider.server_checks off)"
+
     @abstractmethod
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
         """The content address of an image: same inputs, same id. No side effects."""
@@ -314,3 +319,6 @@ class LoadBalancerDriver(ABC):
 
     @abstractmethod
     def destroy(self, handle: dict, deadline: Deadline) -> None: ...
+
+    def close(self) -> None:
+        """The command is over: release what the driver holds."""

@@ -59,7 +59,7 @@ class Lifecycle(Part):
     def launch_and_gate(self, op: Operation, env: str, role: str, boot: BootConfig) -> ServerRow:
         if not boot.deliverable:  # made for reading: stand-ins where secret commands were not run
             raise PhoenixError(f"internal: the boot configuration of {env}/{role} was made without running its secret commands")
-        server_id = f"{role}-{secrets.token_hex(3)}"
+        server_id = self.new_server_id(role)
         deadlines = self.spec.deadlines(env)
         row = ServerRow(
             id=server_id, env=env, role=role, image_id=boot.image_id, fingerprint=boot.fingerprint,
@@ -89,7 +89,7 @@ class Lifecycle(Part):
                 self.wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
             warmup_spec = self.spec.warmup(env, role)
             if warmup_spec and not self.compute.reaches_servers:
-                self.reporter.info(f"{role}: {server_id} not warmed: the provider's servers cannot be reached from here (emulator)")
+                self.reporter.info(f"{role}: {server_id} not warmed: {self.compute.unreachable}")
             elif warmup_spec:
                 self.store.update_server(server_id, state="warming")
                 with op.phase("warmup", server_id):
@@ -105,6 +105,15 @@ class Lifecycle(Part):
             if isinstance(exc, GateFailed) or not isinstance(exc, Exception):
                 raise  # an interrupt stays an interrupt
             raise GateFailed(server_id, "launch", str(exc)) from exc
+
+    def new_server_id(self, role: str) -> str:
+        """`role-1a2b3c`, drawn again while the record knows it: six hex digits are 24 bits,
+        so among thousands of servers (destroyed ones included) a repeat is likely."""
+        for _ in range(100):
+            server_id = f"{role}-{secrets.token_hex(3)}"
+            if self.store.server(server_id) is None:
+                return server_id
+        raise PhoenixError(f"no free server id for role {role} after 100 draws")
 
     def wait_listening(self, row: ServerRow, deadline: Deadline) -> None:
         def listening() -> bool:

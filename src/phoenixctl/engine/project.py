@@ -43,4 +43,5 @@ class Project:
 
     def close(self) -> None:
         self.compute.close()
+        self.load_balancers.close()
         self.store.close()

@@ -139,7 +139,7 @@ class Reports(Part):
             {"capability": "canary", "ok": "counters" in capabilities, "detail": "per-member error counts from the balancer"},
             {"capability": "server checks", "ok": self.compute.reaches_servers,
              "detail": "Phoenix probes new servers (listen, health, warm-up)" if self.compute.reaches_servers
-             else "off: the balancer's health check is the gate; no warm-up"},
+             else f"off: {self.compute.unreachable}; the balancer's health check is the gate; no warm-up"},
         ]
         return DoctorReport(self.spec.provider.name, probe, tuple(Capability.from_row(row) for row in rows))
 

@@ -157,7 +157,7 @@ def chaos(
         desired = {name: r.count for name, r in project.spec.environments[env].roles.items()}
         urls = [f"http://{lb.address}{project.spec.roles[lb.role].health.path}" for lb in status.load_balancers]
         if not executor.compute.reaches_servers:
-            reporter.info("chaos: no load sent: the provider's balancers cannot be reached from here (emulator or server_checks off)")
+            reporter.info(f"chaos: no load sent: {executor.compute.unreachable}")
         load_generator = LoadGenerator(urls, concurrency=8, rate=rate, max_seconds=timeout + 30) if executor.compute.reaches_servers else NoLoad()
         with load_generator as load:
             load.wait_for_requests(int(rate / 2))

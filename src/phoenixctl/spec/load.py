@@ -201,6 +201,10 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
         for index, other in enumerate(role.depends_on):
             if other not in spec.roles:
                 fail(("roles", role_name, "depends_on", index), f"unknown role {other!r} (roles: {', '.join(sorted(spec.roles))})")
+    simulated = spec.provider.simulated
+    for role_name in simulated.roles if simulated else ():
+        if role_name not in spec.roles:
+            fail(("provider", "simulated", "roles", role_name), f"unknown role {role_name!r} (roles: {', '.join(sorted(spec.roles))})")
     try:
         role_waves(spec, list(spec.roles))
     except ValueError as exc:

@@ -18,7 +18,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
-from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, Name, Quantity, Share
+from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, DurationOrZero, Name, Quantity, Share
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -364,6 +364,26 @@ class EnvironmentSpec(ConfigLayer):
     dns_zone: str | None = Field(None, description="The DNS zone (e.g. a Route 53 hosted zone) of the roles' dns records")
 
 
+class SimulatedDurations(Model):
+    """How long a simulated server takes, as modelled (nothing runs): from launch until it
+    listens, then until its health check passes; from drain until its sessions reach zero."""
+
+    boot: DurationOrZero = Field(0.0, description="From launch until the server listens")
+    health: DurationOrZero = Field(0.0, description="From listening until its health check passes")
+    drain: DurationOrZero = Field(0.0, description="From drain until its open sessions reach zero")
+
+
+class SimulatedSpec(SimulatedDurations):
+    """`provider: {name: simulated, simulated: {...}}`: the modelled durations (default zero),
+    with a role's own where `roles` names it (fields it leaves out come from above)."""
+
+    roles: dict[Name, SimulatedDurations] = Field(default_factory=dict, description="Durations of one role")
+
+    def durations(self, role: str) -> SimulatedDurations:
+        own = self.roles.get(role)
+        return SimulatedDurations(**{**self.model_dump(exclude={"roles"}), **(own.model_dump(exclude_unset=True) if own else {})})
+
+
 class ProviderSpec(Model):
     name: Name = "local"
     region: str | None = Field(None, description="Cloud region (default: the SDK's usual chain, e.g. AWS_DEFAULT_REGION)")
@@ -382,12 +402,23 @@ class ProviderSpec(Model):
         "server's log and by doctor); isolated refuses to launch then; self runs them as whoever runs phoenix",
     )
 
+    simulated: SimulatedSpec | None = Field(
+        None, description="simulated: modelled boot, health and drain durations (a rehearsal: nothing runs)"
+    )
+
     shorthand = {"type": "string", "pattern": NAME_PATTERN, "description": "The name alone: `provider: local`"}
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("simulated")
+    @classmethod
+    def _simulated_only(cls, simulated: SimulatedSpec | None, info) -> SimulatedSpec | None:
+        if simulated is not None and info.data.get("name", "simulated") != "simulated":
+            raise ValueError(f"is for provider simulated, not {info.data['name']}")
+        return simulated
 
 
 class Spec(Model):

@@ -36,6 +36,13 @@ DURATION_JSON_SCHEMA = {
     ],
     "description": "A duration: seconds, or a string such as 500ms, 30s, 2m, 1h or 7d",
 }
+DURATION_OR_ZERO_JSON_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?\s*$"},
+    ],
+    "description": "A duration that may be zero: seconds, or a string such as 0s, 500ms, 30s or 2m",
+}
 QUANTITY_JSON_SCHEMA = {
     "anyOf": [
         {"type": "integer", "minimum": 0},
@@ -52,8 +59,8 @@ SHARE_JSON_SCHEMA = {
 }
 
 
-def parse_duration(value: Any) -> float:
-    """`500ms`, `30s`, `2m`, `1h`, `7d` or a number of seconds."""
+def parse_duration(value: Any, zero: bool = False) -> float:
+    """`500ms`, `30s`, `2m`, `1h`, `7d` or a number of seconds (`zero`: 0 too)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 500ms or 2m")
     if isinstance(value, (int, float)):
@@ -65,8 +72,8 @@ def parse_duration(value: Any) -> float:
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not math.isfinite(seconds):  # .nan and .inf: a deadline that never expires
         raise ValueError("a duration must be a finite number")
-    if seconds <= 0:
-        raise ValueError("a duration must be positive")
+    if seconds < 0 or (seconds == 0 and not zero):
+        raise ValueError("a duration must be positive" if not zero else "a duration must not be negative")
     if seconds > MAX_DURATION:
         raise ValueError("a duration must be at most 366d")
     return seconds
@@ -99,6 +106,9 @@ def parse_share(value: Any) -> float:
 
 # Each shorthand carries its JSON Schema: the type after validation is not what a file says.
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_JSON_SCHEMA, mode="validation")]
+DurationOrZero = Annotated[
+    float, BeforeValidator(lambda value: parse_duration(value, zero=True)), WithJsonSchema(DURATION_OR_ZERO_JSON_SCHEMA, mode="validation")
+]
 Quantity = Annotated[int | str, BeforeValidator(parse_quantity), WithJsonSchema(QUANTITY_JSON_SCHEMA, mode="validation")]
 Share = Annotated[float, BeforeValidator(parse_share), WithJsonSchema(SHARE_JSON_SCHEMA, mode="validation")]
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
