@@ -95,7 +95,7 @@ class FakeCompute(ComputeDriver):
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
         return "img-" + hashlib.sha256(json.dumps(recipe.model_dump(), sort_keys=True).encode()).hexdigest()[:12]
 
-    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline, no_cache: bool = False) -> BakeResult:
         image_id = self.image_id(name, recipe, project_dir)
         return BakeResult(image_id, f"memory://{image_id}", cached=False, seconds=0.0)
 

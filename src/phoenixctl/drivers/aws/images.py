@@ -83,14 +83,14 @@ class AWSImages:
             raise
         return bool(images) and images[0]["State"] == "available"
 
-    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline, no_cache: bool = False) -> BakeResult:
         started = time.monotonic()
         image_id = self.image_id(name, recipe, project_dir)
         if recipe.prebuilt:
             if not self.image_available(image_id, image_id):
                 raise PhoenixError(f"image {name}: {recipe.prebuilt.describe()} ({image_id}) is not available in {self.aws.region}")
             return BakeResult(image_id, image_id, cached=True, seconds=time.monotonic() - started)
-        existing = self._baked(image_id)
+        existing = None if no_cache else self._baked(image_id)
         if existing is not None:
             if existing["State"] == "pending":  # an interrupted bake left it finishing
                 self.aws.wait("ec2", "image_available", deadline, delay=15, ImageIds=[existing["ImageId"]])
