@@ -15,6 +15,8 @@ from ..errors import SpecError
 from ..spec import ImageSpec
 
 _IGNORED_NAMES = paths.IGNORED_NAMES
+# What a bake step finds after the image's own bin directories, on every provider.
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def recipe_digest(recipe: ImageSpec, project_dir: Path, name: str) -> str:

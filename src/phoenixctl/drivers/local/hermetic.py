@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 from ...errors import PhoenixError
+from ..recipe import SYSTEM_PATH
 
-SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 FIXED = {"LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1"}
 # Part of every layer's cache key: a change to what a bake step sees rebuilds the layers.
 ENVIRONMENT_VERSION = f"hermetic-1 {SYSTEM_PATH} {sorted(FIXED.items())}"
