@@ -98,6 +98,39 @@ def test_an_earlier_layers_steps_or_the_images_variables_rebuild_the_layers(proj
     assert ran(runs) == ["deps", "code"]
 
 
+def test_a_bake_from_the_cache_never_changes_the_cached_layer(project, tmp_path):
+    """The cached layer's files are hard-linked into the next bake: a later layer's file copied
+    over one of them replaces it; a step writing into one in place drops the layer from the cache."""
+    compute, runs = LocalCompute(tmp_path / "work", "p"), tmp_path / "runs"
+    (project / "pinned.txt").write_text("from the project\n")
+    recipe = ImageSpec(
+        layers=[
+            {"name": "deps", "files": ["requirements.txt"], "steps": [f"echo deps >> {runs}", "cp requirements.txt pinned.txt",
+                                                                      "cp requirements.txt log.txt"]},
+            {"name": "code", "files": ["app", "pinned.txt"], "steps": ["if [ -e app/append ]; then echo appended >> log.txt; fi"]},
+        ],
+        start="true",
+    )
+    bake(compute, recipe, project)
+    ran(runs)
+    [layer] = (compute.images_dir / "layers").iterdir()
+
+    (project / "app" / "server.py").write_text("print('v2')\n")
+    result = bake(compute, recipe, project)
+    assert [entry.cached for entry in result.layers] == [True, False] and ran(runs) == []
+    assert (Path(result.location) / "rootfs" / "pinned.txt").read_text() == "from the project\n"
+    assert (layer / "rootfs" / "pinned.txt").read_text() == "tiny==1.0\n"  # replaced in the bake, not written through
+
+    (project / "app" / "append").write_text("")
+    result = bake(compute, recipe, project)
+    assert (Path(result.location) / "rootfs" / "log.txt").read_text() == "tiny==1.0\nappended\n"  # right in the image
+    assert not layer.exists()  # written into in place: that layer is no longer trusted
+
+    (project / "app" / "server.py").write_text("print('v3')\n")
+    bake(compute, recipe, project)
+    assert ran(runs) == ["deps"]  # built again from the project, not from a changed copy
+
+
 def test_no_cache_runs_every_layer_again(project, tmp_path):
     compute, runs = LocalCompute(tmp_path / "work", "p"), tmp_path / "runs"
     first = bake(compute, layered(runs), project)

@@ -24,6 +24,7 @@ from ..base import BakeResult, ImageDetails, LayerResult
 from ..recipe import file_sha256, layer_keys, walk_files
 from .hermetic import ENVIRONMENT_VERSION, clean_env, image_bin_dirs, resolve_runtime, start_interpreter
 from .identity import private_dir
+from .snapshot import Linked, link_tree, replace_file, size_and_writes
 
 IGNORED = shutil.ignore_patterns(*paths.IGNORED_NAMES, *(f"*{suffix}" for suffix in paths.IGNORED_SUFFIXES))
 
@@ -98,26 +99,21 @@ class LocalImages:
         building = self.images_dir / f".building-{image_id}-{uuid.uuid4().hex[:6]}"
         rootfs, home = building / "rootfs", building / "home"
         reused = 0 if no_cache else self._cached_depth(keys[:-1])
-        results: list[LayerResult] = []
         try:
             home.mkdir(parents=True)
-            if reused:
-                shutil.copytree(self._layer_dir(keys[reused - 1]) / "rootfs", rootfs, symlinks=True)
-                for index in range(reused):
-                    info = json.loads((self._layer_dir(keys[index]) / "layer.json").read_text())
-                    results.append(LayerResult(layer_label(layers[index], index), keys[index], True, 0.0, info.get("size")))
-            else:
-                rootfs.mkdir()
-            size = tree_size(rootfs)
+            results, size, linked = self._start_from_cache(layers, keys, reused, rootfs)
             for index in range(reused, len(layers)):
                 layer_started = time.monotonic()
                 self._bake_layer(name, recipe, index, project_dir, rootfs, home, deadline)
-                grown = tree_size(rootfs)
-                result = LayerResult(layer_label(layers[index], index), keys[index], False, time.monotonic() - layer_started, grown - size)
+                seconds = time.monotonic() - layer_started
+                last = index == len(layers) - 1
+                grown, written = size_and_writes(rootfs, linked) if last else (tree_size(rootfs), [])
+                results.append(LayerResult(layer_label(layers[index], index), keys[index], False, seconds, grown - size))
                 size = grown
-                if index < len(layers) - 1:
-                    self._keep_layer(rootfs, result)
-                results.append(result)
+                if not last:
+                    self._keep_layer(rootfs, results[-1], size)
+                elif written and reused:  # a step wrote into the cached layer's files: no bake starts from it again
+                    shutil.rmtree(self._layer_dir(keys[reused - 1]), ignore_errors=True)
             bins = image_bin_dirs(rootfs)
             manifest = {
                 "image": image_id, "name": name, "digest": digest, "start": recipe.start, "env": recipe.env, "path": bins,
@@ -132,6 +128,20 @@ class LocalImages:
         finally:
             shutil.rmtree(building, ignore_errors=True)
         return BakeResult(image_id, str(final), cached=False, seconds=time.monotonic() - started, layers=tuple(results), digest=digest)
+
+    def _start_from_cache(self, layers: list[LayerSpec], keys: list[str], reused: int, rootfs: Path) -> tuple[list[LayerResult], int, Linked]:
+        """The build's root as the deepest cached layer left it (hard-linked, see snapshot.py),
+        or empty: the reused layers' results, the root's size, what was linked."""
+        if not reused:
+            rootfs.mkdir()
+            return [], 0, {}
+        linked = link_tree(self._layer_dir(keys[reused - 1]) / "rootfs", rootfs)
+        results, total = [], 0
+        for index in range(reused):
+            info = json.loads((self._layer_dir(keys[index]) / "layer.json").read_text())
+            results.append(LayerResult(layer_label(layers[index], index), keys[index], True, 0.0, info.get("size")))
+            total = info.get("total", 0)
+        return results, total, linked
 
     def _install(self, building: Path, final: Path, image_id: str) -> None:
         """Put a finished bake in place; a `--no-cache` bake replaces the image it rebuilt
@@ -160,8 +170,9 @@ class LocalImages:
                 return depth
         return 0
 
-    def _keep_layer(self, rootfs: Path, result: LayerResult) -> None:
-        """Keep a copy of the image as it is after this layer, for later bakes to start from."""
+    def _keep_layer(self, rootfs: Path, result: LayerResult, total: int) -> None:
+        """Keep a copy of the image as it is after this layer, for later bakes to start from
+        (a copy: the build goes on in `rootfs`, and its steps may write into any file)."""
         target = self._layer_dir(result.key)
         if (target / "layer.json").is_file():
             return
@@ -169,7 +180,8 @@ class LocalImages:
         staging = self.layers_dir / f".building-{result.key[:32]}-{uuid.uuid4().hex[:6]}"
         try:
             shutil.copytree(rootfs, staging / "rootfs", symlinks=True)
-            info = {"key": result.key, "name": result.name, "size": result.size, "seconds": round(result.seconds, 3), "created": time.time()}
+            info = {"key": result.key, "name": result.name, "size": result.size, "total": total,
+                    "seconds": round(result.seconds, 3), "created": time.time()}
             (staging / "layer.json").write_text(json.dumps(info, sort_keys=True))
             try:
                 staging.rename(target)
@@ -206,9 +218,9 @@ class LocalImages:
             if target.is_symlink():  # an earlier entry's link: replaced, never written through
                 target.unlink()
             if not source.is_dir():
-                shutil.copy2(source, target)
+                replace_file(source, target)
                 continue
-            shutil.copytree(source, target, symlinks=True, ignore=IGNORED, dirs_exist_ok=True)
+            shutil.copytree(source, target, symlinks=True, ignore=IGNORED, dirs_exist_ok=True, copy_function=replace_file)
             for relative, link in paths.links_under(target):
                 link.unlink()  # copied as it was written: made again below, or refused
                 image_path = (PurePosixPath(entry) / relative).as_posix()
