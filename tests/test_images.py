@@ -20,7 +20,7 @@ from phoenixctl.deadline import Deadline
 from phoenixctl.drivers.local.compute import LocalCompute
 from phoenixctl.engine import Executor, Project
 from phoenixctl.engine.images import ImageCatalog
-from phoenixctl.errors import PhoenixError
+from phoenixctl.errors import PhoenixError, SpecError
 from phoenixctl.spec import ImageSpec
 from phoenixctl.state import ImageRow, ReleaseRow
 
@@ -185,7 +185,7 @@ def test_the_runtime_is_named_and_recorded_in_the_manifest(project, tmp_path):
     assert manifest["interpreter"]["path"] == "/usr/bin/python3"  # the start command's, found on the image's PATH
     assert (Path(result.location) / "rootfs" / "prefix.txt").read_text().strip() == "/usr"  # not phoenix's virtualenv
     missing = ImageSpec(files=["app"], runtime="python2.1", start="true")
-    with pytest.raises(PhoenixError, match=r"runtime 'python2.1' is not on the system PATH"):
+    with pytest.raises(SpecError, match=r"images.web.runtime: runtime 'python2.1' is not on the system PATH"):
         bake(compute, missing, project)
 
 

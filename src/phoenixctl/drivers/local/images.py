@@ -73,7 +73,10 @@ class LocalImages:
 
     def _keys(self, recipe: ImageSpec, project_dir: Path, name: str) -> tuple[list[str], str]:
         """Each layer's cache key, and the image's digest (its last layer and start command)."""
-        runtime = resolve_runtime(recipe.runtime) if recipe.runtime else None
+        try:
+            runtime = resolve_runtime(recipe.runtime) if recipe.runtime else None
+        except PhoenixError as exc:
+            raise SpecError(f"images.{name}.runtime: {exc}") from None
         shared = {"environment": ENVIRONMENT_VERSION, "env": recipe.env, "runtime": runtime and [runtime["real_path"], runtime["version"]]}
         base = hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()
         keys = layer_keys(name, recipe, project_dir, base)
