@@ -27,7 +27,7 @@ class ImageEntry:
     age_s: float | None
     layers: list[dict]
     servers: dict[str, int]  # environment -> servers running from it
-    releases: list[str]  # "ci: current", "ci: rollback target", "ci: op-... (3rd newest)"
+    releases: list[str]  # "ci: current", "ci: rollback target (op-...)", "ci: op-..." (a kept release)
     in_spec: bool  # the spec as it stands bakes it
 
     def as_json(self) -> dict:
