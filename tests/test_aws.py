@@ -565,13 +565,16 @@ def test_one_helper_launches_every_instance():
 BUILDER_PATHS = ("/srv/phoenix", "/var/lib/phoenix", "/dev/console")
 
 
-def run_builder(tmp_path: Path, steps: list[str]) -> tuple[subprocess.CompletedProcess, Path, list[str], str]:
+def run_builder(tmp_path: Path, steps: list[str], layers: list[dict] | None = None) -> tuple[subprocess.CompletedProcess, Path, list[str], str]:
     """The builder user-data Phoenix generates for the example's image (its files, these
     steps), applied as cloud-init would: the cloud-config's file written, then the shell part
     run with bash. `poweroff` and `cloud-init` are stubs first on PATH that record their
     calls. Returns the run, the fake root, the calls, and the script as it ran."""
     project_dir = aws_example(tmp_path / "project").parent
-    recipe = ImageSpec(files=["app", "VERSION"], steps=steps, start="python3 app/server.py")
+    recipe = (
+        ImageSpec(layers=layers, start="python3 app/server.py") if layers
+        else ImageSpec(files=["app", "VERSION"], steps=steps, start="python3 app/server.py")
+    )
     parsed = parse_userdata(builder_userdata("web", recipe, project_dir))
     [(name, script)] = parsed.scripts
     root, stubs = tmp_path / "fake-root", tmp_path / "bin"
@@ -591,7 +594,7 @@ def run_builder(tmp_path: Path, steps: list[str]) -> tuple[subprocess.CompletedP
         (stubs / command).write_text(f'#!/bin/sh\necho "{command} $*" >> "{calls}"\n')
         (stubs / command).chmod(0o755)
     (tmp_path / name).write_text(text)
-    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "FROM_THE_HOST": "leaked"}
     result = subprocess.run(["bash", str(tmp_path / name)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     recorded = calls.read_text().splitlines() if calls.exists() else []
     return result, root, recorded, text
@@ -611,6 +614,23 @@ def test_the_builder_script_runs_its_steps_reports_ok_and_powers_off(tmp_path):
     assert (server_root / "app" / "server.py").is_file()  # the image's files, unpacked
     assert (server_root / "built-from.txt").read_text() == (tmp_path / "project" / "website-aws" / "VERSION").read_text()  # steps ran there
     assert not (root / "var" / "lib" / "phoenix" / "image.tgz.b64").exists()
+
+
+def test_the_builder_runs_the_layers_in_order_in_a_clean_environment(tmp_path):
+    """Each layer's files arrive just before its steps (a later layer's are not there yet), and
+    a step sees the system PATH and the image's own bin directories, never the host's variables."""
+    layers = [
+        {"name": "deps", "files": ["VERSION"], "steps": ["mkdir -p venv/bin && printf '#!/bin/sh\\necho tool\\n' > venv/bin/tool && chmod +x venv/bin/tool",
+                                                       "test ! -e app && echo no-app-yet > deps.txt"]},
+        {"name": "code", "files": ["app"], "steps": ["tool > tool.txt", 'echo "${FROM_THE_HOST:-clean}" > env.txt']},
+    ]
+    result, root, _, _ = run_builder(tmp_path, [], layers)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert console_of(root) == f"{BAKE_MARKER} ok\n"
+    server_root = root / "srv" / "phoenix"
+    assert (server_root / "deps.txt").read_text() == "no-app-yet\n"  # the code layer came after the deps layer's steps
+    assert (server_root / "tool.txt").read_text() == "tool\n"  # the image's venv/bin is on a step's PATH
+    assert (server_root / "env.txt").read_text() == "clean\n"  # nothing of the host's environment
 
 
 @pytest.mark.parametrize("failing, status", [("false && true", 1), ("exit 3", 3), ("test -f no-such-file && echo found", 1)])
@@ -646,6 +666,8 @@ def test_a_builder_powers_off_and_its_console_decides(cloud, tmp_path, monkeypat
         ami = ex.store.image(image_id).location
         image = cloud.ec2.describe_images(ImageIds=[ami])["Images"][0]
         assert (name, cached, image["State"], tags_of(image)["phoenix:image"]) == ("web", False, "available", image_id)
+        assert re.fullmatch(r"[0-9a-f]{64}", tags_of(image)["phoenix:digest"])  # the whole content address
+        assert tags_of(image)["phoenix:digest"].startswith(image_id.rsplit("-", 1)[1])
         assert ex.bake()[0][2] is True  # the same inputs: the AMI is reused
     else:
         with pytest.raises(PhoenixError, match="bake of image web: the builder's steps failed at line 9"):

@@ -18,6 +18,7 @@ from phoenixctl.load import LoadStats
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import bake  # noqa: E402
 import common  # noqa: E402
 import heal  # noqa: E402
 import rotation  # noqa: E402
@@ -212,6 +213,27 @@ def test_rotation_ratio_target_and_its_absence():
     lines, targets = rotation.markdown(rows, 1, 200)
     assert targets == [True, None] and common.exit_code(targets) == 1
     assert "not both run (not measured)" in "\n".join(lines)
+
+
+# --- bakes ---------------------------------------------------------------------------------
+
+
+def bake_runs(changed: list[float], hits: bool = True, shares: list[float | None] = (0.03, 0.04, 0.02)) -> tuple[dict, dict]:
+    bakes = {"full": common.spread([3.0] * len(changed)), "changed": common.spread(changed), "deps_mb": 52.0, "hits": hits,
+             "wheels_mb": 20.0, "cli": None, "cli_output": ""}
+    deploys = {"total": common.spread([2.0] * len(shares)), "bake": common.spread([0.1] * len(shares)), "share": common.spread(shares)}
+    return bakes, deploys
+
+
+def test_bake_targets_met_missed_and_not_measured():
+    lines, targets = bake.report(*bake_runs([0.3, 0.4, 1.5]), 3)
+    assert targets == [True, True] and common.exit_code(targets) == 0  # the median decides
+    assert "**0.40 (0.30–1.50) s** (met)" in "\n".join(lines)
+    assert bake.report(*bake_runs([1.2, 1.1, 1.3]), 3)[1] == [False, True]
+    assert bake.report(*bake_runs([0.3, 0.3, 0.3], hits=False), 3)[1] == [False, True]  # fast but no cache hit: not the target
+    lines, targets = bake.report(*bake_runs([0.3], shares=[None]), 1)
+    assert targets == [True, None] and common.exit_code(targets) == 1
+    assert bake.report(*bake_runs([0.3], shares=[0.06]), 1)[1] == [True, False]
 
 
 # --- the heading and make bench ------------------------------------------------------------

@@ -66,7 +66,7 @@ BAD_SPECS = {
         "    port: 8081\n", "    port: 8081\n    env:\n      WORKERS: 4\n", None, ["roles.backend.env", "WORKERS", "must be a string"],
     ),
     "duplicate key": ("    port: 8081\n", "    port: 8081\n    port: 9000\n", "port: 9000", ["roles.backend.port", "duplicate key"]),
-    "missing image file": ("files: [app, VERSION]", "files: [app, VERSION, missing.txt]", None, ["images.web.files.2", "'missing.txt' does not exist"]),
+    "missing image file": ("files: [app, VERSION]", "files: [app, VERSION, missing.txt]", None, ["images.web.layers.1.files.2", "'missing.txt' does not exist"]),
     "unknown provider": ("provider: local ", "provider: gcp ", "provider: gcp", ["unknown provider 'gcp'", "aws, local"]),
     "cloud image on the local provider": (
         "    start: python app/server.py", "    start: python app/server.py\n    prebuilt: {id: ami-0123}", "prebuilt:",

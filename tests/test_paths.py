@@ -58,39 +58,39 @@ def test_image_file_linking_to_a_folder_outside_is_refused(capsys, project, tmp_
     (project.parent / "app" / "shared").symlink_to(tmp_path / "outside", target_is_directory=True)
     assert_refused(
         capsys, project, FILES,
-        f"images.web.files.0: app/shared resolves outside the project ({tmp_path / 'outside'})",
+        f"images.web.layers.1.files.0: app/shared resolves outside the project ({tmp_path / 'outside'})",
     )
 
 
 def test_image_files_entry_that_is_a_link_outside_is_refused(capsys, project, tmp_path):
     (project.parent / "assets").symlink_to(tmp_path / "outside", target_is_directory=True)
     replace_in(project, FILES, "files: [app, VERSION, assets]")
-    assert_refused(capsys, project, "files: [app, VERSION, assets]", "images.web.files.2: assets resolves outside the project")
+    assert_refused(capsys, project, "files: [app, VERSION, assets]", "images.web.layers.1.files.2: assets resolves outside the project")
     # every command loads the spec the same way: bake refuses before copying anything
-    assert_refused(capsys, project, "files: [app, VERSION, assets]", "images.web.files.2", command=("bake",))
+    assert_refused(capsys, project, "files: [app, VERSION, assets]", "images.web.layers.1.files.2", command=("bake",))
     assert not list((project.parent / ".phoenix" / "images").glob("img-*"))
 
 
 def test_image_file_linking_to_etc_passwd_is_refused(capsys, project):
     (project.parent / "app" / "users").symlink_to("/etc/passwd")
-    assert_refused(capsys, project, FILES, "images.web.files.0: app/users resolves outside the project (/etc/passwd)")
+    assert_refused(capsys, project, FILES, "images.web.layers.1.files.0: app/users resolves outside the project (/etc/passwd)")
 
 
 def test_image_files_entry_linking_to_etc_passwd_is_refused(capsys, project):
     (project.parent / "users").symlink_to("/etc/passwd")
     replace_in(project, FILES, "files: [app, VERSION, users]")
-    assert_refused(capsys, project, "files: [app, VERSION, users]", "images.web.files.2: users resolves outside the project (/etc/passwd)")
+    assert_refused(capsys, project, "files: [app, VERSION, users]", "images.web.layers.1.files.2: users resolves outside the project (/etc/passwd)")
 
 
 def test_a_relative_link_climbing_out_is_refused(capsys, project):
     (project.parent / "app" / "up").symlink_to("../../outside/data.txt")
-    assert_refused(capsys, project, FILES, "images.web.files.0: app/up resolves outside the project")
+    assert_refused(capsys, project, FILES, "images.web.layers.1.files.0: app/up resolves outside the project")
 
 
 def test_a_link_to_a_project_file_the_image_does_not_hold_is_refused(capsys, project):
     (project.parent / "notes.txt").write_text("kept out of the image\n")
     (project.parent / "app" / "notes").symlink_to("../notes.txt")
-    assert_refused(capsys, project, FILES, "images.web.files.0: app/notes points to notes.txt, which is not among the image's files")
+    assert_refused(capsys, project, FILES, "images.web.layers.1.files.0: app/notes points to notes.txt, which is not among the image's files")
 
 
 def test_links_inside_the_image_stay_links_in_the_baked_image(capsys, project):
@@ -138,9 +138,9 @@ def test_the_bake_refuses_a_link_made_after_the_spec_was_loaded(project, tmp_pat
     with pytest.raises(SpecError, match=r"app/shared resolves outside the project"):
         compute.image_id("web", recipe, loaded.project_dir)
     with pytest.raises(SpecError, match=r"bake of image web: app/shared resolves outside the project"):
-        compute._copy_files("web", recipe, loaded.project_dir, tmp_path / "rootfs")
+        compute._copy_files("web", ("layers", 1, "files"), recipe.layers[1].files, loaded.project_dir, tmp_path / "rootfs")
     assert not (tmp_path / "rootfs" / "app" / "shared").is_symlink()
-    with pytest.raises(SpecError, match=r"images.web.files.0: app/shared resolves outside the project"):
+    with pytest.raises(SpecError, match=r"images.web.layers.1.files.0: app/shared resolves outside the project"):
         compute.bake("web", recipe, loaded.project_dir, Deadline(60, "bake"))
     assert not compute.images_dir.exists() or not list(compute.images_dir.iterdir())  # nothing made
 

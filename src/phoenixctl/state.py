@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, event, insert, inspect, select, update
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, insert, inspect, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .errors import PhoenixError
@@ -218,6 +218,14 @@ class StateStore:
     def save_image(self, row: ImageRow) -> None:
         with self.session() as s:
             s.merge(row)
+
+    def images(self) -> list[ImageRow]:
+        with self.session() as s:
+            return list(s.scalars(select(ImageRow).order_by(ImageRow.created_at, ImageRow.id)))
+
+    def forget_image(self, image_id: str) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(delete(ImageRow).where(ImageRow.id == image_id))
 
     # --- servers ------------------------------------------------------------------------
     def add_server(self, row: ServerRow) -> None:

@@ -10,7 +10,7 @@ import os
 import click
 
 from ..errors import PhoenixError
-from . import commands_env, commands_project, commands_read
+from . import commands_env, commands_images, commands_project, commands_read
 from .render import err
 
 
@@ -20,7 +20,7 @@ def app() -> None:
     them in, drain and destroy the old ones."""
 
 
-for _command in commands_project.COMMANDS + commands_env.COMMANDS + commands_read.COMMANDS:
+for _command in commands_project.COMMANDS + commands_env.COMMANDS + commands_read.COMMANDS + commands_images.COMMANDS:
     app.add_command(_command)
 del _command
 

@@ -64,17 +64,19 @@ def schema() -> None:
 
 @click.command()
 @click.argument("images", nargs=-1)
+@click.option("--no-cache", is_flag=True, help="Rebuild every layer, even those whose inputs did not change")
 @spec_option
 @json_option
-def bake(images: tuple[str, ...], spec_file: Path | None, as_json: bool) -> None:
-    """Build images; the same inputs give the same image id and a cache hit."""
+def bake(images: tuple[str, ...], no_cache: bool, spec_file: Path | None, as_json: bool) -> None:
+    """Build images, layer by layer; a layer whose inputs did not change is a cache hit."""
+    from .commands_images import bake_json, print_bake
+
     with executor_for(spec_file, "baking", quiet=True) as executor:
-        results = executor.bake(list(images))
+        results = executor.bake_layers(list(images), no_cache=no_cache)
     if as_json:
-        out.print_json(json.dumps([{"image": n, "id": i, "cached": c, "seconds": round(s, 3)} for n, i, c, s in results]))
+        out.print_json(json.dumps(bake_json(results)))
         return
-    for name, image_id, cached, seconds in results:
-        out.print(f"{name}: {image_id} ({'cache hit, not rebuilt' if cached else f'baked in {seconds:.2f}s'})")
+    print_bake(results)
 
 
 @click.command()

@@ -29,11 +29,34 @@ class ImageSample:
 
 
 @dataclass(frozen=True)
+class LayerResult:
+    """One layer of a bake: reused from the cache or built, how long it took, its size."""
+
+    name: str
+    key: str
+    cached: bool
+    seconds: float
+    size: int | None = None  # bytes it adds to the layer below (None: the provider cannot tell)
+
+
+@dataclass(frozen=True)
 class BakeResult:
     image_id: str
     location: str
     cached: bool
     seconds: float
+    layers: tuple[LayerResult, ...] = ()
+    digest: str = ""  # the whole content address (the id holds its first 16 digits)
+
+
+@dataclass(frozen=True)
+class ImageDetails:
+    """What a provider knows of one image it holds: its size, when it was made, its layers."""
+
+    size: int | None
+    created: float | None  # seconds since the epoch
+    layers: tuple[LayerResult, ...] = ()
+    runtime: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -181,11 +204,24 @@ class ComputeDriver(ABC):
         """The content address of an image: same inputs, same id. No side effects."""
 
     @abstractmethod
-    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
-        """Build the image unless an image with the same id exists (then `cached`)."""
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline, no_cache: bool = False) -> BakeResult:
+        """Build the image unless an image with the same id exists (then `cached`); `no_cache`
+        builds it, and every layer of it, again."""
 
     @abstractmethod
     def image_available(self, image_id: str, location: str) -> bool: ...
+
+    def image_details(self, image_id: str, location: str) -> ImageDetails | None:
+        """Size, age and layers of an image (None where the provider cannot tell)."""
+        return None
+
+    def forget_image(self, image_id: str, location: str) -> None:
+        """Remove an image (`phoenix images prune`); the engine decided nothing needs it."""
+        raise PhoenixError(f"provider {self.name} cannot remove images")
+
+    def prune_layers(self) -> list[str]:
+        """Remove cached layers no image holds any more; returns their names."""
+        return []
 
     @abstractmethod
     def launch(self, request: LaunchRequest) -> Launched:

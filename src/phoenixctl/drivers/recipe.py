@@ -1,6 +1,7 @@
 """The content address of an image recipe, shared by every provider that bakes from the
 project's files: the recipe's fields, its files' paths, modes and bytes, its links' targets
-(refusing files that lead out of the project). Same inputs, same image id."""
+(refusing files that lead out of the project). Same inputs, same image id; and each layer's
+cache key, chained through the layers below it."""
 
 from __future__ import annotations
 
@@ -14,15 +15,43 @@ from ..errors import SpecError
 from ..spec import ImageSpec
 
 _IGNORED_NAMES = paths.IGNORED_NAMES
+# What a bake step finds after the image's own bin directories, on every provider.
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 def recipe_digest(recipe: ImageSpec, project_dir: Path, name: str) -> str:
-    """The content address of an image recipe: its fields, its files' paths, modes and bytes,
-    and its symlinks' targets. Refuses files that lead out of the project (see paths.py)."""
-    links = _image_links(name, recipe, project_dir)
+    """The content address of a whole image recipe: its fields, and every layer's files (paths,
+    modes, bytes, symlinks' targets). Refuses files that lead out of the project (see paths.py)."""
     digest = hashlib.sha256()
     digest.update(json.dumps(recipe.model_dump(exclude_none=True), sort_keys=True).encode())
-    for entry in recipe.files:
+    for where, files in recipe.layer_files():
+        digest.update(files_digest(name, where, files, project_dir).encode())
+    return digest.hexdigest()
+
+
+def layer_keys(name: str, recipe: ImageSpec, project_dir: Path, base: str) -> list[str]:
+    """Each layer's cache key, as BuildKit keys a step: the key of the layer below (the first
+    layer's is `base`: what the whole image shares, such as its runtime and variables), the
+    layer's files' content and its steps' text."""
+    keys, below = [], base
+    for (where, files), layer in zip(recipe.layer_files(), recipe.all_layers()):
+        content = {"below": below, "files": files_digest(name, where, files, project_dir), "steps": layer.steps}
+        below = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        keys.append(below)
+    return keys
+
+
+def files_digest(name: str, where: tuple, files: list[str], project_dir: Path) -> str:
+    """The digest of one layer's files: paths, modes and bytes, and symlinks' targets.
+    SpecError (naming the place in the spec) for a file or link that leads out of the project."""
+    try:
+        paths.check_image_files(project_dir, files)
+        links = [(image_path, target) for _, image_path, target in paths.image_links(project_dir, files)]
+    except paths.ImageFileError as exc:
+        place = ".".join(str(part) for part in ("images", name, *where, exc.index))
+        raise SpecError(f"{place}: {exc}") from None
+    digest = hashlib.sha256()
+    for entry in files:
         for path in walk_files(project_dir / entry):
             relative = path.relative_to(project_dir)
             executable = os.access(path, os.X_OK)
@@ -30,16 +59,6 @@ def recipe_digest(recipe: ImageSpec, project_dir: Path, name: str) -> str:
     for image_path, target in links:
         digest.update(f"\0{image_path}\0link\0{target}".encode())
     return digest.hexdigest()
-
-
-def _image_links(name: str, recipe: ImageSpec, project_dir: Path) -> list[tuple[str, str]]:
-    """The image's symlinks as (path, target in the image); SpecError for a file or link that
-    leads out of the project."""
-    try:
-        paths.check_image_files(project_dir, recipe.files)
-        return [(image_path, target) for _, image_path, target in paths.image_links(project_dir, recipe.files)]
-    except paths.ImageFileError as exc:
-        raise SpecError(f"images.{name}.files.{exc.index}: {exc}") from None
 
 
 def walk_files(root: Path):

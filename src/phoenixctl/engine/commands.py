@@ -12,6 +12,7 @@ from typing import Iterator
 
 from ..boot.config import BootConfig
 from ..deadline import Deadline
+from ..drivers.base import BakeResult
 from ..errors import PhoenixError, SpecError
 from ..lock import EnvironmentLock
 from ..boot.secrets import Resolved
@@ -69,14 +70,19 @@ class Executor(Part):
             operation.flush_phases()
             self.store.finish_operation(op_id, operation.final_status, operation.result.summary())
 
-    def bake(self, names: list[str] | None = None) -> list[tuple[str, str, bool, float]]:
+    def bake(self, names: list[str] | None = None, no_cache: bool = False) -> list[tuple[str, str, bool, float]]:
         """Bake the named images (all by default): (name, image id, cached, seconds)."""
+        return [(name, result.image_id, result.cached, result.seconds) for name, result in self.bake_layers(names, no_cache)]
+
+    def bake_layers(self, names: list[str] | None = None, no_cache: bool = False) -> list[tuple[str, BakeResult]]:
+        """Bake the named images (all by default), each with its layers' hits, times and sizes;
+        `no_cache` rebuilds every layer."""
         names = names or list(self.spec.images)
         for name in names:
             if name not in self.spec.images:
                 known = ", ".join(sorted(self.spec.images))
                 raise SpecError(f"{self.project.loaded.path.name}: unknown image {name!r} (images: {known})")
-        return [self.engine.converger.bake_one(name, None) for name in names]
+        return [(name, self.engine.converger.bake_image(name, None, no_cache)[4]) for name in names]
 
     def up(self, env: str) -> OperationResult:
         """Create the environment from nothing, or complete it; changes nothing when complete."""

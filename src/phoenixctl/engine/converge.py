@@ -149,14 +149,19 @@ class Converger(Part):
                 release_reason=f"a failed {op.result.kind} rolled back to the release of {previous.operation_id}",
             )
 
-    def bake_one(self, name: str, op: Operation | None) -> tuple[str, str, bool, float]:
+    def bake_one(self, name: str, op: Operation | None, no_cache: bool = False) -> tuple[str, str, bool, float]:
+        return self.bake_image(name, op, no_cache)[:4]
+
+    def bake_image(self, name: str, op: Operation | None, no_cache: bool = False):
+        """Bake one image (its layers from the cache where their inputs are unchanged): (name,
+        image id, cached, seconds, the BakeResult). An operation's history records the layers."""
         recipe = self.spec.images[name]
         deadline = Deadline(recipe.bake_timeout, f"bake of image {name}")
         if op:
             with op.phase("bake"):
-                result = self.compute.bake(name, recipe, self.project.dir, deadline)
+                result = self.compute.bake(name, recipe, self.project.dir, deadline, no_cache=no_cache)
         else:
-            result = self.compute.bake(name, recipe, self.project.dir, deadline)
+            result = self.compute.bake(name, recipe, self.project.dir, deadline, no_cache=no_cache)
         if not result.cached:
             self.store.save_image(
                 ImageRow(id=result.image_id, name=name, provider=self.compute.name, location=result.location, bake_seconds=result.seconds)
@@ -165,5 +170,9 @@ class Converger(Part):
                 op.note("baked", result.image_id)
         elif self.store.image(result.image_id) is None:
             self.store.save_image(ImageRow(id=result.image_id, name=name, provider=self.compute.name, location=result.location))
-        self.reporter.info(f"image {name}: {result.image_id} ({'cache hit' if result.cached else f'baked in {result.seconds:.2f}s'})")
-        return name, result.image_id, result.cached, result.seconds
+        layers = ", ".join(f"{layer.name} {'hit' if layer.cached else 'built'}" for layer in result.layers)
+        if op and layers:
+            op.note("layers", f"{name}: {layers}")
+        done = "cache hit" if result.cached else f"baked in {result.seconds:.2f}s"
+        self.reporter.info(f"image {name}: {result.image_id} ({done}{'; layers ' + layers if layers and not result.cached else ''})")
+        return name, result.image_id, result.cached, result.seconds, result

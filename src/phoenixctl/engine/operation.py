@@ -37,6 +37,7 @@ class OperationResult:
     removed: list[str] = field(default_factory=list)
     destroyed: list[str] = field(default_factory=list)
     baked: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)  # per image baked: each layer, a cache hit or built
     seconds: float = 0.0
     paused: bool = False  # a canary in service, waiting for promote or rollback
     recovered: list[str] = field(default_factory=list)  # what recovery found and did first
@@ -54,6 +55,8 @@ class OperationResult:
             parts.append(f"{len(self.removed)} dead removed")
         if self.baked:
             parts.append(f"{len(self.baked)} image(s) baked")
+        if self.layers:
+            parts.append(f"layers: {'; '.join(self.layers)}")
         if self.recovered:
             parts.append(f"recovered: {'; '.join(self.recovered)}")
         if self.refused:

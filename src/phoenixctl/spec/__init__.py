@@ -7,8 +7,8 @@ line and the field: `phoenix.yaml:14: environments.ci.roles.frontnd: unknown rol
 from .load import LoadedSpec, load_spec, parse_spec, role_waves
 from .models import (
     ConfigLayer, DeadlinesSpec, DefaultsSpec, DiscoverySpec, EnvironmentSpec, EnvRoleSpec, FileSpec, HealthSpec, ImageRef,
-    ImageSpec, PlacementSpec, ProviderSpec, RoleSpec, RolloutSpec, SecretRef, SecretSource, SimulatedDurations, SimulatedSpec, Spec,
-    WarmupSpec, WatchSpec,
+    ImageSpec, LayerSpec, PlacementSpec, ProviderSpec, RoleSpec, RolloutSpec, SecretRef, SecretSource, SimulatedDurations,
+    SimulatedSpec, Spec, WarmupSpec, WatchSpec,
 )
 from .schema import json_schema
 from .values import (
@@ -18,7 +18,7 @@ from .values import (
 
 __all__ = [
     "ConfigLayer", "DeadlinesSpec", "DefaultsSpec", "DiscoverySpec", "EnvironmentSpec", "EnvRoleSpec", "FileSpec", "HealthSpec",
-    "ImageRef", "ImageSpec", "LoadedSpec", "MAX_DEPTH", "MAX_DURATION", "MAX_EXPANDED_NODES", "MAX_ROLE_COUNT", "MAX_SPEC_BYTES",
+    "ImageRef", "ImageSpec", "LayerSpec", "LoadedSpec", "MAX_DEPTH", "MAX_DURATION", "MAX_EXPANDED_NODES", "MAX_ROLE_COUNT", "MAX_SPEC_BYTES",
     "NAME_PATTERN", "PlacementSpec", "ProviderSpec", "RoleSpec", "RolloutSpec", "SPEC_FILENAME", "SecretRef", "SecretSource",
     "SimulatedDurations", "SimulatedSpec",
     "Spec", "WarmupSpec", "WatchSpec", "json_schema", "load_spec", "parse_duration", "parse_quantity", "parse_share",

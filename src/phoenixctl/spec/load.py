@@ -217,17 +217,18 @@ def _check_references(loaded: LoadedSpec, name: str) -> None:
                     f"unknown role {role_name!r} (roles: {', '.join(sorted(spec.roles))})",
                 )
     for image_name, image in spec.images.items():
-        for index, file in enumerate(image.files):
+        for where, files in image.layer_files():
+            for index, file in enumerate(files):
+                try:
+                    inside_project(loaded.project_dir, file)
+                except ValueError as exc:
+                    fail(("images", image_name, *where, index), str(exc))
+                if not (loaded.project_dir / file).exists():
+                    fail(("images", image_name, *where, index), f"{file!r} does not exist next to {name}")
             try:
-                inside_project(loaded.project_dir, file)
-            except ValueError as exc:
-                fail(("images", image_name, "files", index), str(exc))
-            if not (loaded.project_dir / file).exists():
-                fail(("images", image_name, "files", index), f"{file!r} does not exist next to {name}")
-        try:
-            check_image_files(loaded.project_dir, image.files)
-        except ImageFileError as exc:
-            fail(("images", image_name, "files", exc.index), str(exc))
+                check_image_files(loaded.project_dir, files)
+            except ImageFileError as exc:
+                fail(("images", image_name, *where, exc.index), str(exc))
         for ref in ("base", "prebuilt"):
             manifest = getattr(image, ref) and getattr(image, ref).packer_manifest
             if manifest and not (loaded.project_dir / manifest).exists():

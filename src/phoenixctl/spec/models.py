@@ -20,6 +20,9 @@ from pydantic_core import core_schema as cs
 
 from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, DurationOrZero, Name, Quantity, Share
 
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -72,23 +75,79 @@ class ImageRef(Model):
         return f"the last build of {self.packer_manifest}"
 
 
+class LayerSpec(Model):
+    """One layer of an image: files copied in, then steps run, on top of the layer below. A
+    layer whose inputs (the layer below, its files' content, its steps) are unchanged is
+    reused from the cache without running anything."""
+
+    name: Name | None = Field(None, description="A label shown by `phoenix bake` (default: its number)")
+    files: list[str] = Field(default_factory=list, description="Paths relative to phoenix.yaml, copied into the image")
+    steps: list[str] = Field(default_factory=list, description="Shell commands run inside the image at bake time")
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, files: list[str]) -> list[str]:
+        return _inside_project(files)
+
+
+def _inside_project(files: list[str]) -> list[str]:
+    for path in files:
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise ValueError(f"{path!r} must be a path inside the project")
+    return files
+
+
 class ImageSpec(Model):
-    """How to bake an image: files copied from the project, shell steps, the start command."""
+    """How to bake an image: files copied from the project, shell steps, the start command;
+    or the same as a list of layers, each cached on its own (dependencies first, code last)."""
 
     base: ImageRef | None = Field(None, description="Cloud providers: the image `bake` starts its builder server from")
     prebuilt: ImageRef | None = Field(None, description="Cloud providers: use this image as it is (no bake)")
     files: list[str] = Field(default_factory=list, description="Paths relative to phoenix.yaml, copied into the image")
     steps: list[str] = Field(default_factory=list, description="Shell commands run inside the image at bake time")
+    layers: list[LayerSpec] = Field(
+        default_factory=list, description="Instead of files and steps: layers baked in order, each cached on its own"
+    )
+    runtime: str | None = Field(
+        None, description="The interpreter the image is built for (a command on the system PATH, or an absolute path); "
+        "recorded in the image's manifest, and a new version of it rebuilds every layer",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables for the bake's steps and the image's servers: nothing else is inherited from the shell",
+        json_schema_extra={"propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"}},
+    )
     start: str = Field(description="The command that starts a server from this image (run in the server's root)")
     bake_timeout: Duration = 300.0
 
     @field_validator("files")
     @classmethod
     def _relative(cls, files: list[str]) -> list[str]:
-        for path in files:
-            if Path(path).is_absolute() or ".." in Path(path).parts:
-                raise ValueError(f"{path!r} must be a path inside the project")
-        return files
+        return _inside_project(files)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        for key in env:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return env
+
+    @model_validator(mode="after")
+    def _layers_or_files(self) -> "ImageSpec":
+        if self.layers and (self.files or self.steps):
+            raise ValueError("give either layers or files and steps (the files and steps of one layer)")
+        return self
+
+    def all_layers(self) -> list[LayerSpec]:
+        """The image's layers: the list given, or its files and steps as one layer."""
+        return list(self.layers) or [LayerSpec(files=self.files, steps=self.steps)]
+
+    def layer_files(self) -> list[tuple[tuple, list[str]]]:
+        """Each layer's files with the place in the spec they come from (for error messages)."""
+        if not self.layers:
+            return [(("files",), self.files)]
+        return [(("layers", index, "files"), layer.files) for index, layer in enumerate(self.layers)]
 
 
 # An absolute URL path (and query) of RFC 3986 characters: no space, quote, '#', '$' or control
@@ -113,7 +172,6 @@ class HealthSpec(Model):
 
 
 SecretName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODE = re.compile(r"^0?[0-7]{3}$")
 
 

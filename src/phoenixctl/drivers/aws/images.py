@@ -19,7 +19,7 @@ from ...spec import ImageRef, ImageSpec
 from ...boot.userdata import SERVER_ROOT, USERDATA_LIMIT, mime_document
 from .api import NOT_FOUND, AWSError, aws_tags, tag_filters
 from ..base import BakeResult
-from ..recipe import recipe_digest, walk_files
+from ..recipe import SYSTEM_PATH, recipe_digest, walk_files
 
 BAKE_MARKER = "PHOENIX-BAKE:"
 
@@ -83,18 +83,19 @@ class AWSImages:
             raise
         return bool(images) and images[0]["State"] == "available"
 
-    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline, no_cache: bool = False) -> BakeResult:
         started = time.monotonic()
         image_id = self.image_id(name, recipe, project_dir)
+        digest = "" if recipe.prebuilt else recipe_digest(recipe, project_dir, name)  # the whole of it, on the AMI's tags
         if recipe.prebuilt:
             if not self.image_available(image_id, image_id):
                 raise PhoenixError(f"image {name}: {recipe.prebuilt.describe()} ({image_id}) is not available in {self.aws.region}")
             return BakeResult(image_id, image_id, cached=True, seconds=time.monotonic() - started)
-        existing = self._baked(image_id)
+        existing = None if no_cache else self._baked(image_id)
         if existing is not None:
             if existing["State"] == "pending":  # an interrupted bake left it finishing
                 self.aws.wait("ec2", "image_available", deadline, delay=15, ImageIds=[existing["ImageId"]])
-            return BakeResult(image_id, existing["ImageId"], cached=True, seconds=time.monotonic() - started)
+            return BakeResult(image_id, existing["ImageId"], cached=True, seconds=time.monotonic() - started, digest=digest)
         if recipe.base is None:
             raise PhoenixError(f"image {name}: provider aws bakes from a base image; give images.{name}.base (or prebuilt)")
         base = self.resolve(recipe.base, project_dir)
@@ -110,7 +111,7 @@ class AWSImages:
             ami = self.aws.call(
                 "ec2", "create_image", InstanceId=builder, Name=f"phoenix-{self.project}-{image_id}",
                 Description=f"Phoenix image {name} of project {self.project}",
-                TagSpecifications=[{"ResourceType": "image", "Tags": aws_tags({**self._tags(image=image_id), "Name": image_id})}],
+                TagSpecifications=[{"ResourceType": "image", "Tags": aws_tags({**self._tags(image=image_id, digest=digest), "Name": image_id})}],
             )["ImageId"]
             self.aws.wait("ec2", "image_available", deadline, delay=15, ImageIds=[ami])
             self._tag_snapshots(ami, self._tags(image=image_id))
@@ -120,7 +121,7 @@ class AWSImages:
             raise
         finally:
             self.aws.call("ec2", "terminate_instances", InstanceIds=[builder])
-        return BakeResult(image_id, ami, cached=False, seconds=time.monotonic() - started)
+        return BakeResult(image_id, ami, cached=False, seconds=time.monotonic() - started, digest=digest)
 
     def _wait_builder(self, name: str, builder: str, deadline: Deadline) -> None:
         """The builder runs the recipe from its user-data and powers itself off; its console
@@ -151,6 +152,10 @@ class AWSImages:
         if snapshots:
             self.aws.call("ec2", "create_tags", Resources=snapshots, Tags=aws_tags(tags))
 
+    def forget_image(self, image_id: str, location: str) -> None:
+        """`phoenix images prune`: deregister the AMI and delete its snapshots."""
+        self._forget_image(location)
+
     def _forget_image(self, ami: str) -> None:
         """Deregister an image Phoenix made and delete its snapshots (best effort: a failure path)."""
         try:
@@ -164,33 +169,37 @@ class AWSImages:
 
 
 def builder_userdata(name: str, recipe: ImageSpec, project_dir: Path) -> bytes:
-    """The builder's user-data: the image's files (a gzipped tar), its steps run in the
-    server root, the boot-time start service, a marker on the console, then power off."""
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=9) as tar:
-        for entry in recipe.files:
-            for path in walk_files(project_dir / entry):
-                tar.add(path, arcname=str(path.relative_to(project_dir)), recursive=False)
-    # Each step as its own `/bin/sh -c`, as the local provider runs it: its exit status alone
-    # decides (bash's `set -e` ignores a failure inside `a && b`, and the step would pass).
-    steps = "\n".join(f"/bin/sh -c {shlex.quote(step)}" for step in recipe.steps)
+    """The builder's user-data: each layer's files (a gzipped tar), unpacked in the server root
+    before that layer's steps, which run in order in a clean environment as the local
+    provider's do; then the boot-time start service, a marker on the console, power off."""
+    archives, commands = [], []
+    for index, layer in enumerate(recipe.all_layers(), start=1):
+        archive = f"/var/lib/phoenix/layer-{index}.tgz.b64"
+        archives.append((archive, _layer_archive(layer.files, project_dir)))
+        commands.append(f"# layer {layer.name or index}")
+        commands.append(f"base64 -d {archive} | tar -xz -C {SERVER_ROOT} && rm -f {archive}")
+        # Each step as its own `/bin/sh -c`, as the local provider runs it: its exit status alone
+        # decides (bash's `set -e` ignores a failure inside `a && b`, and the step would pass).
+        commands += [f'env -i PATH="$(image_path)" "${{CLEAN[@]}}" /bin/sh -c {shlex.quote(step)}' for step in layer.steps]
+    declared = " ".join(f"{key}={shlex.quote(value)}" for key, value in {**recipe.env, "PHOENIX_IMAGE": name}.items())
+    runtime = f'PHOENIX_RUNTIME="$(PATH={SYSTEM_PATH} command -v {shlex.quote(recipe.runtime)})"' if recipe.runtime else "PHOENIX_RUNTIME="
+    steps = "\n".join(commands)
     script = f"""#!/bin/bash
-# Phoenix image builder for {name}: unpack, run the steps, report on the console, power off.
+# Phoenix image builder for {name}: unpack each layer and run its steps, report on the console, power off.
 set -euo pipefail
 trap 'echo "{BAKE_MARKER} failed at line $LINENO (exit $?)" > /dev/console; poweroff' ERR
 mkdir -p {SERVER_ROOT}
-base64 -d /var/lib/phoenix/image.tgz.b64 | tar -xz -C {SERVER_ROOT}
-rm -f /var/lib/phoenix/image.tgz.b64
 cd {SERVER_ROOT}
+{runtime}
+image_path() {{ for bin in {SERVER_ROOT}/bin {SERVER_ROOT}/*/bin; do if [ -d "$bin" ]; then printf %s: "$bin"; fi; done; echo {SYSTEM_PATH}; }}
+CLEAN=(HOME=/root LANG=C.UTF-8 PYTHONNOUSERSITE=1 PYTHONUNBUFFERED=1 PHOENIX_RUNTIME="$PHOENIX_RUNTIME" {declared})  # nothing else
 {steps}
 cloud-init clean --logs   # servers made from this image boot as new instances
 echo "{BAKE_MARKER} ok" > /dev/console
 poweroff
 """
-    cloud_config = (
-        "#cloud-config\nwrite_files:\n- path: /var/lib/phoenix/image.tgz.b64\n  permissions: '0600'\n  content: "
-        + base64.b64encode(archive.getvalue()).decode()
-        + "\n"
+    cloud_config = "#cloud-config\nwrite_files:\n" + "".join(
+        f"- path: {path}\n  permissions: '0600'\n  content: {content}\n" for path, content in archives
     )
     document = mime_document([("cloud-config", "image.yaml", cloud_config.encode()), ("x-shellscript", "bake.sh", script.encode())])
     packed = gzip.compress(document, mtime=0)
@@ -200,3 +209,13 @@ poweroff
             "bake it with Packer and reference it with images.{name}.prebuilt"
         )
     return packed
+
+
+def _layer_archive(files: list[str], project_dir: Path) -> str:
+    """One layer's files as a gzipped tar, base64-encoded."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=9) as tar:
+        for entry in files:
+            for path in walk_files(project_dir / entry):
+                tar.add(path, arcname=str(path.relative_to(project_dir)), recursive=False)
+    return base64.b64encode(archive.getvalue()).decode()

@@ -28,7 +28,8 @@ from ...spec import ImageSpec
 from .identity import RunAs, private_dir, server_identity, unreachable_by_others
 from .loopback import LoopbackPool
 from ..base import ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt
-from .images import LocalImages, file_manifest
+from .hermetic import clean_env
+from .images import LocalImages, file_manifest, read_manifest
 from .processes import LocalProcesses
 
 LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
@@ -121,13 +122,9 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
                 run_as.own(root)
                 run_as.own(home)
                 os.chmod(root, 0o700)  # nothing of it for other environments' uids
-            env = {
-                "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                "HOME": str(home),
-                "LANG": os.environ.get("LANG", "C.UTF-8"),
-                "PYTHONUNBUFFERED": "1",
-                "PHOENIX_ADDRESS": address,
-            }
+            # Hermetic: nothing of the shell that runs phoenix, only what the image declares.
+            manifest = read_manifest(Path(request.image_location)) or {}
+            env = {**clean_env(root, home, manifest.get("env", {}), manifest.get("path", [])), "PHOENIX_ADDRESS": address}
             with log_path.open("ab") as log:
                 if unisolated:
                     log.write(f"phoenix: running as root: {unisolated}\n".encode())

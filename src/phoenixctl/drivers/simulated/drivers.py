@@ -44,7 +44,7 @@ class SimulatedCompute(ComputeDriver):
     def image_id(self, name: str, recipe: ImageSpec, project_dir: Path) -> str:
         return "sim-" + hashlib.sha256(json.dumps(recipe.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
 
-    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline) -> BakeResult:
+    def bake(self, name: str, recipe: ImageSpec, project_dir: Path, deadline: Deadline, no_cache: bool = False) -> BakeResult:
         image_id = self.image_id(name, recipe, project_dir)
         return BakeResult(image_id, f"simulated://{image_id}", cached=False, seconds=0.0)
 
