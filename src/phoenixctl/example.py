@@ -6,9 +6,6 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from .boot.secrets import create_tls_pair
-from .spec import load_spec
-
 
 EXAMPLES = ("website", "website-aws")  # the local site, and the same site on AWS
 
@@ -20,6 +17,9 @@ def example_dir(name: str = "website") -> Path:
 def init_example(directory: Path, name: str = "website") -> list[Path]:
     """Copy an example to `directory` (links followed) and give each environment its own TLS
     pair (what `phoenix secrets tls ENV` does), so it runs as it is. Returns the files made."""
+    from .boot.secrets import create_tls_pair  # here, not at the top: `phoenix init --help` lists EXAMPLES
+    from .spec import load_spec
+
     shutil.copytree(example_dir(name), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix", "secrets"))
     loaded = load_spec(directory / "phoenix.yaml")
     made: list[Path] = []

@@ -1,0 +1,79 @@
+"""The import budget (issue 15): each command loads only what it uses, so `phoenix --help`
+answers at once and a command never pays for another's libraries.
+
+Each command runs in a fresh interpreter (what a user's shell does); the modules it
+loaded are read from `sys.modules` when it is done. No timing here: the times are in
+bench/, these are the causes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phoenixctl.example import init_example
+
+# Loaded for one command, they slow every other: none belongs to the help of any command.
+CLOUD_AND_NETWORK = ("boto3", "botocore", "aiohttp", "httpx", "lxml")
+HELP_NEVER = CLOUD_AND_NETWORK + (
+    "sqlalchemy", "pydantic", "yaml", "jsonschema", "psutil", "cryptography", "rich",
+    "phoenixctl.spec.models", "phoenixctl.state", "phoenixctl.engine.commands", "phoenixctl.drivers",
+)
+# validate reads the spec (pydantic, yaml) and checks the provider; it never opens the state store
+VALIDATE_NEVER = CLOUD_AND_NETWORK + ("sqlalchemy", "phoenixctl.state", "phoenixctl.engine.commands", "rich.progress")
+# status on the local provider: the store and the local drivers, nothing of AWS, the load or the crawler
+LOCAL_STATUS_NEVER = CLOUD_AND_NETWORK + ("rich.progress",)
+
+RUN = """
+import json, sys
+from phoenixctl.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("example")
+    init_example(directory)
+    return directory
+
+
+def loaded_by(tmp_path: Path, cwd: Path, *argv: str) -> set[str]:
+    """The modules a fresh interpreter holds after `phoenix ARGV`; the command must succeed."""
+    report = tmp_path / "modules.json"
+    done = subprocess.run([sys.executable, "-c", RUN, str(report), *argv], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and report.exists(), done.stderr
+    result = json.loads(report.read_text())
+    assert result["code"] == 0, done.stderr
+    return set(result["modules"])
+
+
+def loaded_of(modules: set[str], forbidden: tuple[str, ...]) -> list[str]:
+    """Which forbidden packages (or their submodules) are among `modules`."""
+    return sorted(name for name in forbidden if any(m == name or m.startswith(name + ".") for m in modules))
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["status", "--help"], ["deploy", "--help"], ["secrets", "tls", "--help"]], ids=" ".join)
+def test_help_loads_no_library_of_any_command(tmp_path, project, argv):
+    assert loaded_of(loaded_by(tmp_path, project, *argv), HELP_NEVER) == []
+
+
+def test_validate_loads_the_spec_but_not_the_store_nor_the_network(tmp_path, project):
+    modules = loaded_by(tmp_path, project, "validate", "-f", str(project / "phoenix.yaml"))
+    assert "phoenixctl.spec.models" in modules  # it did validate
+    assert loaded_of(modules, VALIDATE_NEVER) == []
+
+
+def test_status_on_the_local_provider_loads_nothing_of_aws_or_the_network(tmp_path, project):
+    modules = loaded_by(tmp_path, project, "status", "ci", "--json", "-f", str(project / "phoenix.yaml"))
+    assert "phoenixctl.state" in modules  # it did read the store
+    assert loaded_of(modules, LOCAL_STATUS_NEVER) == []
+
+
+def test_a_submodule_counts_as_its_package():
+    assert loaded_of({"httpx._client", "richer", "phoenixctl.spec"}, HELP_NEVER) == ["httpx"]
