@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 @json_option
 def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Servers and load balancers of the environment, as they really are."""
-    from rich.table import Table
-    
     from .console import out
 
     with executor_for(spec_file, "status", quiet=True, env=env) as executor:
@@ -34,6 +32,8 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report.as_json()))
         return
+    from rich.table import Table  # only for tables: --json, which scripts call often, never loads it
+
     table = Table(title=f"{env}: servers", title_justify="left")
     # the provider's own fields (pid and root locally, instance and zone on AWS)
     extra = list(dict.fromkeys(key for s in report.servers for key in s.provider))
@@ -61,7 +61,7 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
 def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
     from rich.table import Table
-    
+
     from .console import out
     from .render import phase_table
 
@@ -155,7 +155,7 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
     """The merged boot configuration of one server, secrets redacted, with where each value came from."""
     from rich.table import Table
     from rich.text import Text
-    
+
     from ..boot import config
     from ..boot.merged import variable_value
     from .console import out
@@ -251,7 +251,7 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
 def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
     """What the configured provider can do: images, user-data, load balancers, floating IPs, DNS."""
     from rich.table import Table
-    
+
     from .console import out
 
     with executor_for(spec_file, "doctor", quiet=True) as executor:

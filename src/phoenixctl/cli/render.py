@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from rich.table import Table
 from rich.text import Text
 
 from ..engine.operation import PHASES, OperationResult, Reporter
@@ -17,6 +16,7 @@ from .console import err, out
 
 if TYPE_CHECKING:
     from rich.progress import Progress
+    from rich.table import Table
 
 
 class RichReporter(Reporter):
@@ -92,6 +92,8 @@ def print_plan(plan: ConvergePlan | SwitchPlan, as_json: bool) -> None:
 
 def phase_table(operations: list[OperationReport], title: str) -> Table:
     """One row per operation; per phase the slowest server's time (×servers)."""
+    from rich.table import Table  # here: only tables need it, and --json never prints one
+
     table = Table(title=title, title_justify="left")
     shown = [p for p in PHASES if any(p in op.phases for op in operations)]  # no empty columns
     for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):
