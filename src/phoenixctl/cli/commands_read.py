@@ -1,7 +1,8 @@
 """The commands that only read: status, history, plan, drift, config, userdata, doctor.
 
 Each command imports what it uses in its body: at import this module loads only click
-(see `cli/__init__.py`)."""
+(see `cli/__init__.py`); rich's tables load after the --json answer, which scripts ask for
+often and which never needs them."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report.as_json()))
         return
-    from rich.table import Table  # only for tables: --json, which scripts call often, never loads it
+    from rich.table import Table
 
     table = Table(title=f"{env}: servers", title_justify="left")
     # the provider's own fields (pid and root locally, instance and zone on AWS)
@@ -60,8 +61,6 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
 @json_option
 def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
-    from rich.table import Table
-
     from .console import out
     from .render import phase_table
 
@@ -70,6 +69,8 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
     if as_json:
         out.print_json(json.dumps([op.as_json() for op in operations]))
         return
+    from rich.table import Table
+
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
     warmed = [(op.id, w) for op in operations for w in op.warmups]
     if warmed:
@@ -153,9 +154,6 @@ def _env_role(executor: Executor, env: str, role: str) -> None:
 @json_option
 def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -> None:
     """The merged boot configuration of one server, secrets redacted, with where each value came from."""
-    from rich.table import Table
-    from rich.text import Text
-
     from ..boot import config
     from ..boot.merged import variable_value
     from .console import out
@@ -197,6 +195,9 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
     if as_json:
         out.print_json(json.dumps(report))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     out.print(Text.assemble((f"{env}/{role}", "bold"), f": configuration at boot (later wins: {' -> '.join(report['layers'])})"))
     table = Table(show_header=True, box=None, pad_edge=False)
     for column in ("", "name", "value", "from"):
@@ -250,8 +251,6 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
 @json_option
 def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
     """What the configured provider can do: images, user-data, load balancers, floating IPs, DNS."""
-    from rich.table import Table
-
     from .console import out
 
     with executor_for(spec_file, "doctor", quiet=True) as executor:
@@ -259,6 +258,8 @@ def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps(report.as_json()))
     else:
+        from rich.table import Table
+
         table = Table(title=f"provider {report.provider}", title_justify="left")
         for column in ("capability", "ok", "detail", "seconds"):
             table.add_column(column)
