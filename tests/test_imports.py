@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from phoenixctl.example import init_example
+from phoenixctl.example import EXAMPLES, init_example
 
 # Loaded for one command, they slow every other: none belongs to the help of any command.
 CLOUD_AND_NETWORK = ("boto3", "botocore", "aiohttp", "httpx", "lxml")
@@ -73,8 +73,11 @@ def test_every_commands_help_together_loads_none_either(tmp_path, project):
     assert loaded_of(loaded_by(tmp_path, project, *helps), HELP_NEVER) == []
 
 
-def test_validate_loads_the_spec_but_not_the_store_nor_the_network(tmp_path, project):
-    modules = loaded_by(tmp_path, project, ["validate", "-f", str(project / "phoenix.yaml")])
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_validate_loads_the_spec_but_not_the_store_nor_the_network(tmp_path, example):
+    """On the AWS example too: checking what the provider can do never makes a client (boto3)."""
+    init_example(tmp_path / "project", example)
+    modules = loaded_by(tmp_path, tmp_path / "project", ["validate"])
     assert "phoenixctl.spec.models" in modules  # it did validate
     assert loaded_of(modules, VALIDATE_NEVER) == []
 
