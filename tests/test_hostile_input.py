@@ -94,6 +94,16 @@ def test_deep_nesting_is_refused(capsys, tmp_path: Path):
     assert code == 2 and "nested deeper than 64 levels" in err
 
 
+
+def test_bad_yaml_is_told_in_the_clearest_words(capsys, tmp_path: Path):
+    """Specs are parsed by libyaml when PyYAML has it (fast); on bad YAML the pure-Python
+    loader says what is wrong, naming what libyaml leaves out (here the alias)."""
+    spec = tmp_path / "phoenix.yaml"
+    spec.write_text("images: {}\nroles: *web\n")
+    code, err = validate(capsys, spec)
+    assert code == 2 and "phoenix.yaml:2: invalid YAML: found undefined alias 'web'" in err, err
+
+
 @pytest.mark.parametrize(
     "old, new, expected",
     [

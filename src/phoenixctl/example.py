@@ -6,10 +6,6 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from .boot.secrets import create_tls_pair
-from .spec import load_spec
-from .wheels import ship_wheels
-
 
 EXAMPLES = ("website", "website-aws")  # the local site, and the same site on AWS
 
@@ -22,6 +18,11 @@ def init_example(directory: Path, name: str = "website") -> list[Path]:
     """Copy an example to `directory` (links followed), fill its `wheels/` with its
     dependencies (repacked from Phoenix's own) and give each environment its own TLS pair
     (what `phoenix secrets tls ENV` does), so it runs as it is. Returns the files made."""
+    # here, not at the top: `phoenix init --help` lists EXAMPLES
+    from .boot.secrets import create_tls_pair
+    from .spec import load_spec
+    from .wheels import ship_wheels
+
     shutil.copytree(example_dir(name), directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", ".phoenix", "secrets"))
     loaded = load_spec(directory / "phoenix.yaml")
     made: list[Path] = []

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import SpecError
 from .merged import Item, MergedConfig, place
 from .secrets import Resolved, same_source
+from .userdata import render
 from ..spec import ConfigLayer, LoadedSpec
 
 PLACEHOLDER_LB = "127.255.255.255:65535"  # the longest address, for checks made before balancers exist
@@ -178,8 +179,6 @@ def boot_config(
 ) -> BootConfig:
     """`secrets`: for launching, every value (`SecretResolver.for_launch`); for reading,
     stand-ins for commands not run (`for_reading`): checked the same, never delivered."""
-    from .userdata import render  # here, not at the top: jsonschema loads only when user-data is rendered
-
     spec = loaded.spec
     role_spec = spec.roles[role]
     merged = merge(loaded, workdir, env, role, lb_addresses)

@@ -19,14 +19,17 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import jsonschema
 import yaml
 
 from ..errors import SpecError
 from ..paths import inside_project
 from ..spec import LoadedSpec
 from .merged import MergedConfig, file_content, place, variable_value
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SERVER_ROOT = "/srv/phoenix"  # where a server's own copy of the image lives on a cloud server
 ENV_FILE = "phoenix.env"  # the boot variables, shell-quoted KEY=value lines, mode 0600
@@ -148,6 +151,8 @@ def mime_document(parts: list[tuple[str, str, bytes]]) -> bytes:
 
 
 def _validate(loaded: LoadedSpec, merged: MergedConfig, document: dict, origins: list[tuple]) -> None:
+    import jsonschema  # here, not at the top: it loads only when user-data is rendered and checked
+
     validator = jsonschema.Draft4Validator(cloud_config_schema())
     error = next(iter(sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))), None)
     if error is None:

@@ -1,7 +1,11 @@
 """The `phoenix` command: the click group of every command, and the entry point.
 
 Bad input exits 2 with one line naming the place; other failures exit non-zero with a
-one-line reason; a held environment lock exits 3. Never a traceback."""
+one-line reason; a held environment lock exits 3. Never a traceback.
+
+Every command module loads only click at import; each command loads what it uses (the
+spec models, the engine, rich) in its own body, so `phoenix --help` and `phoenix CMD --help`
+load none of it (tests/test_imports.py keeps that so)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ import click
 
 from ..errors import PhoenixError
 from . import commands_env, commands_images, commands_project, commands_read
-from .render import err
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,24 +37,25 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
-        err.print("phoenix: aborted")
-        return 130
+        return _fail("phoenix: aborted", 130)
     except click.UsageError as exc:
         where = f" {exc.ctx.command.name}" if exc.ctx and exc.ctx.command and exc.ctx.command.name != "phoenix" else ""
-        err.print(f"phoenix{where}: error: {exc.format_message()}", markup=False)
-        return 2
+        return _fail(f"phoenix{where}: error: {exc.format_message()}", 2)
     except click.ClickException as exc:
-        err.print(f"phoenix: error: {exc.format_message()}", markup=False)
-        return exc.exit_code
+        return _fail(f"phoenix: error: {exc.format_message()}", exc.exit_code)
     except PhoenixError as exc:
-        err.print(f"phoenix: error: {exc}", markup=False)
-        return exc.exit_code
+        return _fail(f"phoenix: error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
-        err.print("phoenix: interrupted")
-        return 130
+        return _fail("phoenix: interrupted", 130)
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, the traceback on request
         if os.environ.get("PHOENIX_DEBUG"):
             raise
-        err.print(f"phoenix: internal error: {type(exc).__name__}: {exc} (PHOENIX_DEBUG=1 shows the traceback)", markup=False)
-        return 1
+        return _fail(f"phoenix: internal error: {type(exc).__name__}: {exc} (PHOENIX_DEBUG=1 shows the traceback)", 1)
     return 0
+
+
+def _fail(line: str, code: int) -> int:
+    from .console import err  # rich loads only when there is something to print
+
+    err.print(line, markup=False)
+    return code

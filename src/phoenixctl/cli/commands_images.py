@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .common import json_option, spec_option
-from .render import out
+from .console import out
 
 
 def size_text(size: int | None) -> str:

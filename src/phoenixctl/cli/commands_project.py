@@ -1,4 +1,7 @@
-"""Commands on the project as a whole: validate, schema, bake, init, demo, secrets, watch, chaos."""
+"""Commands on the project as a whole: validate, schema, bake, init, demo, secrets, watch, chaos.
+
+Each command imports what it uses in its body: at import this module loads only click
+(see `cli/__init__.py`)."""
 
 from __future__ import annotations
 
@@ -9,15 +12,10 @@ import tempfile
 from pathlib import Path
 
 import click
-from rich.text import Text
 
-from ..boot import config
 from ..errors import PhoenixError
 from ..example import EXAMPLES, init_example
-from ..engine import check_provider
-from ..spec import json_schema, load_spec
 from .common import discard_state_option, env_argument, executor_for, json_option, spec_option
-from .render import RichReporter, err, out, phase_table
 
 
 @click.command()
@@ -28,7 +26,11 @@ from .render import RichReporter, err, out, phase_table
 @spec_option
 def validate(resolve_secrets: bool, spec_file: Path | None) -> None:
     """Check the spec file and its secret references; errors name the file, line and field (exit code 2)."""
+    from ..boot import config
     from ..boot.secrets import SecretResolver, check_sources
+    from ..engine.capabilities import check_provider
+    from ..spec import load_spec
+    from .console import err, out
 
     loaded = load_spec(spec_file)
     check_provider(loaded)
@@ -59,6 +61,8 @@ def validate(resolve_secrets: bool, spec_file: Path | None) -> None:
 @click.command()
 def schema() -> None:
     """Print the JSON Schema of phoenix.yaml, for editors."""
+    from ..spec import json_schema
+
     print(json.dumps(json_schema(), indent=2))
 
 
@@ -70,6 +74,7 @@ def schema() -> None:
 def bake(images: tuple[str, ...], no_cache: bool, spec_file: Path | None, as_json: bool) -> None:
     """Build images, layer by layer; a layer whose inputs did not change is a cache hit."""
     from .commands_images import bake_json, print_bake
+    from .console import out
 
     with executor_for(spec_file, "baking", quiet=True) as executor:
         results = executor.bake_layers(list(images), no_cache=no_cache)
@@ -85,6 +90,8 @@ def bake(images: tuple[str, ...], no_cache: bool, spec_file: Path | None, as_jso
               help="website: the local provider; website-aws: the same site on AWS")
 def init(directory: Path, example: str) -> None:
     """Copy an example project out as a starting point."""
+    from .console import out
+
     if (directory / "phoenix.yaml").exists():
         raise PhoenixError(f"{directory / 'phoenix.yaml'} already exists; not overwriting it")
     made = init_example(directory, example)
@@ -98,7 +105,11 @@ def init(directory: Path, example: str) -> None:
 @click.option("--keep", is_flag=True, help="Keep the demo directory (logs, state) afterwards")
 def demo(env: str, rate: float, keep: bool) -> None:
     """Bring up the example, rotate every server under steady load, report, tear down."""
+    from rich.text import Text
+
     from ..load import LoadGenerator
+    from .console import out
+    from .render import phase_table
 
     workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
     os.chmod(workdir, 0o711)  # servers that run as an unprivileged uid pass through it (nothing listed)
@@ -155,6 +166,8 @@ def secrets() -> None:
 def secrets_tls(env: str, host: str, days: int, force: bool, spec_file: Path | None) -> None:
     """Create a self-signed TLS certificate and key for ENV (mode 0600) under secrets/ENV/."""
     from ..boot.secrets import create_tls_pair
+    from ..spec import load_spec
+    from .console import out
 
     loaded = load_spec(spec_file)
     loaded.environment(env)
@@ -180,6 +193,8 @@ def watch(env: str, interval: float | None, budget: int | None, passes: int | No
     """Reconcile loop: replace outdated, old, drifted, unhealthy and dead servers as they appear;
     exit 1 when it ends with a role below its count."""
     from ..engine.watch import Watcher
+    from ..spec import load_spec
+    from .console import out
 
     load_spec(spec_file).environment(env)
     watcher = Watcher(spec_file, env, lambda line: out.print(line, markup=False), interval, budget, discard_state)
@@ -207,6 +222,9 @@ def chaos(
 ) -> None:
     """Terminate random in-service servers under load; report the time to the full count again."""
     from ..engine.watch import chaos as run_chaos
+    from ..spec import load_spec
+    from .console import out
+    from .render import RichReporter
 
     load_spec(spec_file).environment(env)
     report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)

@@ -1,20 +1,23 @@
-"""The commands that only read: status, history, plan, drift, config, userdata, doctor."""
+"""The commands that only read: status, history, plan, drift, config, userdata, doctor.
+
+Each command imports what it uses in its body: at import this module loads only click
+(see `cli/__init__.py`); rich's tables load after the --json answer, which scripts ask for
+often and which never needs them."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.table import Table
-from rich.text import Text
 
-from ..boot import config
-from ..boot.merged import Item, variable_value
-from ..engine import Executor
 from .common import env_argument, executor_for, json_option, spec_option
-from .render import err, out, phase_table
+
+if TYPE_CHECKING:
+    from ..boot.merged import Item
+    from ..engine import Executor
 
 
 @click.command()
@@ -23,11 +26,15 @@ from .render import err, out, phase_table
 @json_option
 def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Servers and load balancers of the environment, as they really are."""
+    from .console import out
+
     with executor_for(spec_file, "status", quiet=True, env=env) as executor:
         report = executor.reports.status(env)
     if as_json:
         out.print_json(json.dumps(report.as_json()))
         return
+    from rich.table import Table
+
     table = Table(title=f"{env}: servers", title_justify="left")
     # the provider's own fields (pid and root locally, instance and zone on AWS)
     extra = list(dict.fromkeys(key for s in report.servers for key in s.provider))
@@ -54,11 +61,16 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
 @json_option
 def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
+    from .console import out
+    from .render import phase_table
+
     with executor_for(spec_file, "history", quiet=True, env=env) as executor:
         operations = executor.reports.history(env, limit)
     if as_json:
         out.print_json(json.dumps([op.as_json() for op in operations]))
         return
+    from rich.table import Table
+
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
     warmed = [(op.id, w) for op in operations for w in op.warmups]
     if warmed:
@@ -80,6 +92,8 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
 def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Every server that should be replaced and why; exit 1 when something should, or when
     it cannot tell (a secret command, never run here, with no keyed hash recorded)."""
+    from .console import out
+
     with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
         report = executor.reports.reconcile_plan(env)
     if as_json:
@@ -104,6 +118,8 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
 @json_option
 def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Each server's files against how it booted; state written on servers listed apart; exit 1 on drift."""
+    from .console import out
+
     with executor_for(spec_file, "drift", quiet=True, env=env) as executor:
         report = executor.reports.drift(env)
     if as_json:
@@ -138,6 +154,10 @@ def _env_role(executor: Executor, env: str, role: str) -> None:
 @json_option
 def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -> None:
     """The merged boot configuration of one server, secrets redacted, with where each value came from."""
+    from ..boot import config
+    from ..boot.merged import variable_value
+    from .console import out
+
     with executor_for(spec_file, "config", quiet=True, env=env) as executor:
         _env_role(executor, env, role)
         loaded = executor.project.loaded
@@ -175,6 +195,9 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
     if as_json:
         out.print_json(json.dumps(report))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     out.print(Text.assemble((f"{env}/{role}", "bold"), f": configuration at boot (later wins: {' -> '.join(report['layers'])})"))
     table = Table(show_header=True, box=None, pad_edge=False)
     for column in ("", "name", "value", "from"):
@@ -202,7 +225,9 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
 def userdata(env: str, role: str, spec_file: Path | None) -> None:
     """The cloud-init user-data a server of ENV/ROLE boots with, secrets redacted (secret
     commands are not run: the size counts a stand-in for their values)."""
+    from ..boot import config
     from ..boot.userdata import USERDATA_LIMIT, render
+    from .console import err
 
     with executor_for(spec_file, "userdata", quiet=True, env=env) as executor:
         _env_role(executor, env, role)
@@ -226,11 +251,15 @@ def userdata(env: str, role: str, spec_file: Path | None) -> None:
 @json_option
 def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
     """What the configured provider can do: images, user-data, load balancers, floating IPs, DNS."""
+    from .console import out
+
     with executor_for(spec_file, "doctor", quiet=True) as executor:
         report = executor.reports.doctor(probe)
     if as_json:
         out.print_json(json.dumps(report.as_json()))
     else:
+        from rich.table import Table
+
         table = Table(title=f"provider {report.provider}", title_justify="left")
         for column in ("capability", "ok", "detail", "seconds"):
             table.add_column(column)

@@ -1,16 +1,18 @@
-"""What the commands share: their options, and the project's executor with its progress bar."""
+"""What the commands share: their options, and the project's executor with its progress bar.
+
+Only click is loaded here: the engine, rich's progress bar and the printing helpers load
+when a command first asks for an executor, so `phoenix --help` stays light."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ..engine import Executor, Project
-from .render import RichReporter, err
+if TYPE_CHECKING:
+    from ..engine import Executor
 
 
 spec_option = click.option(
@@ -37,6 +39,9 @@ def executor_for(
     spec_file: Path | None, description: str, quiet: bool = False, lock_timeout: float = 0.0, env: str | None = None
 ) -> Iterator[Executor]:
     """The project's executor; `env`, when given, is checked first, the same way for every command."""
+    from ..engine import Executor, Project
+    from .render import RichReporter, err
+
     project = Project(spec_file)
     try:
         if env is not None:
@@ -46,6 +51,8 @@ def executor_for(
         raise
     progress = None
     if not quiet and err.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         progress = Progress(
             SpinnerColumn(), TextColumn(description, markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True
         )

@@ -1,25 +1,22 @@
-"""What `phoenix` prints: its consoles, the progress reporter, results, plans and phase tables."""
+"""What `phoenix` prints: the progress reporter, results, plans and phase tables.
+
+Loaded by the commands that run the engine (it imports the engine's types); the consoles
+themselves are in `console.py`, which every command may load without the engine."""
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 from rich.text import Text
 
-from ..engine import PHASES, OperationResult, Reporter
+from ..engine.operation import PHASES, OperationResult, Reporter
 from ..engine.report_types import ConvergePlan, OperationReport, SwitchPlan
+from .console import err, out
 
-
-# Markup off everywhere: what we print comes from specs, servers' logs and the state store,
-# and is shown as plain text ("[/x]" in a server's output is text, never a style); the few
-# styled words are built as rich Text.
-out = Console(highlight=False, soft_wrap=True, markup=False)
-if not out.is_terminal:
-    out = Console(highlight=False, soft_wrap=True, markup=False, width=200)  # tables readable in CI logs
-err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
+if TYPE_CHECKING:
+    from rich.progress import Progress
+    from rich.table import Table
 
 
 class RichReporter(Reporter):
@@ -95,6 +92,8 @@ def print_plan(plan: ConvergePlan | SwitchPlan, as_json: bool) -> None:
 
 def phase_table(operations: list[OperationReport], title: str) -> Table:
     """One row per operation; per phase the slowest server's time (×servers)."""
+    from rich.table import Table  # here: only tables need it, and --json never prints one
+
     table = Table(title=title, title_justify="left")
     shown = [p for p in PHASES if any(p in op.phases for op in operations)]  # no empty columns
     for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):

@@ -11,12 +11,14 @@ import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from ..deadline import Deadline
 from ..errors import PhoenixError
 from ..spec import DiscoverySpec, ImageSpec, PlacementSpec, ProviderSpec
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,8 @@ class ComputeDriver(ABC):
 
     def health(self, handle: dict, address: str, port: int, path: str, timeout: float) -> str:
         """'' when GET path answers 2xx or 3xx, else what it answered."""
+        import httpx  # here: only the health gate needs it, and it costs every command at start
+
         if self._http is None:
             # One client for every check: building one per request costs a TLS context each time.
             self._http = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))

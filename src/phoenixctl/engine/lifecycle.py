@@ -13,7 +13,6 @@ from __future__ import annotations
 import secrets
 import threading
 
-from .. import warmup
 from ..boot.config import BootConfig
 from ..deadline import Deadline, DeadlineExceeded
 from ..drivers.base import LaunchRequest
@@ -146,6 +145,8 @@ class Lifecycle(Part):
             raise GateFailed(row.id, "health", reason, self.compute.log_excerpt(row.handle_data)) from None
 
     def warm(self, op: Operation, row: ServerRow, spec) -> None:
+        from .. import warmup  # the crawler (httpx, lxml) loads with the first server it warms
+
         result = warmup.warm(f"http://{row.address}:{row.port}", spec)
         passed = result.passed(spec)
         self.store.record_warmup(

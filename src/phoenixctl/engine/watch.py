@@ -25,7 +25,6 @@ from .commands import Executor
 from .operation import Reporter
 from .project import Project
 from .report_types import ChaosReport, Coverage, ServerStatus
-from ..load import LoadGenerator, NoLoad
 from ..lock import LockHeld
 
 
@@ -140,6 +139,8 @@ def chaos(
     allow_outage: bool = False, seed: int | None = None,
 ) -> ChaosReport:
     """Kill `kill` random in-service servers under load; wait for the full count again."""
+    from ..load import LoadGenerator, NoLoad  # here: the reconcile loop sends no load, so `phoenix watch` never loads aiohttp
+
     project = Project(spec_path)
     try:
         executor = Executor(project, reporter)

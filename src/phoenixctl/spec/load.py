@@ -104,11 +104,25 @@ def _check_bounds(root: yaml.Node, name: str) -> None:
 
 
 def _parse_yaml(text: str, name: str) -> tuple[yaml.Node | None, Any]:
-    """Compose the document once, check its bounds, then build it from the same nodes."""
+    """Compose the document once, check its bounds, then build it from the same nodes.
+
+    libyaml's loader first when PyYAML has it: the same nodes and marks, about 20 times
+    faster (the pure-Python parse of the example was a tenth of `phoenix status`). On bad
+    YAML the pure-Python loader parses again, for its clearer message."""
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise SpecError(f"{name}:{line}: contains a NUL byte (is it a text file?)")
-    loader = yaml.SafeLoader(text)
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return _compose_and_build(fast, text, name)
+        except yaml.YAMLError:
+            pass  # told below, in the pure-Python loader's words
+    return _compose_and_build(yaml.SafeLoader, text, name)
+
+
+def _compose_and_build(loader_class: type, text: str, name: str) -> tuple[yaml.Node | None, Any]:
+    loader = loader_class(text)
     try:
         try:
             root = loader.get_single_node()
