@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from .common import json_option, spec_option
-from .console import out
 
 
 def size_text(size: int | None) -> str:
@@ -45,6 +44,8 @@ def bake_json(results: list) -> list[dict]:
 
 def print_bake(results: list) -> None:
     """One line per image, then one per layer: cache hit or built, time, size."""
+    from .console import out
+
     for name, result in results:
         out.print(f"{name}: {result.image_id} ({'cache hit, not rebuilt' if result.cached else f'baked in {result.seconds:.2f}s'})")
         for layer in result.layers:
@@ -64,6 +65,7 @@ def images(ctx: click.Context, keep: int, spec_file: Path | None, as_json: bool)
     from rich.table import Table
 
     from ..engine import Project
+    from .console import out
     from ..engine.images import ImageCatalog
     from ..engine.wiring import Engine
 
@@ -95,6 +97,7 @@ def images(ctx: click.Context, keep: int, spec_file: Path | None, as_json: bool)
 def prune(keep: int, force: bool, spec_file: Path | None, as_json: bool) -> None:
     """Remove images no server runs, the spec does not bake and no kept release names."""
     from ..engine import Project
+    from .console import out
     from ..engine.images import ImageCatalog
     from ..engine.wiring import Engine
 
