@@ -1,0 +1,179 @@
+"""Profile the control plane at scale, with the in-memory drivers (`provider: fake`): how
+Phoenix's own work grows with the fleet. Tests nothing; measures and profiles.
+
+For each size, in a child process of its own (so peak memory is that size's): a project with
+one environment of N servers (or 200 environments of 50), `up`, then the image changes (so
+every server is outdated), `plan` (the reconcile report), then `rotate`. Reported: wall time
+of plan and rotate, Phoenix's CPU per replaced server (`time.process_time`, every thread),
+and the child's peak RSS.
+
+    python bench/profile_control_plane.py                       # this checkout's src
+    python bench/profile_control_plane.py --src old=/work/wt-linear-old/src --src new=src
+    python bench/profile_control_plane.py --sizes 1000 --profile   # cProfile, every thread
+
+`--src LABEL=PATH` runs the children with PATH first on PYTHONPATH, so two versions of the
+code are measured side by side in one run. Only `phoenixctl` is imported."""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ENVS_OF_50 = "200x50"
+SIZES = ["100", "1000", "5000", "10000", ENVS_OF_50]
+ROLLOUT = {"max_surge": "10%", "max_unavailable": 0}  # ten batches at every size
+
+
+def spec(envs: dict[str, int], start: str) -> str:
+    import yaml  # phoenixctl's own dependency
+
+    return yaml.safe_dump({
+        "project": "scale",
+        "provider": "fake",
+        "images": {"app": {"start": start}},
+        "roles": {"web": {"image": "app", "port": 8080}},
+        "environments": {env: {"roles": {"web": count}, "rollout": ROLLOUT} for env, count in envs.items()},
+        "defaults": {"deadlines": {"boot": "60s", "health": "60s", "swap": "60s", "drain": "60s", "stop": "60s"}},
+    })
+
+
+class ThreadProfiles:
+    """cProfile in every thread (cProfile alone sees only the thread that enabled it)."""
+
+    def __init__(self):
+        self.profiles: list[cProfile.Profile] = []
+        self.lock = threading.Lock()
+
+    def _start_in_thread(self, *_):
+        profile = cProfile.Profile()
+        with self.lock:
+            self.profiles.append(profile)
+        profile.enable()  # replaces this hook for the rest of the thread
+
+    def __enter__(self):
+        threading.setprofile(self._start_in_thread)
+        self.main = cProfile.Profile()
+        self.main.enable()
+        return self
+
+    def __exit__(self, *_):
+        self.main.disable()
+        threading.setprofile(None)
+
+    def report(self, top: int = 30) -> str:
+        out = io.StringIO()
+        stats = pstats.Stats(self.main, stream=out)
+        for profile in self.profiles:
+            stats.add(profile)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats(top)
+        return out.getvalue()
+
+
+def measure(size: str, profile: bool) -> dict:
+    """One size, in this process: up, change the image, plan, rotate."""
+    from phoenixctl.engine import Executor, Project
+
+    envs = {f"e{i:03d}": 50 for i in range(200)} if size == ENVS_OF_50 else {"prod": int(size)}
+    servers = sum(envs.values())
+    result: dict = {"size": size, "servers": servers}
+    with tempfile.TemporaryDirectory() as directory:
+        spec_path = Path(directory) / "phoenix.yaml"
+        spec_path.write_text(spec(envs, "serve v1"))
+        started, cpu = time.perf_counter(), time.process_time()
+        executor = Executor(Project(spec_path))
+        for env in envs:
+            executor.up(env)
+        result["up_s"], result["up_cpu_ms_per_server"] = time.perf_counter() - started, (time.process_time() - cpu) * 1000 / servers
+        executor.project.close()
+
+        spec_path.write_text(spec(envs, "serve v2"))  # a new image: every server is outdated
+        profiler = ThreadProfiles() if profile else None
+        started, cpu = time.perf_counter(), time.process_time()
+        executor = Executor(Project(spec_path))
+        if profiler:
+            profiler.__enter__()
+        planned = [executor.reports.reconcile_plan(env) for env in envs]
+        if profiler:
+            profiler.__exit__()
+        result["plan_s"], result["plan_cpu_s"] = time.perf_counter() - started, time.process_time() - cpu
+        result["planned_replacements"] = sum(len(role.replace) for plan in planned for role in plan.roles)
+        if profiler:
+            result["plan_profile"] = profiler.report()
+
+        profiler = ThreadProfiles() if profile else None
+        if profiler:
+            profiler.__enter__()
+        started, cpu = time.perf_counter(), time.process_time()
+        replaced = sum(len(executor.rotate(env).retired) for env in envs)
+        result["rotate_s"], rotate_cpu = time.perf_counter() - started, time.process_time() - cpu
+        if profiler:
+            profiler.__exit__()
+            result["rotate_profile"] = profiler.report()
+        result["replaced"] = replaced
+        result["rotate_cpu_ms_per_server"] = rotate_cpu * 1000 / max(replaced, 1)
+        executor.project.close()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def run_child(size: str, src: str | None, profile: bool, timeout: float) -> dict:
+    env = dict(os.environ)
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(src).resolve()), env.get("PYTHONPATH", "")]))
+    command = [sys.executable, __file__, "--child", size] + (["--profile"] if profile else [])
+    try:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"size": size, "error": f"over {timeout:g}s"}
+    if done.returncode != 0:
+        return {"size": size, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def row(label: str, r: dict) -> str:
+    if "error" in r:
+        return f"| {label} | {r['size']} | {r['error']} | | | | |"
+    return (
+        f"| {label} | {r['size']} | {r['plan_s']:.2f} | {r['rotate_s']:.2f} | {r['rotate_cpu_ms_per_server']:.2f} "
+        f"| {r['up_cpu_ms_per_server']:.2f} | {r['peak_rss_mb']:.0f} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="*", default=SIZES, help=f"servers in one environment, or {ENVS_OF_50}")
+    parser.add_argument("--src", action="append", default=[], metavar="LABEL=PATH", help="code to measure (repeatable)")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top functions (every thread) per size")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds a size may take before it is given up")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.profile)))
+        return 0
+    sources = [tuple(s.split("=", 1)) for s in args.src] or [("this", str(Path(__file__).resolve().parent.parent / "src"))]
+    print("| code | size | plan (s) | rotate (s) | rotate CPU per replaced server (ms) | up CPU per server (ms) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for size in args.sizes:  # sizes outside, code inside: the versions measured side by side
+        for label, src in sources:
+            result = run_child(size, src, args.profile, args.timeout)
+            print(row(label, result), flush=True)
+            for key in ("plan_profile", "rotate_profile"):
+                if key in result:
+                    print(f"\n<details><summary>{label} {size}: {key}</summary>\n\n```\n{result[key]}```\n</details>\n", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
