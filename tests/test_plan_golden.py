@@ -1,7 +1,8 @@
 """Plans stay what they were: the `plan` report and the dry runs of deploy (rolling,
 blue-green, canary) and rotate, for fixed fleets on a frozen clock, equal to what the code
 planned before the control plane was made linear (issue 15). The goldens under
-tests/golden/ were written by the code of 601659a with `python tests/test_plan_golden.py`.
+tests/golden/ were written by the code of 601659a with `python tests/test_plan_golden.py`
+(the large one's reason counts and long steps then shortened as `compact` now does).
 
 The fleets are seeded straight into the store's tables (its on-disk format, which an
 upgrade must keep reading) and into the in-memory drivers' world (a stand-in for servers
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import sys
 from collections import Counter
@@ -128,17 +130,24 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
+def short(text: str) -> str:
+    return text if len(text) <= 120 else f"{text[:100]} ... sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
 def compact(planned: dict) -> dict:
-    """A large fleet's plans, stored small: a digest of each, the reasons counted, a sample."""
+    """A large fleet's plans, stored small: a digest of each, the reasons counted (their
+    numbers left out), a sample of the decisions and steps (a long step by its digest)."""
     out = {}
     for name, value in planned.items():
         roles = value["roles"]
         decisions = {key: [d for r in roles for d in r.get(key, [])] for key in ("replace", "retire", "remove", "retire_extra")}
         out[name] = {
             "sha256": digest(value),
-            "reasons": {key: dict(sorted(Counter(d["reason"] for d in ds).items())) for key, ds in decisions.items() if ds},
+            "reasons": {
+                key: dict(sorted(Counter(re.sub(r"\d+", "#", d["reason"]) for d in ds).items())) for key, ds in decisions.items() if ds
+            },
             "sample": {key: ds[:5] + ds[-5:] for key, ds in decisions.items() if ds},
-            "steps": {r["role"]: (r.get("steps", [])[:3] + r.get("steps", [])[-2:]) for r in roles},
+            "steps": {r["role"]: [short(step) for step in r.get("steps", [])[:3] + r.get("steps", [])[-2:]] for r in roles},
         }
     return out
 
