@@ -178,13 +178,17 @@ class FakeLoadBalancers(LoadBalancerDriver):
         self.world.log("add", name, "standby" if standby else "ready")
 
     def members(self, handle: dict) -> dict[str, MemberState]:
-        states = {}
-        for name, member in list(self._members(handle).items()):
-            server = self.world.servers.get(name)
-            healthy = bool(server and server.alive and server.healthy)
-            status = {"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}[member.state] if healthy else "DOWN"
-            states[name] = MemberState(status=status, check_ok=healthy, sessions=member.sessions)
-        return states
+        return {name: self._state(name, member) for name, member in list(self._members(handle).items())}
+
+    def member(self, handle: dict, name: str) -> MemberState | None:
+        member = self._members(handle).get(name)
+        return self._state(name, member) if member is not None else None
+
+    def _state(self, name: str, member: FakeMember) -> MemberState:
+        server = self.world.servers.get(name)
+        healthy = bool(server and server.alive and server.healthy)
+        status = {"ready": "UP", "drain": "DRAIN", "maint": "MAINT"}[member.state] if healthy else "DOWN"
+        return MemberState(status=status, check_ok=healthy, sessions=member.sessions)
 
     def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
         members = self._members(handle)
