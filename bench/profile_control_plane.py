@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import itertools
 import json
 import os
 import pstats
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 
 ENVS_OF_50 = "200x50"
@@ -95,6 +97,19 @@ def quiet_fake(workdir: Path) -> None:
         FakeWorld.serving = lambda self, key: ()
 
 
+def distinct_server_ids() -> None:
+    """Code from before 289a8e1 drew a server id from 24 random bits and never checked it:
+    at a few thousand servers two met and the launch failed on the store's primary key. It
+    gets distinct ids from a counter instead (same format, same cost), so it can be measured."""
+    from phoenixctl.engine import lifecycle
+    from phoenixctl.state import StateStore
+
+    if StateStore.add_server.__annotations__.get("return") in ("bool", bool):
+        return  # draws again when an id is taken
+    counter = itertools.count(int.from_bytes(os.urandom(2), "big") << 8)
+    lifecycle.secrets = types.SimpleNamespace(token_hex=lambda n: f"{next(counter) % (1 << (8 * n)):0{2 * n}x}")
+
+
 def measure(size: str, profile: bool, fake_checks: bool) -> dict:
     """One size, in this process: up, change the image, plan, rotate."""
     from phoenixctl.engine import Executor, Project
@@ -107,11 +122,13 @@ def measure(size: str, profile: bool, fake_checks: bool) -> dict:
         spec_path.write_text(spec(envs, "serve v1"))
         if not fake_checks:
             quiet_fake(spec_path.parent / ".phoenix")
+        distinct_server_ids()
         started, cpu = time.perf_counter(), time.process_time()
         executor = Executor(Project(spec_path))
         for env in envs:
             executor.up(env)
         result["up_s"], result["up_cpu_ms_per_server"] = time.perf_counter() - started, (time.process_time() - cpu) * 1000 / servers
+        print(json.dumps(result), flush=True)  # what a size given up on had measured so far
         executor.project.close()
 
         spec_path.write_text(spec(envs, "serve v2"))  # a new image: every server is outdated
@@ -127,6 +144,7 @@ def measure(size: str, profile: bool, fake_checks: bool) -> dict:
         result["planned_replacements"] = sum(len(role.replace) for plan in planned for role in plan.roles)
         if profiler:
             result["plan_profile"] = profiler.report()
+        print(json.dumps(result), flush=True)
 
         profiler = ThreadProfiles() if profile else None
         if profiler:
@@ -151,19 +169,27 @@ def run_child(size: str, src: str | None, profile: bool, fake_checks: bool, time
     command = [sys.executable, __file__, "--child", size] + (["--profile"] if profile else []) + (["--fake-checks"] if fake_checks else [])
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"size": size, "error": f"over {timeout:g}s"}
+    except subprocess.TimeoutExpired as expired:
+        output = expired.stdout.decode() if isinstance(expired.stdout, bytes) else expired.stdout or ""
+        partial = json.loads(output.splitlines()[-1]) if output.strip() else {"size": size}
+        return {**partial, "error": f"over {timeout:g}s"}
+    partial = json.loads(done.stdout.splitlines()[-1]) if done.stdout.strip() else {"size": size}
     if done.returncode != 0:
-        return {"size": size, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
-    return json.loads(done.stdout.splitlines()[-1])
+        errors = [line for line in done.stderr.splitlines() if "Error" in line.split(":", 1)[0]] or [f"exit {done.returncode}"]
+        return {**partial, "error": errors[-1][:120].replace("|", "/")}
+    return partial
 
 
 def row(label: str, r: dict) -> str:
-    if "error" in r:
-        return f"| {label} | {r['size']} | {r['error']} | | | | |"
+    """A size's line; what was not measured (the size was given up on) says why."""
+    missing = r.get("error", "")
+
+    def cell(key: str, digits: int) -> str:
+        return f"{r[key]:.{digits}f}" if key in r else missing
+
     return (
-        f"| {label} | {r['size']} | {r['plan_s']:.2f} | {r['rotate_s']:.2f} | {r['rotate_cpu_ms_per_server']:.2f} "
-        f"| {r['up_cpu_ms_per_server']:.2f} | {r['peak_rss_mb']:.0f} |"
+        f"| {label} | {r['size']} | {cell('plan_s', 2)} | {cell('rotate_s', 2)} | {cell('rotate_cpu_ms_per_server', 2)} "
+        f"| {cell('up_cpu_ms_per_server', 2)} | {cell('peak_rss_mb', 0)} |"
     )
 
 
