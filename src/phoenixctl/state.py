@@ -1,20 +1,30 @@
 """The state store: images, servers, load balancers, operations and their phase timings.
 
-SQLite (WAL) through SQLAlchemy at `.phoenix/state.db`; every change is its own short
+SQLite (WAL) through SQLAlchemy Core at `.phoenix/state.db`; every change is its own short
 transaction, written before and after the step it records, so another command (or a later
-recovery) always sees what exists."""
+recovery) always sees what exists. Rows come back as small dataclasses (`ServerRow`, ...):
+the tables are plain `Table`s (what Alembic will migrate), no ORM, so a row costs a tuple
+and the statements run often are built once. Statements are SQLAlchemy's, not SQLite's: the
+same code is meant to run on PostgreSQL (where one connection per thread from the pool
+would replace the one shared connection SQLite wants)."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, insert, inspect, select, update
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import (
+    Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text, bindparam, create_engine, delete,
+    event, insert, inspect, select, update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from .errors import PhoenixError
 
@@ -23,133 +33,205 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-class Base(DeclarativeBase):
-    pass
+@dataclass
+class ImageRow:
+    id: str
+    name: str
+    provider: str
+    location: str  # provider-specific: a directory, an AMI id
+    created_at: datetime = field(default_factory=utcnow)
+    bake_seconds: float = 0.0
 
 
-class ImageRow(Base):
-    __tablename__ = "images"
-    id: Mapped[str] = mapped_column(String, primary_key=True)
-    name: Mapped[str] = mapped_column(String)
-    provider: Mapped[str] = mapped_column(String)
-    location: Mapped[str] = mapped_column(Text)  # provider-specific: a directory, an AMI id
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    bake_seconds: Mapped[float] = mapped_column(Float, default=0.0)
-
-
-class ServerRow(Base):
-    __tablename__ = "servers"
-    id: Mapped[str] = mapped_column(String, primary_key=True)
-    env: Mapped[str] = mapped_column(String, index=True)
-    role: Mapped[str] = mapped_column(String)
-    image_id: Mapped[str] = mapped_column(String)
-    fingerprint: Mapped[str] = mapped_column(String)
-    address: Mapped[str] = mapped_column(String)
-    port: Mapped[int] = mapped_column(Integer)
+@dataclass
+class ServerRow:
+    id: str
+    env: str
+    role: str
+    image_id: str
+    fingerprint: str
+    address: str
+    port: int
     # launching -> booting -> checking -> ready -> in_service -> draining -> stopping -> destroyed
     # (or failed -> destroyed)
-    state: Mapped[str] = mapped_column(String, default="launching")
-    in_service: Mapped[bool] = mapped_column(Boolean, default=False)
-    launched_at: Mapped[datetime] = mapped_column(default=utcnow)
-    retired_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    standby_until: Mapped[datetime | None] = mapped_column(nullable=True)  # blue-green: kept until then
-    operation_id: Mapped[str | None] = mapped_column(String, nullable=True)
-    handle: Mapped[str] = mapped_column(Text, default="{}")  # provider data: pid, root, log...
+    state: str = "launching"
+    in_service: bool = False
+    launched_at: datetime = field(default_factory=utcnow)
+    retired_at: datetime | None = None
+    standby_until: datetime | None = None  # blue-green: kept until then
+    operation_id: str | None = None
+    handle: str = "{}"  # provider data: pid, root, log...
 
     @property
     def handle_data(self) -> dict:
         return json.loads(self.handle)
 
 
-class LoadBalancerRow(Base):
-    __tablename__ = "load_balancers"
-    env: Mapped[str] = mapped_column(String, primary_key=True)
-    role: Mapped[str] = mapped_column(String, primary_key=True)
-    address: Mapped[str] = mapped_column(String)
-    port: Mapped[int] = mapped_column(Integer)
-    handle: Mapped[str] = mapped_column(Text, default="{}")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+@dataclass
+class LoadBalancerRow:
+    env: str
+    role: str
+    address: str
+    port: int
+    handle: str = "{}"
+    created_at: datetime = field(default_factory=utcnow)
 
     @property
     def handle_data(self) -> dict:
         return json.loads(self.handle)
 
 
-class OperationRow(Base):
-    __tablename__ = "operations"
-    id: Mapped[str] = mapped_column(String, primary_key=True)
-    env: Mapped[str] = mapped_column(String, index=True)
-    kind: Mapped[str] = mapped_column(String)
-    status: Mapped[str] = mapped_column(String, default="running")  # running, succeeded, failed
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    summary: Mapped[str] = mapped_column(Text, default="")
+@dataclass
+class OperationRow:
+    id: str
+    env: str
+    kind: str
+    status: str = "running"  # running, succeeded, failed
+    started_at: datetime = field(default_factory=utcnow)
+    ended_at: datetime | None = None
+    summary: str = ""
 
 
-class PhaseRow(Base):
-    __tablename__ = "phases"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
-    phase: Mapped[str] = mapped_column(String)  # bake, launch, boot, health, swap, drain, destroy
-    server_id: Mapped[str | None] = mapped_column(String, nullable=True)
-    started_at: Mapped[datetime] = mapped_column(default=utcnow)
-    seconds: Mapped[float] = mapped_column(Float)
-    ok: Mapped[bool] = mapped_column(Boolean, default=True)
+@dataclass(kw_only=True)
+class PhaseRow:
+    id: int | None = None
+    operation_id: str
+    phase: str  # bake, launch, boot, health, swap, drain, destroy
+    server_id: str | None = None
+    started_at: datetime = field(default_factory=utcnow)
+    seconds: float
+    ok: bool = True
 
 
-class WarmupRow(Base):
+@dataclass(kw_only=True)
+class WarmupRow:
     """What warming one new server did: pages, failures, bytes, time."""
 
-    __tablename__ = "warmups"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
-    server_id: Mapped[str] = mapped_column(String)
-    planned: Mapped[int] = mapped_column(Integer)
-    fetched: Mapped[int] = mapped_column(Integer)
-    succeeded: Mapped[int] = mapped_column(Integer)
-    bytes: Mapped[int] = mapped_column(Integer)
-    seconds: Mapped[float] = mapped_column(Float)
-    passed: Mapped[bool] = mapped_column(Boolean)
-    summary: Mapped[str] = mapped_column(Text, default="")
+    id: int | None = None
+    operation_id: str
+    server_id: str
+    planned: int
+    fetched: int
+    succeeded: int
+    bytes: int
+    seconds: float
+    passed: bool
+    summary: str = ""
 
 
-class ReleaseRow(Base):
+@dataclass(kw_only=True)
+class ReleaseRow:
     """What an environment served from when: the spec (references only, no secret), the
     image ids and each role's fingerprint. A rollback redeploys the previous one."""
 
-    __tablename__ = "releases"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    env: Mapped[str] = mapped_column(String, index=True)
-    operation_id: Mapped[str] = mapped_column(String)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    kind: Mapped[str] = mapped_column(String)  # up, deploy, rotate, promote, rollback
-    reason: Mapped[str] = mapped_column(Text, default="")
-    spec_text: Mapped[str] = mapped_column(Text)
-    image_ids: Mapped[str] = mapped_column(Text)  # json: image name -> id
-    fingerprints: Mapped[str] = mapped_column(Text)  # json: role -> fingerprint
+    id: int | None = None
+    env: str
+    operation_id: str
+    created_at: datetime = field(default_factory=utcnow)
+    kind: str  # up, deploy, rotate, promote, rollback
+    reason: str = ""
+    spec_text: str
+    image_ids: str  # json: image name -> id
+    fingerprints: str  # json: role -> fingerprint
 
 
-class SecretHashRow(Base):
+@dataclass
+class SecretHashRow:
     """A keyed hash (HMAC) of a secret value: never the value. Lets planning refuse a value
     that another environment already uses, and stands in for a command secret's value in
     read-only commands, which never run it (while the command is the one recorded)."""
 
-    __tablename__ = "secret_hashes"
-    env: Mapped[str] = mapped_column(String, primary_key=True)
-    name: Mapped[str] = mapped_column(String, primary_key=True)
-    digest: Mapped[str] = mapped_column(String)
-    source: Mapped[str | None] = mapped_column(Text, nullable=True)  # what it was read from (a reference)
+    env: str
+    name: str
+    digest: str
+    source: str | None = None  # what it was read from (a reference)
 
 
-class MetaRow(Base):
-    """Facts about the store itself: the project directory it belongs to."""
+metadata = MetaData()
+images = Table(
+    "images", metadata,
+    Column("id", String, primary_key=True), Column("name", String, nullable=False), Column("provider", String, nullable=False),
+    Column("location", Text, nullable=False), Column("created_at", DateTime, nullable=False), Column("bake_seconds", Float, nullable=False),
+)
+servers = Table(
+    "servers", metadata,
+    Column("id", String, primary_key=True), Column("env", String, nullable=False, index=True), Column("role", String, nullable=False),
+    Column("image_id", String, nullable=False), Column("fingerprint", String, nullable=False), Column("address", String, nullable=False),
+    Column("port", Integer, nullable=False), Column("state", String, nullable=False), Column("in_service", Boolean, nullable=False),
+    Column("launched_at", DateTime, nullable=False), Column("retired_at", DateTime), Column("standby_until", DateTime),
+    Column("operation_id", String), Column("handle", Text, nullable=False),
+    Index("ix_servers_env_role_state", "env", "role", "state"),  # a role's servers, the destroyed left out
+)
+load_balancers = Table(
+    "load_balancers", metadata,
+    Column("env", String, primary_key=True), Column("role", String, primary_key=True), Column("address", String, nullable=False),
+    Column("port", Integer, nullable=False), Column("handle", Text, nullable=False), Column("created_at", DateTime, nullable=False),
+)
+operations = Table(
+    "operations", metadata,
+    Column("id", String, primary_key=True), Column("env", String, nullable=False, index=True), Column("kind", String, nullable=False),
+    Column("status", String, nullable=False), Column("started_at", DateTime, nullable=False), Column("ended_at", DateTime),
+    Column("summary", Text, nullable=False),
+)
 
-    __tablename__ = "meta"
-    name: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+
+def of_operation(name: str, *columns: Column) -> Table:
+    """A table of measurements, each row of one operation."""
+    return Table(
+        name, metadata, Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("operation_id", String, ForeignKey("operations.id"), nullable=False, index=True), *columns,
+    )
+
+
+phases = of_operation(
+    "phases", Column("phase", String, nullable=False), Column("server_id", String), Column("started_at", DateTime, nullable=False),
+    Column("seconds", Float, nullable=False), Column("ok", Boolean, nullable=False),
+)
+warmups = of_operation(
+    "warmups", Column("server_id", String, nullable=False), Column("planned", Integer, nullable=False), Column("fetched", Integer, nullable=False), Column("succeeded", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False), Column("seconds", Float, nullable=False), Column("passed", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),
+)
+releases = Table(
+    "releases", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True), Column("env", String, nullable=False, index=True),
+    Column("operation_id", String, nullable=False), Column("created_at", DateTime, nullable=False), Column("kind", String, nullable=False),
+    Column("reason", Text, nullable=False), Column("spec_text", Text, nullable=False), Column("image_ids", Text, nullable=False),
+    Column("fingerprints", Text, nullable=False),
+)
+secret_hashes = Table(
+    "secret_hashes", metadata,
+    Column("env", String, primary_key=True), Column("name", String, primary_key=True), Column("digest", String, nullable=False),
+    Column("source", Text),
+)
+meta = Table("meta", metadata, Column("name", String, primary_key=True), Column("value", Text, nullable=False))
+
+
+def values(row) -> dict:
+    """A row's fields as column values (an autoincrement id left to the database)."""
+    return {f.name: getattr(row, f.name) for f in fields(row) if not (f.name == "id" and getattr(row, "id") is None)}
+
+
+def selecting(kind, table: Table):
+    """SELECT of `table`'s columns in `kind`'s field order, so a result row maps positionally."""
+    return select(*(table.c[f.name] for f in fields(kind)))
+
+
+def as_rows(kind, result) -> list:
+    """Result rows (selected with `selecting(kind, ...)`) as `kind` dataclasses."""
+    names = [f.name for f in fields(kind)]
+    return [kind(**dict(zip(names, row))) for row in result]
+
+
+SERVER_COLUMNS = selecting(ServerRow, servers)
+SERVER_BY_ID = SERVER_COLUMNS.where(servers.c.id == bindparam("server_id"))
 
 
 class StateStore:
+    """The record of one project. One connection, one transaction at a time (SQLite has one
+    writer anyway; threads of one command take turns instead of waiting in SQLite's busy
+    loop); other processes' connections read beside it (WAL)."""
+
     def __init__(self, path: Path):
         path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
         self.path = path
@@ -167,9 +249,11 @@ class StateStore:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-        Base.metadata.create_all(self.engine)
+        metadata.create_all(self.engine)
         self._add_missing_columns()
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._lock = threading.RLock()
+        self._connection: Connection = self.engine.connect()
+        self._updates: dict[tuple[str, ...], object] = {}  # update_server's statements, one per set of fields
         for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             if companion.exists():
                 os.chmod(companion, 0o600)
@@ -179,166 +263,182 @@ class StateStore:
         one (a project copied with its `.phoenix/`: its paths, processes and sockets are the
         original's, and acting on them from here would reach into that project)."""
         here = str(project_dir.resolve())
-        with self.session() as s:
-            row = s.get(MetaRow, "project_dir")
-            if row is None:
-                s.add(MetaRow(name="project_dir", value=here))
+        with self.transaction() as connection:
+            recorded = connection.execute(select(meta.c.value).where(meta.c.name == "project_dir")).scalar()
+            if recorded is None:
+                connection.execute(insert(meta).values(name="project_dir", value=here))
                 return
-            if row.value != here:
+            if recorded != here:
                 raise PhoenixError(
-                    f"{self.path} belongs to the project at {row.value}, not {here}: a copied .phoenix/ is refused "
+                    f"{self.path} belongs to the project at {recorded}, not {here}: a copied .phoenix/ is refused "
                     "(remove it from the copy to start afresh, or run phoenix from the original)"
                 )
 
     def _add_missing_columns(self) -> None:
-        """A store written by an older Phoenix gains the columns added since (all nullable or
-        defaulted): additive changes only, so an upgrade never loses the record."""
+        """A store written by an older Phoenix gains the columns and indexes added since
+        (columns all nullable or defaulted): additive changes only, so an upgrade never loses
+        the record."""
         existing = inspect(self.engine)
         with self.engine.begin() as connection:
-            for table in Base.metadata.sorted_tables:
+            for table in metadata.sorted_tables:
                 present = {column["name"] for column in existing.get_columns(table.name)}
                 for column in table.columns:
                     if column.name not in present:
                         kind = column.type.compile(dialect=self.engine.dialect)
                         connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+                for index in table.indexes:
+                    index.create(connection, checkfirst=True)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+    def transaction(self) -> Iterator[Connection]:
+        """One short transaction on the store's connection: committed, or rolled back on error."""
+        with self._lock:
+            try:
+                yield self._connection
+            except BaseException:
+                self._connection.rollback()
+                raise
+            self._connection.commit()
+
+    def _all(self, kind, query, params: dict | None = None) -> list:
+        with self.transaction() as connection:
+            return as_rows(kind, connection.execute(query, params))
+
+    def _one(self, kind, query, params: dict | None = None):
+        found = self._all(kind, query, params)
+        return found[0] if found else None
 
     def close(self) -> None:
+        with self._lock:
+            self._connection.close()
         self.engine.dispose()
 
     # --- images -------------------------------------------------------------------------
     def image(self, image_id: str) -> ImageRow | None:
-        with self.session() as s:
-            return s.get(ImageRow, image_id)
+        return self._one(ImageRow, selecting(ImageRow, images).where(images.c.id == image_id))
 
     def save_image(self, row: ImageRow) -> None:
-        with self.session() as s:
-            s.merge(row)
+        with self.transaction() as connection:
+            connection.execute(delete(images).where(images.c.id == row.id))
+            connection.execute(insert(images).values(values(row)))
 
     def images(self) -> list[ImageRow]:
-        with self.session() as s:
-            return list(s.scalars(select(ImageRow).order_by(ImageRow.created_at, ImageRow.id)))
+        return self._all(ImageRow, selecting(ImageRow, images).order_by(images.c.created_at, images.c.id))
 
     def forget_image(self, image_id: str) -> None:
-        with self.engine.begin() as connection:
-            connection.execute(delete(ImageRow).where(ImageRow.id == image_id))
+        with self.transaction() as connection:
+            connection.execute(delete(images).where(images.c.id == image_id))
 
     # --- servers ------------------------------------------------------------------------
-    def add_server(self, row: ServerRow) -> None:
-        with self.session() as s:
-            s.add(row)
+    def add_server(self, row: ServerRow) -> bool:
+        """Record a new server; False (nothing written) when its id is taken already."""
+        try:
+            with self.transaction() as connection:
+                connection.execute(insert(servers), values(row))
+        except IntegrityError:
+            return False
+        return True
 
-    def update_server(self, server_id: str, **fields) -> None:
+    def update_server(self, server_id: str, **changes) -> None:
         """One UPDATE by primary key: the executor journals every state change of a server."""
-        if "handle" in fields:
-            fields["handle"] = json.dumps(fields["handle"])
-        with self.engine.begin() as connection:
-            connection.execute(update(ServerRow).where(ServerRow.id == server_id).values(**fields))
+        if "handle" in changes:
+            changes["handle"] = json.dumps(changes["handle"])
+        names = tuple(sorted(changes))
+        statement = self._updates.get(names)
+        if statement is None:  # built once per set of fields: building costs more than running
+            assignments = {name: bindparam(f"new_{name}", type_=servers.c[name].type) for name in names}
+            statement = self._updates[names] = update(servers).where(servers.c.id == bindparam("server_id")).values(assignments)
+        with self.transaction() as connection:
+            connection.execute(statement, {"server_id": server_id, **{f"new_{name}": value for name, value in changes.items()}})
 
     def server(self, server_id: str) -> ServerRow | None:
-        with self.session() as s:
-            return s.get(ServerRow, server_id)
+        return self._one(ServerRow, SERVER_BY_ID, {"server_id": server_id})
 
     def servers(self, env: str, role: str | None = None, include_destroyed: bool = False) -> list[ServerRow]:
-        query = select(ServerRow).where(ServerRow.env == env)
+        query = SERVER_COLUMNS.where(servers.c.env == env)
         if role:
-            query = query.where(ServerRow.role == role)
+            query = query.where(servers.c.role == role)
         if not include_destroyed:
-            query = query.where(ServerRow.state != "destroyed")
-        with self.session() as s:
-            return list(s.scalars(query.order_by(ServerRow.launched_at, ServerRow.id)))
+            query = query.where(servers.c.state != "destroyed")
+        with self.transaction() as connection:
+            return [ServerRow(*row) for row in connection.execute(query.order_by(servers.c.launched_at, servers.c.id))]
 
     def secret_hashes(self) -> dict[tuple[str, str], str]:
-        with self.session() as s:
-            return {(row.env, row.name): row.digest for row in s.scalars(select(SecretHashRow))}
+        return {(row.env, row.name): row.digest for row in self._all(SecretHashRow, selecting(SecretHashRow, secret_hashes))}
 
     def recorded_secrets(self, env: str) -> dict[str, tuple[str, str | None]]:
         """name -> (keyed hash, source) of `env`'s secrets, as the last deploy resolved them."""
-        with self.session() as s:
-            return {row.name: (row.digest, row.source) for row in s.scalars(select(SecretHashRow).where(SecretHashRow.env == env))}
+        query = selecting(SecretHashRow, secret_hashes).where(secret_hashes.c.env == env)
+        return {row.name: (row.digest, row.source) for row in self._all(SecretHashRow, query)}
 
     def save_secret_hashes(self, env: str, digests: dict[str, str], sources: dict[str, str] | None = None) -> None:
         sources = sources or {}
-        with self.session() as s:
-            for row in s.scalars(select(SecretHashRow).where(SecretHashRow.env == env)):
-                if row.name not in digests:
-                    s.delete(row)
-            for name, digest in digests.items():
-                s.merge(SecretHashRow(env=env, name=name, digest=digest, source=sources.get(name)))
+        with self.transaction() as connection:
+            connection.execute(delete(secret_hashes).where(secret_hashes.c.env == env))
+            if digests:
+                rows = [values(SecretHashRow(env, name, digest, sources.get(name))) for name, digest in digests.items()]
+                connection.execute(insert(secret_hashes), rows)
 
     # --- load balancers -----------------------------------------------------------------
     def load_balancers(self, env: str) -> list[LoadBalancerRow]:
-        with self.session() as s:
-            return list(s.scalars(select(LoadBalancerRow).where(LoadBalancerRow.env == env).order_by(LoadBalancerRow.role)))
+        query = selecting(LoadBalancerRow, load_balancers).where(load_balancers.c.env == env).order_by(load_balancers.c.role)
+        return self._all(LoadBalancerRow, query)
 
     def load_balancer(self, env: str, role: str) -> LoadBalancerRow | None:
-        with self.session() as s:
-            return s.get(LoadBalancerRow, (env, role))
+        query = selecting(LoadBalancerRow, load_balancers).where(load_balancers.c.env == env, load_balancers.c.role == role)
+        return self._one(LoadBalancerRow, query)
 
     def save_load_balancer(self, row: LoadBalancerRow) -> None:
-        with self.session() as s:
-            s.merge(row)
+        with self.transaction() as connection:
+            connection.execute(delete(load_balancers).where(load_balancers.c.env == row.env, load_balancers.c.role == row.role))
+            connection.execute(insert(load_balancers).values(values(row)))
 
     def delete_load_balancer(self, env: str, role: str) -> None:
-        with self.session() as s:
-            row = s.get(LoadBalancerRow, (env, role))
-            if row:
-                s.delete(row)
+        with self.transaction() as connection:
+            connection.execute(delete(load_balancers).where(load_balancers.c.env == env, load_balancers.c.role == role))
 
     # --- operations and phases ----------------------------------------------------------
     def start_operation(self, op_id: str, env: str, kind: str) -> None:
-        with self.session() as s:
-            s.add(OperationRow(id=op_id, env=env, kind=kind))
+        with self.transaction() as connection:
+            connection.execute(insert(operations).values(values(OperationRow(op_id, env, kind))))
 
     def finish_operation(self, op_id: str, status: str, summary: str) -> None:
-        with self.session() as s:
-            row = s.get(OperationRow, op_id)
-            row.status, row.summary, row.ended_at = status, summary, utcnow()
+        with self.transaction() as connection:
+            connection.execute(update(operations).where(operations.c.id == op_id).values(status=status, summary=summary, ended_at=utcnow()))
 
-    def record_phases(self, op_id: str, phases: list[dict]) -> None:
+    def record_phases(self, op_id: str, timings: list[dict]) -> None:
         """Phase timings of an operation, in one transaction."""
-        if phases:
-            with self.engine.begin() as connection:
-                connection.execute(insert(PhaseRow), [{"operation_id": op_id, **phase} for phase in phases])
+        if timings:
+            with self.transaction() as connection:
+                connection.execute(insert(phases), [{"operation_id": op_id, **timing} for timing in timings])
 
     def add_release(self, row: ReleaseRow) -> None:
-        with self.session() as s:
-            s.add(row)
+        with self.transaction() as connection:
+            connection.execute(insert(releases).values(values(row)))
 
     def releases(self, env: str, limit: int = 50) -> list[ReleaseRow]:
-        with self.session() as s:
-            query = select(ReleaseRow).where(ReleaseRow.env == env).order_by(ReleaseRow.id.desc()).limit(limit)
-            return list(s.scalars(query))
+        query = selecting(ReleaseRow, releases).where(releases.c.env == env).order_by(releases.c.id.desc()).limit(limit)
+        return self._all(ReleaseRow, query)
 
     def set_operation_status(self, op_id: str, status: str, note: str = "") -> None:
-        with self.session() as s:
-            row = s.get(OperationRow, op_id)
-            row.status = status
-            if note:
-                row.summary = f"{row.summary}; {note}"
+        summary = operations.c.summary + f"; {note}" if note else operations.c.summary
+        with self.transaction() as connection:
+            connection.execute(update(operations).where(operations.c.id == op_id).values(status=status, summary=summary))
 
     def paused_operation(self, env: str) -> OperationRow | None:
-        with self.session() as s:
-            query = select(OperationRow).where(OperationRow.env == env, OperationRow.status == "paused")
-            return s.scalars(query.order_by(OperationRow.started_at.desc())).first()
+        query = selecting(OperationRow, operations).where(operations.c.env == env, operations.c.status == "paused")
+        return self._one(OperationRow, query.order_by(operations.c.started_at.desc()).limit(1))
 
     def record_warmup(self, row: WarmupRow) -> None:
-        with self.session() as s:
-            s.add(row)
+        with self.transaction() as connection:
+            connection.execute(insert(warmups).values(values(row)))
 
     def warmups(self, op_id: str) -> list[WarmupRow]:
-        with self.session() as s:
-            return list(s.scalars(select(WarmupRow).where(WarmupRow.operation_id == op_id).order_by(WarmupRow.id)))
+        return self._all(WarmupRow, selecting(WarmupRow, warmups).where(warmups.c.operation_id == op_id).order_by(warmups.c.id))
 
     def operations(self, env: str, limit: int = 50) -> list[OperationRow]:
-        with self.session() as s:
-            query = select(OperationRow).where(OperationRow.env == env).order_by(OperationRow.started_at.desc()).limit(limit)
-            return list(s.scalars(query))
+        query = selecting(OperationRow, operations).where(operations.c.env == env).order_by(operations.c.started_at.desc()).limit(limit)
+        return self._all(OperationRow, query)
 
     def phases(self, op_id: str) -> list[PhaseRow]:
-        with self.session() as s:
-            return list(s.scalars(select(PhaseRow).where(PhaseRow.operation_id == op_id).order_by(PhaseRow.id)))
+        return self._all(PhaseRow, selecting(PhaseRow, phases).where(phases.c.operation_id == op_id).order_by(phases.c.id))

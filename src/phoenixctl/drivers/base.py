@@ -342,6 +342,11 @@ class LoadBalancerDriver(ABC):
     @abstractmethod
     def members(self, handle: dict) -> dict[str, MemberState]: ...
 
+    def member(self, handle: dict, name: str) -> MemberState | None:
+        """One member's state (None: not a member). A server waiting to come UP asks this at
+        every poll: a driver that can ask for one member alone overrides it."""
+        return self.members(handle).get(name)
+
     @abstractmethod
     def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
         """In one step: traffic to the `enable` members, none new to the `disable` ones."""

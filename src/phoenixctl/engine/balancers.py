@@ -45,12 +45,13 @@ class Balancers(Part):
         # it is never destroyed here.
         tls_port = self.spec.roles[role].tls_port
         back = [s for s in self.store.servers(env, role) if s.in_service and self.compute.is_alive(s.handle_data)]
+        back_ids = {s.id for s in back}
         for server in back:
             self.lbs.add_member(handle, server.id, server.address, server.port, tls_port, server=server.handle_data)
         try:
             self.poll(
                 Deadline(self.spec.deadlines(env).swap, f"the {role} servers to be UP in the new balancer"),
-                lambda: all(m.up for name, m in self.lbs.members(handle).items() if name in {s.id for s in back}),
+                lambda: all(m.up for name, m in self.lbs.members(handle).items() if name in back_ids),
                 interval=0.05, max_interval=0.5,
             )
         except DeadlineExceeded:

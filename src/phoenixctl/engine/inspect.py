@@ -30,7 +30,8 @@ class Inspector(Part):
     def observe_role(self, env: str, role: str, inspect: bool = False) -> list[ObservedServer]:
         """A role's servers as they are (a kept blue-green group aside); `inspect`: their files
         and health too."""
-        return [self.observe(row, inspect=inspect) for row in self.store.servers(env, role) if row.state != "standby"]
+        members = BalancerView(self, env, role)  # read once for the role, and only if a server is asked about
+        return [self.observe(row, inspect=inspect, members=members) for row in self.store.servers(env, role) if row.state != "standby"]
 
     def plan(self, env: str, role: str, boot: BootConfig, observed: list[ObservedServer], **options) -> RolePlan:
         """The one place a role is planned (observe, then this): the spec's count and rollout,
@@ -84,13 +85,13 @@ class Inspector(Part):
             self.store.save_secret_hashes(env, own, self.project.secrets.sources(env))
         return resolved
 
-    def observe(self, row: ServerRow, inspect: bool = False) -> ObservedServer:
+    def observe(self, row: ServerRow, inspect: bool = False, members: "BalancerView | None" = None) -> ObservedServer:
         alive = self.compute.is_alive(row.handle_data)
         drift = unhealthy = ""
         if inspect and alive and row.in_service:
             changes = self.file_changes(row)
             drift = describe_changes(changes) if changes else ""
-            unhealthy = self.health_problem(row)
+            unhealthy = self.health_problem(row, members or BalancerView(self, row.env, row.role))
         return ObservedServer(
             id=row.id,
             role=row.role,
@@ -113,16 +114,14 @@ class Inspector(Part):
         ignored = lambda path: path.startswith("persistent/") or any(fnmatch(path, p) for p in scratch)  # noqa: E731
         return changes.without(ignored)
 
-    def health_problem(self, row: ServerRow) -> str:
+    def health_problem(self, row: ServerRow, members: "BalancerView") -> str:
         health = self.spec.roles[row.role].health
         problem = self.compute.health(row.handle_data, row.address, row.port, health.path, health.timeout)
         if problem:
             return f"GET {health.path} answered {problem}"
-        lb = self.store.load_balancer(row.env, row.role)
-        if lb and self.lbs.is_alive(lb.handle_data):
-            member = self.lbs.members(lb.handle_data).get(row.id)
-            if member is not None and member.status.startswith("DOWN"):
-                return f"the load balancer reports it {member.status}"
+        member = members.get(row.id)
+        if member is not None and member.status.startswith("DOWN"):
+            return f"the load balancer reports it {member.status}"
         return ""
 
     def state_refusals(self, env: str, server_ids: list[str]) -> dict[str, str]:
@@ -132,8 +131,9 @@ class Inspector(Part):
         refusals: dict[str, str] = {}
         if self.engine.discard_state:
             return refusals
+        rows = {row.id: row for row in self.store.servers(env)} if server_ids else {}  # one query, not one a server
         for server_id in server_ids:
-            row = self.store.server(server_id)
+            row = rows.get(server_id)
             if row is None or self.spec.roles.get(row.role) is None or self.spec.roles[row.role].on_server_state == "discard":
                 continue
             changes = self.file_changes(row)
@@ -145,3 +145,21 @@ class Inspector(Part):
                     f"declare those paths as scratch, set on_server_state: discard for role {row.role}, or pass --discard-state"
                 )
         return refusals
+
+
+class BalancerView:
+    """A role's balancer members, read on first use and then kept: one read for a role's
+    observation, however many servers it has (None where the balancer is gone)."""
+
+    def __init__(self, inspector: Inspector, env: str, role: str):
+        self.inspector, self.env, self.role = inspector, env, role
+        self._members: dict | None = None
+        self._read = False
+
+    def get(self, server_id: str):
+        if not self._read:
+            self._read = True
+            lb = self.inspector.store.load_balancer(self.env, self.role)
+            if lb and self.inspector.lbs.is_alive(lb.handle_data):
+                self._members = self.inspector.lbs.members(lb.handle_data)
+        return self._members.get(server_id) if self._members is not None else None

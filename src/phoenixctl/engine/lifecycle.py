@@ -10,6 +10,7 @@ servers. This is also the narrow set of steps the strategies work with (`Rollout
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 
@@ -30,7 +31,8 @@ class Lifecycle(Part):
     # --- groups and batches: what the strategies use ----------------------------------------
     def launch_group(self, op: Operation, env: str, role: str, boot: BootConfig, count: int) -> list[ServerRow]:
         """Launch and gate `count` servers side by side: all of them, or none (destroyed)."""
-        outcomes = run_parallel([lambda: self.launch_and_gate(op, env, role, boot) for _ in range(count)], raise_first=False)
+        image = self.store.image(boot.image_id)  # once for the group
+        outcomes = run_parallel([lambda: self.launch_and_gate(op, env, role, boot, image.location) for _ in range(count)], raise_first=False)
         ready = [o for o in outcomes if isinstance(o, ServerRow)]
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         if failures:
@@ -55,22 +57,25 @@ class Lifecycle(Part):
 
     # --- one new server -------------------------------------------------------------------
 
-    def launch_and_gate(self, op: Operation, env: str, role: str, boot: BootConfig) -> ServerRow:
+    def launch_and_gate(self, op: Operation, env: str, role: str, boot: BootConfig, image_location: str) -> ServerRow:
         if not boot.deliverable:  # made for reading: stand-ins where secret commands were not run
             raise PhoenixError(f"internal: the boot configuration of {env}/{role} was made without running its secret commands")
-        server_id = self.new_server_id(role)
         deadlines = self.spec.deadlines(env)
-        row = ServerRow(
-            id=server_id, env=env, role=role, image_id=boot.image_id, fingerprint=boot.fingerprint,
-            address="", port=boot.port, state="launching", operation_id=op.id,
-        )
-        self.store.add_server(row)
-        image = self.store.image(boot.image_id)
+        for _ in range(8):  # 24 random bits: ids of a large fleet (and of the servers it had) do meet
+            server_id = f"{role}-{secrets.token_hex(3)}"
+            row = ServerRow(
+                id=server_id, env=env, role=role, image_id=boot.image_id, fingerprint=boot.fingerprint,
+                address="", port=boot.port, state="launching", operation_id=op.id,
+            )
+            if self.store.add_server(row):
+                break
+        else:
+            raise PhoenixError(f"internal: no free server id for {env}/{role} after 8 tries")
         try:
             with op.phase("launch", server_id):
                 launched = self.compute.launch(
                     LaunchRequest(
-                        server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image.location,
+                        server_id=server_id, env=env, role=role, image_id=boot.image_id, image_location=image_location,
                         port=boot.port, command=boot.command, userdata=boot.userdata,
                         boot_env={"PHOENIX_SERVER_ID": server_id}, boot_timeout=deadlines.boot,
                         tls_port=self.spec.roles[role].tls_port, placement=self.spec.placement(env, role),
@@ -79,7 +84,7 @@ class Lifecycle(Part):
                 )
             failpoint("launch")  # started, not yet recorded
             self.store.update_server(server_id, address=launched.address, handle=launched.handle, state="booting")
-            row = self.store.server(server_id)
+            row.address, row.handle, row.state = launched.address, json.dumps(launched.handle), "booting"  # as just written
             with op.phase("boot", server_id):
                 self.wait_listening(row, Deadline(deadlines.boot, f"{server_id} to listen"))
             self.store.update_server(server_id, state="checking")
@@ -104,15 +109,6 @@ class Lifecycle(Part):
             if isinstance(exc, GateFailed) or not isinstance(exc, Exception):
                 raise  # an interrupt stays an interrupt
             raise GateFailed(server_id, "launch", str(exc)) from exc
-
-    def new_server_id(self, role: str) -> str:
-        """`role-1a2b3c`, drawn again while the record knows it: six hex digits are 24 bits,
-        so among thousands of servers (destroyed ones included) a repeat is likely."""
-        for _ in range(100):
-            server_id = f"{role}-{secrets.token_hex(3)}"
-            if self.store.server(server_id) is None:
-                return server_id
-        raise PhoenixError(f"no free server id for role {role} after 100 draws")
 
     def wait_listening(self, row: ServerRow, deadline: Deadline) -> None:
         def listening() -> bool:
@@ -183,7 +179,7 @@ class Lifecycle(Part):
 
     def member_up(self, lb: LoadBalancerRow, row: ServerRow) -> bool:
         self.check_alive(row, "load balancer")
-        member = self.lbs.members(lb.handle_data).get(row.id)
+        member = self.engine.members.member(lb, row.id)  # this member alone, not the whole balancer
         return bool(member and member.up)
 
     # --- retiring -------------------------------------------------------------------------
@@ -197,21 +193,22 @@ class Lifecycle(Part):
         with op.phase("drain", server_id):
             # Check and drain under one lock per balancer: two retirements side by side must
             # not both see the other still UP and leave nothing serving.
+            members = self.engine.members
             with self.guard(lb):
-                members = self.lbs.members(lb.handle_data)
-                others_up = [name for name, m in members.items() if name != server_id and m.up]
+                is_member = members.member(lb, server_id) is not None
                 wanted = self.spec.environments[env].roles.get(role)
-                if server_id in members and not others_up and wanted and wanted.count > 0:
+                if is_member and not members.any_other_up(lb, server_id) and wanted and wanted.count > 0:
                     raise PhoenixError(f"refusing to drain {server_id}: it is the last {role} server in service")
                 self.store.update_server(server_id, state="draining", in_service=False)
-                if server_id in members:
+                if is_member:
                     self.lbs.drain_member(lb.handle_data, server_id)
-            if server_id in members:
+                    members.drained(lb, server_id)
+            if is_member:
                 failpoint("drain")
                 try:
                     self.poll(
                         Deadline(deadlines.drain, f"sessions on {server_id} to reach zero"),
-                        lambda: (member := self.lbs.members(lb.handle_data).get(server_id)) is None or member.sessions == 0,
+                        lambda: (member := members.member(lb, server_id)) is None or member.sessions == 0,
                         interval=0.02,
                         max_interval=0.2,
                     )
@@ -220,11 +217,17 @@ class Lifecycle(Part):
         with op.phase("destroy", server_id):
             self.store.update_server(server_id, state="stopping")
             self.lbs.remove_member(lb.handle_data, server_id, Deadline(deadlines.swap, f"removal of {server_id}"))
+            self.engine.members.removed(lb, server_id)
             failpoint("destroy")
             self.destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
         op.note("retired", server_id)
         self.reporter.info(f"{role}: {server_id} retired")
 
+
+    def switch(self, lb: LoadBalancerRow, enable: list[str], disable: list[str]) -> None:
+        """Traffic to `enable`, none to `disable`, in one step of the balancer."""
+        self.lbs.switch(lb.handle_data, enable=enable, disable=disable)
+        self.engine.members.forget(lb, enable)
 
     def guard(self, lb: LoadBalancerRow) -> threading.Lock:
         with self.engine.guards_lock:
@@ -236,6 +239,7 @@ class Lifecycle(Part):
         try:
             if lb is not None and self.lbs.is_alive(lb.handle_data):
                 self.lbs.remove_member(lb.handle_data, server_id, Deadline(self.spec.deadlines(env).swap, f"removal of {server_id}"))
+                self.engine.members.removed(lb, server_id)
         finally:
             self.destroy_server(op, self.store.server(server_id), self.spec.deadlines(env).stop, progress=False)
 
@@ -243,7 +247,8 @@ class Lifecycle(Part):
         """Stop and delete one server (`progress`: a planned step, counted in the progress bar)."""
         if row is None:
             return
-        self.store.update_server(row.id, state="stopping", in_service=False)
+        if row.state != "stopping" or row.in_service:  # (a retirement journaled it already)
+            self.store.update_server(row.id, state="stopping", in_service=False)
         if record:
             with op.phase("destroy", row.id):
                 self.compute.destroy(row.handle_data, Deadline(stop_seconds, f"{row.id} to stop"))

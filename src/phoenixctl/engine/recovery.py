@@ -64,8 +64,12 @@ class Recovery(Part):
             lb = self.engine.balancers.ensure(op, env, role) if role in wanted else lb_row
             if not self.lbs.is_alive(lb.handle_data):
                 continue
+            members = self.lbs.members(lb.handle_data)  # once for the role, again only after a change
             for row in self.store.servers(env, role):
-                actions += self._settle(op, env, lb, row)
+                settled = self._settle(op, env, lb, row, members)
+                if settled:
+                    actions += settled
+                    members = self.lbs.members(lb.handle_data)
             members = self.lbs.members(lb.handle_data)
             valid = {
                 row.id for row in self.store.servers(env, role) if row.state in MAY_BE_MEMBER and self.compute.is_alive(row.handle_data)
@@ -96,9 +100,8 @@ class Recovery(Part):
         return [f"{lb.role}: {row.id} was being replaced ({len(serving)} served, {desired} wanted): retired" for row in replaced]
 
 
-    def _settle(self, op: Operation, env: str, lb, row: ServerRow) -> list[str]:
+    def _settle(self, op: Operation, env: str, lb, row: ServerRow, members: dict) -> list[str]:
         alive = self.compute.is_alive(row.handle_data)
-        members = self.lbs.members(lb.handle_data)
         member = members.get(row.id)
         stop = self.spec.deadlines(env).stop
 
@@ -128,7 +131,7 @@ class Recovery(Part):
                 self.engine.lifecycle.retire(op, env, row.role, row.id, lb)
                 return [f"{row.role}: {row.id} was draining and the role is served without it: retired"]
             if "standby" in self.lbs.capabilities:  # drained members stay known to the balancer: send traffic again
-                self.lbs.switch(lb.handle_data, enable=[row.id], disable=[])
+                self.engine.lifecycle.switch(lb, enable=[row.id], disable=[])
             else:  # deregistered (a cloud target group): register it again
                 self.lbs.add_member(lb.handle_data, row.id, row.address, row.port, self.spec.roles[row.role].tls_port, server=row.handle_data)
             self.poll(

@@ -8,6 +8,7 @@ from .balancers import Balancers
 from .converge import Converger
 from .inspect import Inspector
 from .lifecycle import Lifecycle
+from .members import SharedMembers
 from .operation import Reporter
 from .project import Project
 from .releases import Releases
@@ -15,17 +16,22 @@ from .releases import Releases
 
 class Engine:
     """A project with the parts of the engine wired to it: `lifecycle` (one server, launch to
-    destroy), `inspector` (what is, against what should be), `balancers`, `releases`,
-    `converger` (an environment to its plan). A release's older spec gets an engine of its
-    own (`for_project`), sharing the store, the drivers and the options."""
+    destroy), `members` (the balancers' members as seen), `inspector` (what is, against what
+    should be), `balancers`, `releases`, `converger` (an environment to its plan). A
+    release's older spec gets an engine of its own (`for_project`), sharing the store, the
+    drivers, the members seen and the options."""
 
-    def __init__(self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0, discard_state: bool = False):
+    def __init__(
+        self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0, discard_state: bool = False,
+        members: SharedMembers | None = None,
+    ):
         self.project = project
         self.reporter = reporter or Reporter()
         self.lock_timeout = lock_timeout
         self.discard_state = discard_state  # retire servers even when they hold state written on them
         self.guards_lock = threading.Lock()
         self.guards: dict[tuple[str, str], threading.Lock] = {}  # per balancer: traffic guard checks
+        self.members = members or SharedMembers(project.load_balancers)  # no read of every member per server
         self.lifecycle = Lifecycle(self)
         self.inspector = Inspector(self)
         self.balancers = Balancers(self)
@@ -34,4 +40,4 @@ class Engine:
 
     def for_project(self, project: Project) -> "Engine":
         """The same command (reporter, options) on another spec of the same project."""
-        return Engine(project, self.reporter, self.lock_timeout, self.discard_state)
+        return Engine(project, self.reporter, self.lock_timeout, self.discard_state, self.members)

@@ -154,6 +154,13 @@ class SimulatedLoadBalancers(LoadBalancerDriver):
     def members(self, handle: dict) -> Mapping[str, MemberState]:
         return MemberView(self.world, dict(self._members(handle)), self.world.fleet(handle["env"]).servers, time.time())
 
+    def member(self, handle: dict, name: str) -> MemberState | None:
+        """One member without copying the others: a waiting server asks this at every poll."""
+        member = self._members(handle).get(name)
+        if member is None:
+            return None
+        return MemberView(self.world, {name: member}, self.world.fleet(handle["env"]).servers, time.time())[name]
+
     def switch(self, handle: dict, enable: list[str], disable: list[str]) -> None:
         for names, state in ((enable, "ready"), (disable, "drain")):
             for name in names:

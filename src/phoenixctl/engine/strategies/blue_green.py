@@ -90,12 +90,12 @@ def _switch(steps: RolloutSteps, op, env: str, lb: LoadBalancerRow, enable: list
     """Traffic to `enable` in one step; back to `disable` if the new side does not come UP."""
     deadline = Deadline(steps.spec.deadlines(env).swap, f"{gate}: the new side to be UP")
     with op.phase("swap"):
-        steps.lbs.switch(lb.handle_data, enable=[r.id for r in enable], disable=[r.id for r in disable])
+        steps.switch(lb, enable=[r.id for r in enable], disable=[r.id for r in disable])
         try:
             steps.poll(deadline, lambda: _all(steps, lb, enable, "up"), interval=0.02, max_interval=0.05)
         except BaseException as exc:
             try:
-                steps.lbs.switch(lb.handle_data, enable=[r.id for r in disable], disable=[r.id for r in enable])
+                steps.switch(lb, enable=[r.id for r in disable], disable=[r.id for r in enable])
             finally:
                 steps.discard(op, env, lb, enable)
             if not isinstance(exc, Exception):
