@@ -79,3 +79,18 @@ def test_planning_queries_the_store_the_same_number_of_times_for_any_fleet(tmp_p
         monkeypatch.undo()
     assert statements[0] == statements[1], statements  # no query per server
     assert reads == [1, 1], reads  # the balancer read once for the role, not once per server
+
+
+def test_the_shared_view_of_members_renewed_after_a_drain_never_shows_the_drained_one_up(tmp_path: Path):
+    """A driver may answer `members()` with a read-only view (the simulated one does): a read
+    renewed after Phoenix drained a member marks it DRAIN in a copy of its own."""
+    from phoenixctl.engine.members import SharedMembers
+
+    executor = fleet(tmp_path, 3)
+    lb = executor.store.load_balancer("prod", "web")
+    web = sorted(row.id for row in executor.store.servers("prod", "web"))
+    shared = SharedMembers(executor.project.load_balancers, stale=0.0)  # every look reads afresh
+    assert shared.any_other_up(lb, web[0])
+    shared.drained(lb, web[1])
+    shared.drained(lb, web[2])
+    assert not shared.any_other_up(lb, web[0])  # web[1] and web[2] are UP at the balancer, drained by Phoenix

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 
 from ..drivers.base import LoadBalancerDriver, MemberState
@@ -24,9 +23,9 @@ from ..drivers.base import LoadBalancerDriver, MemberState
 class View:
     """One balancer's members: one full read, then what was seen and done since."""
 
-    def __init__(self, members: Mapping[str, MemberState], at: float):
+    def __init__(self, members: dict[str, MemberState], at: float):
         self.at = at  # when the read began
-        self.members = dict(members)  # ours to change: a driver may answer with a read-only view
+        self.members = members
         self.up = sum(1 for member in members.values() if member.up)
         self.changed: dict[str, float] = {}  # name -> when it was last seen or changed since
 
@@ -102,7 +101,7 @@ class SharedMembers:
             if view is not None and time.monotonic() - view.at <= self.stale:
                 return view
             started = time.monotonic()
-            members = self.lbs.members(lb.handle_data)
+            members = dict(self.lbs.members(lb.handle_data))  # ours to change: a driver may answer with a read-only view
             with self._lock:  # a drain made while this read was under way must not look UP in it
                 for name in self._drained.get(key, ()):
                     if name in members:
