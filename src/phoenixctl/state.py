@@ -64,7 +64,12 @@ class ServerRow:
 
     @property
     def handle_data(self) -> dict:
-        return json.loads(self.handle)
+        """The provider's data, parsed once per row (planning 10,000 servers asked 30,000
+        times); a copy each time, since a driver may change what it is given."""
+        parsed = self.__dict__.get("_parsed_handle")
+        if parsed is None or parsed[0] is not self.handle:
+            parsed = self.__dict__["_parsed_handle"] = (self.handle, json.loads(self.handle))
+        return dict(parsed[1])
 
 
 @dataclass
