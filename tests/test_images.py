@@ -330,3 +330,25 @@ def test_the_images_command_lists_and_prunes(project, tmp_path):
     assert pruned.returncode == 0, pruned.stderr
     result = json.loads(pruned.stdout)
     assert len(result["removed"]) == 1 and list(result["kept"].values()) == ["the spec as it stands bakes it"]
+
+
+def test_drift_reads_only_the_files_changed_since_boot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A server's tree holds its image's dependencies: a check of drift hashes again only the
+    files whose size or modification time moved, and still sees an edit of the same size."""
+    from phoenixctl.drivers.local import images
+
+    root = tmp_path / "root"
+    (root / "venv").mkdir(parents=True)
+    for n in range(20):
+        (root / "venv" / f"module{n}.py").write_text(f"VALUE = {n}\n")
+    (root / "app.py").write_text("print('v1')\n")
+    booted = images.file_manifest(root)
+    hashed = []
+    real_hash = images.file_sha256
+    monkeypatch.setattr(images, "file_sha256", lambda path: hashed.append(path.name) or real_hash(path))
+    assert all(images.same_file(a, booted[p]) for p, a in images.file_manifest(root, booted).items())
+    assert hashed == []
+    (root / "app.py").write_text("print('v2')\n")  # same size, new content
+    now = images.file_manifest(root, booted)
+    assert hashed == ["app.py"]
+    assert [p for p in booted if not images.same_file(now[p], booted[p])] == ["app.py"]

@@ -29,7 +29,7 @@ from .identity import RunAs, private_dir, server_identity, unreachable_by_others
 from .loopback import LoopbackPool
 from ..base import ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt
 from .hermetic import clean_env
-from .images import LocalImages, file_manifest, read_manifest
+from .images import LocalImages, file_manifest, read_manifest, same_file
 from .processes import LocalProcesses
 
 LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
@@ -241,9 +241,9 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
             booted = json.loads((Path(handle["dir"]) / "boot-manifest.json").read_text())
         except (OSError, KeyError, ValueError):
             return None
-        now = file_manifest(Path(handle["root"]))
+        now = file_manifest(Path(handle["root"]), booted)
         return FileChanges(
-            modified=sorted(p for p in booted if p in now and now[p] != booted[p]),
+            modified=sorted(p for p in booted if p in now and not same_file(now[p], booted[p])),
             added=sorted(p for p in now if p not in booted),
             deleted=sorted(p for p in booted if p not in now),
         )

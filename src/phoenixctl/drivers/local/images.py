@@ -29,13 +29,26 @@ from .snapshot import Linked, link_tree, replace_file, size_and_writes
 IGNORED = shutil.ignore_patterns(*paths.IGNORED_NAMES, *(f"*{suffix}" for suffix in paths.IGNORED_SUFFIXES))
 
 
-def file_manifest(rootfs: Path) -> dict[str, dict]:
-    """Every file's hash and mode, by path relative to the root (used for drift detection)."""
+def file_manifest(rootfs: Path, booted: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Every file's hash and mode, by path relative to the root (used for drift detection).
+    Given the manifest made at boot, a file whose size and modification time are still the
+    recorded ones keeps its recorded hash unread, as git's index does: a server's tree holds
+    its image's dependencies, and hashing them all made every `plan` read megabytes."""
     manifest = {}
+    booted = booted or {}
     for path in walk_files(rootfs):
         info = path.lstat()
-        manifest[str(path.relative_to(rootfs))] = {"sha256": file_sha256(path), "mode": stat.S_IMODE(info.st_mode)}
+        relative = str(path.relative_to(rootfs))
+        seen = [info.st_size, info.st_mtime_ns]
+        before = booted.get(relative)
+        digest = before["sha256"] if before is not None and before.get("stat") == seen else file_sha256(path)
+        manifest[relative] = {"sha256": digest, "mode": stat.S_IMODE(info.st_mode), "stat": seen}
     return manifest
+
+
+def same_file(a: dict, b: dict) -> bool:
+    """Two manifest entries of one path: the same content and mode (when it was seen does not count)."""
+    return (a["sha256"], a["mode"]) == (b["sha256"], b["mode"])
 
 
 def tree_size(root: Path) -> int:
