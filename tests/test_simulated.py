@@ -29,7 +29,7 @@ SPEC = {
         "api": {"image": "app", "port": 9090},
     },
     "environments": {
-        "ci": {"roles": {"web": 200, "api": 40}, "rollout": {"max_surge": "25%"}},
+        "ci": {"roles": {"web": 120, "api": 30}, "rollout": {"max_surge": "25%"}},
         "qa": {"roles": {"web": 30, "api": 5}, "rollout": {"max_surge": "50%"}},
     },
     "defaults": {"deadlines": {"boot": "10s", "health": "10s", "swap": "10s", "drain": "10s", "stop": "10s"}},
@@ -77,7 +77,7 @@ def test_a_fleet_of_hundreds_across_separate_commands(tmp_path: Path):
     up = ok(phoenix(spec_path, "up", "ci"))
     assert "not warmed: simulated servers run nothing" in up.stderr  # warm-up skipped, saying why
     before = serving(spec_path, "ci")
-    assert {role: len(ids) for role, ids in before.items()} == {"web": 200, "api": 40}
+    assert {role: len(ids) for role, ids in before.items()} == {"web": 120, "api": 30}
     status = cli_status(spec_path, "ci")
     assert all(s["address"].endswith(".simulated.invalid:8080") for s in status["servers"] if s["role"] == "web")
     assert set(world(spec_path, "ci")["servers"]) == before["web"] | before["api"]
@@ -87,7 +87,7 @@ def test_a_fleet_of_hundreds_across_separate_commands(tmp_path: Path):
 
     rotated = as_json(spec_path, "rotate", "ci")
     after = serving(spec_path, "ci")
-    assert {role: len(ids) for role, ids in after.items()} == {"web": 200, "api": 40}
+    assert {role: len(ids) for role, ids in after.items()} == {"web": 120, "api": 30}
     assert not (after["web"] | after["api"]) & (before["web"] | before["api"])  # every server replaced
     assert set(rotated["retired"]) == before["web"] | before["api"] and set(rotated["launched"]) == after["web"] | after["api"]
     assert set(world(spec_path, "ci")["servers"]) == after["web"] | after["api"]  # the old ones are gone from the world too
@@ -95,11 +95,11 @@ def test_a_fleet_of_hundreds_across_separate_commands(tmp_path: Path):
     history = as_json(spec_path, "history", "ci")
     assert [(op["kind"], op["status"]) for op in history] == [("rotate", "succeeded"), ("up", "succeeded")]
     assert {"launch", "boot", "health", "swap", "drain", "destroy"} <= set(history[0]["phases"])
-    assert history[0]["phases"]["launch"]["count"] == 240 and history[0]["phases"]["drain"]["count"] == 240
+    assert history[0]["phases"]["launch"]["count"] == 150 and history[0]["phases"]["drain"]["count"] == 150
 
     chaos = ok(phoenix(spec_path, "chaos", "ci", "--kill", "3", "--heal", "--seed", "1", "--timeout", "60"))
     assert "chaos: no load sent: simulated servers run nothing" in chaos.stderr
-    assert {role: len(ids) for role, ids in serving(spec_path, "ci").items()} == {"web": 200, "api": 40}
+    assert {role: len(ids) for role, ids in serving(spec_path, "ci").items()} == {"web": 120, "api": 30}
 
     ok(phoenix(spec_path, "destroy", "ci"))
     assert cli_status(spec_path, "ci")["servers"] == []
@@ -117,7 +117,7 @@ def test_two_environments_driven_side_by_side_keep_each_others_servers(tmp_path:
         for process in running:
             _, stderr = process.communicate(timeout=300)
             assert process.returncode == 0, stderr[-3000:]
-        for env, counts in (("ci", {"web": 200, "api": 40}), ("qa", {"web": 30, "api": 5})):
+        for env, counts in (("ci", {"web": 120, "api": 30}), ("qa", {"web": 30, "api": 5})):
             ids = serving(spec_path, env)
             assert {role: len(found) for role, found in ids.items()} == counts
             assert set(world(spec_path, env)["servers"]) == set().union(*ids.values())
@@ -216,7 +216,7 @@ def test_a_rotation_killed_mid_way_is_recovered_to_the_desired_count(tmp_path: P
     recovered = ok(phoenix(spec_path, "recover", "ci"))
     assert "never finished: recovering" in recovered.stdout + recovered.stderr
     after = serving(spec_path, "ci")
-    assert {role: len(ids) for role, ids in after.items()} == {"web": 200, "api": 40}
+    assert {role: len(ids) for role, ids in after.items()} == {"web": 120, "api": 30}
     assert (after["web"] | after["api"]) - (before["web"] | before["api"])  # the killed command's new servers serve
     assert set(world(spec_path, "ci")["servers"]) == after["web"] | after["api"]  # nothing orphaned, nothing missing
     plan = as_json(spec_path, "plan", "ci")
