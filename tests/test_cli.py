@@ -86,7 +86,7 @@ def test_bad_spec_is_one_line_naming_the_place(capsys, project, case):
 
 def test_unknown_environment_starts_nothing(capsys, project):
     code, _, err = run(capsys, "up", "staging", "-f", str(project))
-    assert_one_line_error(code, err, "unknown environment 'staging'", "ci, production")
+    assert_one_line_error(code, err, "unknown environment 'staging'", "ci, ci-legacy, production")
     assert not (project.parent / ".phoenix" / "lb").exists()
     assert not (project.parent / ".phoenix" / "servers").exists()
 
@@ -105,7 +105,7 @@ def test_unknown_environment_is_the_same_error_for_every_command(capsys, project
     if "prod" not in argv:
         argv.insert(2 if argv[0] == "secrets" else 1, "prod")
     code, _, err = run(capsys, *argv, "-f", str(project))
-    assert_one_line_error(code, err, "phoenix.yaml: unknown environment 'prod' (environments: ci, production)")
+    assert_one_line_error(code, err, "phoenix.yaml: unknown environment 'prod' (environments: ci, ci-legacy, production)")
     assert not (project.parent / ".phoenix" / "servers").exists()
 
 

@@ -55,6 +55,7 @@ class ServerRow(Base):
     standby_until: Mapped[datetime | None] = mapped_column(nullable=True)  # blue-green: kept until then
     operation_id: Mapped[str | None] = mapped_column(String, nullable=True)
     handle: Mapped[str] = mapped_column(Text, default="{}")  # provider data: pid, root, log...
+    serving_since: Mapped[datetime | None] = mapped_column(nullable=True)  # last put into service (launch or in-place update)
 
     @property
     def handle_data(self) -> dict:
@@ -84,6 +85,7 @@ class OperationRow(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
     summary: Mapped[str] = mapped_column(Text, default="")
+    image_ids: Mapped[str | None] = mapped_column(Text, nullable=True)  # json: the build a deploy carried (failed ones too)
 
 
 class PhaseRow(Base):
@@ -127,6 +129,8 @@ class ReleaseRow(Base):
     spec_text: Mapped[str] = mapped_column(Text)
     image_ids: Mapped[str] = mapped_column(Text)  # json: image name -> id
     fingerprints: Mapped[str] = mapped_column(Text)  # json: role -> fingerprint
+    baked_at: Mapped[datetime | None] = mapped_column(nullable=True)  # when its build's last image was baked
+    live_at: Mapped[datetime | None] = mapped_column(nullable=True)  # when the environment's last server began serving it
 
 
 class SecretHashRow(Base):
@@ -313,6 +317,15 @@ class StateStore:
         with self.session() as s:
             query = select(ReleaseRow).where(ReleaseRow.env == env).order_by(ReleaseRow.id.desc()).limit(limit)
             return list(s.scalars(query))
+
+    def release_of_operation(self, op_id: str) -> ReleaseRow | None:
+        """The release an operation recorded (a `phoenix history` id), whichever environment."""
+        with self.session() as s:
+            return s.scalars(select(ReleaseRow).where(ReleaseRow.operation_id == op_id).order_by(ReleaseRow.id.desc())).first()
+
+    def set_operation_images(self, op_id: str, image_ids: dict[str, str]) -> None:
+        with self.session() as s:
+            s.get(OperationRow, op_id).image_ids = json.dumps(image_ids, sort_keys=True)
 
     def set_operation_status(self, op_id: str, status: str, note: str = "") -> None:
         with self.session() as s:

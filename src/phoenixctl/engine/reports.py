@@ -20,6 +20,7 @@ from .report_types import (
     ReconcilePlan, ReleaseInfo, RoleReplacement, RoleSteps, ServerDrift, ServerStatus, StatusReport, SwitchPlan, WarmupReport,
 )
 from .strategies import rolling
+from .ttl import time_to_live
 
 
 class Reports(Part):
@@ -197,7 +198,7 @@ class Reports(Part):
             release = releases.get(op.id)
             if release is not None:
                 info = ReleaseInfo(release.kind, release.reason, json.loads(release.image_ids), json.loads(release.fingerprints))
-                report = dataclasses.replace(report, release=info)
+                report = dataclasses.replace(report, release=info, time_to_live_s=time_to_live(release))
             reports.append(report)
         return reports
 
