@@ -146,13 +146,32 @@ def test_missing_argument(capsys):
 def test_every_command_has_help(capsys):
     commands = (
         "validate", "schema", "bake", "up", "deploy", "rotate", "status", "history", "destroy", "demo", "init",
-        "config", "userdata", "promote", "rollback", "recover", "plan", "drift", "watch", "chaos",
+        "config", "userdata", "promote", "rollback", "recover", "plan", "drift", "watch", "chaos", "compare",
     )
     for command in commands:
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and "Usage:" in out, command
     code, out, _ = run(capsys, "secrets", "tls", "--help")
     assert code == 0 and "--host" in out
+
+
+def test_in_place_settings_on_a_phoenix_environment_name_the_line(capsys, project):
+    replace_in(project, "  ci:\n    env: {LOG_LEVEL: debug}", "  ci:\n    in_place: {command: sh deploy.sh}\n    env: {LOG_LEVEL: debug}")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, "environments.ci", "in_place is for environments with mode: in-place")
+
+
+def test_deploy_to_several_environments_checks_every_name_first(capsys, project):
+    code, _, err = run(capsys, "deploy", "ci", "staging", "-f", str(project))
+    assert_one_line_error(code, err, "unknown environment 'staging'")
+    assert not (project.parent / ".phoenix" / "images").exists()  # nothing baked
+
+
+def test_promotion_takes_one_source(capsys, project):
+    code, _, err = run(capsys, "deploy", "ci-legacy", "--release-of", "ci", "--release", "op-1", "-f", str(project))
+    assert code == 1 and "--release-of and --release name the same thing" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "deploy", "ci-legacy", "--release-of", "ci", "-f", str(project))
+    assert code == 1 and "environment ci has no release to promote" in err, err
 
 
 def test_schema_is_json_schema(capsys):

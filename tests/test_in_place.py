@@ -246,3 +246,19 @@ def test_compare_shows_time_to_live_per_build_and_failed_deploys(legacy: Legacy)
     assert text.returncode == 0 and "time to live" in text.stdout and "failed" in text.stdout, text.stdout
     history = phoenix(legacy.spec_path, "history", "ci-legacy", "--json")
     assert json.loads(history.stdout)[0]["time_to_live_s"] > 0
+
+
+def test_demo_branch_by_abstraction_ships_one_build_to_both_and_compares():
+    """The shipped example as it is: `ci` beside `ci-legacy` (its deploy.sh), under load."""
+    import subprocess
+    import sys
+
+    demo = subprocess.run(
+        [str(Path(sys.executable).parent / "phoenix"), "demo", "--branch-by-abstraction", "--rate", "80"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "deploy ci: 3 launched, 3 retired" in demo.stdout
+    assert "deploy ci-legacy: 3 updated in place" in demo.stdout
+    assert "time to live of build 2.0.0" in demo.stdout and "ci/ci-legacy" in demo.stdout
+    assert "0 failed — no request failed" in demo.stdout

@@ -22,7 +22,7 @@ from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..drivers.base import LaunchRequest, UpdateRequest
 from ..errors import PhoenixError
-from ..plan import rollout_limits
+from ..plan import RolePlan, rollout_limits
 from ..spec import role_waves
 from ..state import LoadBalancerRow, ServerRow, utcnow
 from .operation import Operation, run_parallel
@@ -34,6 +34,19 @@ def batch_size(serving: int, desired: int, rollout) -> int:
     server is unavailable while it updates, there is no surge), never the last one serving."""
     _, unavailable = rollout_limits(desired, rollout)
     return max(1, min(max(unavailable, 1), serving - 1))
+
+
+def describe(plan: RolePlan, desired: int, rollout) -> list[str]:
+    """A dry run of one role of an in-place deploy: what is launched, then what is updated."""
+    missing = sum(b.launch for b in plan.batches) - len(plan.replace)
+    steps = [f"launch {missing} missing server(s) from the new build"] if missing > 0 else []
+    outdated = [r.server_id for r in plan.replace]
+    serving = max(desired, 1)
+    size = batch_size(serving, desired, rollout)
+    for number, start in enumerate(range(0, len(outdated), size), start=1):
+        how = "drain, update, restart, gate, put back" if serving > 1 else "update while it serves, restart with checks held, gate"
+        steps.append(f"batch {number}: update {outdated[start : start + size]} where they stand ({how})")
+    return steps
 
 
 class InPlace(Part):
