@@ -182,6 +182,25 @@ def test_failing_health_puts_the_server_back_and_says_so(legacy: Legacy):
     assert {lb["role"]: lb["members_up"] for lb in after["load_balancers"]} == LEGACY_COUNTS
 
 
+def test_an_update_interrupted_by_a_crash_is_put_back_by_recovery(legacy: Legacy):
+    before = legacy.status()
+    (legacy.project_dir / "VERSION").write_text("4.1.0\n")
+    crashed = phoenix(legacy.spec_path, "deploy", "ci-legacy", failpoint="update")
+    assert crashed.returncode != 0
+    updating = [s["id"] for s in legacy.status()["servers"] if s["state"] == "updating"]
+    assert updating, legacy.status()["servers"]  # backend and edit update side by side: one or both
+    recovered = phoenix(legacy.spec_path, "recover", "ci-legacy", "--json")
+    assert recovered.returncode == 0, recovered.stderr
+    actions = json.loads(recovered.stdout)["recovered"]
+    for server_id in updating:
+        role = server_id.rsplit("-", 1)[0]
+        assert f"{role}: {server_id} was being updated in place: back on its previous build, in service" in actions, actions
+    after = legacy.status()
+    assert identity(after) == identity(before)
+    assert all(s["in_service"] and s["state"] == "in_service" for s in after["servers"])
+    assert set(versions(after).values()) == {"3.0.0"}
+
+
 def test_one_build_to_both_where_the_phoenix_one_fails_leaves_the_in_place_one_deployed(legacy: Legacy):
     up = phoenix(legacy.spec_path, "up", "ci", timeout=240)
     assert up.returncode == 0, up.stderr

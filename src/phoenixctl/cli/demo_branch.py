@@ -24,6 +24,7 @@ def run(spec_file: Path, rate: float) -> int:
     from .render import phase_table
 
     with executor_for(spec_file, "up ci ci-legacy") as executor:
+        executor.bake()  # once, before the two side by side (two bakes of one image would race)
         for env, result in zip(ENVS, run_parallel([lambda e=e: executor.up(e) for e in ENVS])):
             out.print(f"up {env}: {result.summary()} in {result.seconds:.1f}s")
         urls = []

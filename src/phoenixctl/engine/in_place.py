@@ -22,6 +22,7 @@ from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..drivers.base import LaunchRequest, UpdateRequest
 from ..errors import PhoenixError
+from ..faults import failpoint
 from ..plan import RolePlan, rollout_limits
 from ..spec import role_waves
 from ..state import LoadBalancerRow, ServerRow, utcnow
@@ -110,7 +111,8 @@ class InPlace(Part):
                 handle = self.compute.update_in_place(
                     row.handle_data, self.update_request(env, row, boot), Deadline(deadlines.boot + deadlines.health, f"in-place update of {row.id}")
                 )
-                self.store.update_server(row.id, handle=handle, state="booting")
+                self.store.update_server(row.id, handle=handle)
+                failpoint("update")  # updated and restarted, not yet gated
                 self.engine.lifecycle.wait_listening(self.store.server(row.id), Deadline(deadlines.boot, f"{row.id} to listen"))
             self.gate_and_put_back(op, env, row.id, lb, image_id=boot.image_id, fingerprint=boot.fingerprint)
         except BaseException as exc:
@@ -142,7 +144,7 @@ class InPlace(Part):
             current = self.store.server(row.id).handle_data
             with self.held(lb, row.id, sole):
                 handle = self.compute.restore_previous(current, Deadline(deadlines.boot + deadlines.stop, f"{row.id} back to its previous build"))
-                self.store.update_server(row.id, handle=handle, state="booting")
+                self.store.update_server(row.id, handle=handle)
                 self.engine.lifecycle.wait_listening(self.store.server(row.id), Deadline(deadlines.boot, f"{row.id} to listen"))
             self.gate_and_put_back(op, env, row.id, lb)
             return f"{row.id} was put back on its previous build ({row.image_id}) and serves again"
@@ -155,18 +157,35 @@ class InPlace(Part):
             others = sum(1 for r in self.store.servers(env, row.role) if r.in_service and r.id != row.id)
             return f"{row.id} could not be put back ({undo}): it is out of service, {row.role} is served by {others} other server(s)"
 
+    def resume(self, op: Operation, env: str, lb: LoadBalancerRow, row: ServerRow) -> str:
+        """Recovery: an in-place update interrupted part-way. The server goes back on what it
+        ran before (when that was kept; else it still runs it), gated, into service."""
+        deadlines = self.spec.deadlines(env)
+        try:
+            self.lbs.hold_checks(lb.handle_data, row.id, False)  # the only server of a role may have died with them held
+            try:
+                handle = self.compute.restore_previous(row.handle_data, Deadline(deadlines.boot + deadlines.stop, f"{row.id} back to its previous build"))
+                self.store.update_server(row.id, handle=handle)
+            except PhoenixError:
+                if not self.compute.is_alive(row.handle_data):
+                    raise
+            self.gate_and_put_back(op, env, row.id, lb)
+        except Exception as exc:  # noqa: BLE001 - reported; the next deploy replaces what is out of service
+            self.store.update_server(row.id, state="failed", in_service=False)
+            return f"{row.role}: {row.id} was being updated in place and could not be put back ({exc}): out of service"
+        return f"{row.role}: {row.id} was being updated in place: back on its previous build, in service"
+
     def gate_and_put_back(self, op: Operation, env: str, server_id: str, lb: LoadBalancerRow, **fields) -> None:
         """Every gate a new server passes, then back into its balancer (a sole server never left)."""
         steps, deadlines = self.engine.lifecycle, self.spec.deadlines(env)
         row = self.store.server(server_id)
+        # The journal says "updating" until it serves again: recovery then puts it back (`resume`).
         with op.phase("boot", server_id):
             steps.wait_listening(row, Deadline(deadlines.boot, f"{server_id} to listen"))
-        self.store.update_server(server_id, state="checking")
         with op.phase("health", server_id):
             steps.wait_healthy(row, Deadline(deadlines.health, f"{server_id} to pass its health check"))
         warmup = self.spec.warmup(env, row.role)
         if warmup and self.compute.reaches_servers:
-            self.store.update_server(server_id, state="warming")
             with op.phase("warmup", server_id):
                 steps.warm(op, row, warmup)
         with op.phase("swap", server_id):
