@@ -86,7 +86,7 @@ def test_bad_spec_is_one_line_naming_the_place(capsys, project, case):
 
 def test_unknown_environment_starts_nothing(capsys, project):
     code, _, err = run(capsys, "up", "staging", "-f", str(project))
-    assert_one_line_error(code, err, "unknown environment 'staging'", "ci, production")
+    assert_one_line_error(code, err, "unknown environment 'staging'", "ci, ci-legacy, production")
     assert not (project.parent / ".phoenix" / "lb").exists()
     assert not (project.parent / ".phoenix" / "servers").exists()
 
@@ -105,7 +105,7 @@ def test_unknown_environment_is_the_same_error_for_every_command(capsys, project
     if "prod" not in argv:
         argv.insert(2 if argv[0] == "secrets" else 1, "prod")
     code, _, err = run(capsys, *argv, "-f", str(project))
-    assert_one_line_error(code, err, "phoenix.yaml: unknown environment 'prod' (environments: ci, production)")
+    assert_one_line_error(code, err, "phoenix.yaml: unknown environment 'prod' (environments: ci, ci-legacy, production)")
     assert not (project.parent / ".phoenix" / "servers").exists()
 
 
@@ -146,13 +146,32 @@ def test_missing_argument(capsys):
 def test_every_command_has_help(capsys):
     commands = (
         "validate", "schema", "bake", "up", "deploy", "rotate", "status", "history", "destroy", "demo", "init",
-        "config", "userdata", "promote", "rollback", "recover", "plan", "drift", "watch", "chaos",
+        "config", "userdata", "promote", "rollback", "recover", "plan", "drift", "watch", "chaos", "compare",
     )
     for command in commands:
         code, out, _ = run(capsys, command, "--help")
         assert code == 0 and "Usage:" in out, command
     code, out, _ = run(capsys, "secrets", "tls", "--help")
     assert code == 0 and "--host" in out
+
+
+def test_in_place_settings_on_a_phoenix_environment_name_the_line(capsys, project):
+    replace_in(project, "  ci:\n    env: {LOG_LEVEL: debug}", "  ci:\n    in_place: {command: sh deploy.sh}\n    env: {LOG_LEVEL: debug}")
+    code, _, err = run(capsys, "validate", "-f", str(project))
+    assert_one_line_error(code, err, "environments.ci", "in_place is for environments with mode: in-place")
+
+
+def test_deploy_to_several_environments_checks_every_name_first(capsys, project):
+    code, _, err = run(capsys, "deploy", "ci", "staging", "-f", str(project))
+    assert_one_line_error(code, err, "unknown environment 'staging'")
+    assert not (project.parent / ".phoenix" / "images").exists()  # nothing baked
+
+
+def test_promotion_takes_one_source(capsys, project):
+    code, _, err = run(capsys, "deploy", "ci-legacy", "--release-of", "ci", "--release", "op-1", "-f", str(project))
+    assert code == 1 and "--release-of and --release name the same thing" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "deploy", "ci-legacy", "--release-of", "ci", "-f", str(project))
+    assert code == 1 and "environment ci has no release to promote" in err, err
 
 
 def test_schema_is_json_schema(capsys):

@@ -61,6 +61,7 @@ class ServerRow:
     standby_until: datetime | None = None  # blue-green: kept until then
     operation_id: str | None = None
     handle: str = "{}"  # provider data: pid, root, log...
+    serving_since: datetime | None = None  # last put into service (launch or in-place update)
 
     @property
     def handle_data(self) -> dict:
@@ -95,6 +96,7 @@ class OperationRow:
     started_at: datetime = field(default_factory=utcnow)
     ended_at: datetime | None = None
     summary: str = ""
+    image_ids: str | None = None  # json: the build a deploy carried (failed ones too)
 
 
 @dataclass(kw_only=True)
@@ -138,6 +140,8 @@ class ReleaseRow:
     spec_text: str
     image_ids: str  # json: image name -> id
     fingerprints: str  # json: role -> fingerprint
+    baked_at: datetime | None = None  # when its build's last image was baked
+    live_at: datetime | None = None  # when the environment's last server began serving it
 
 
 @dataclass
@@ -164,7 +168,7 @@ servers = Table(
     Column("image_id", String, nullable=False), Column("fingerprint", String, nullable=False), Column("address", String, nullable=False),
     Column("port", Integer, nullable=False), Column("state", String, nullable=False), Column("in_service", Boolean, nullable=False),
     Column("launched_at", DateTime, nullable=False), Column("retired_at", DateTime), Column("standby_until", DateTime),
-    Column("operation_id", String), Column("handle", Text, nullable=False),
+    Column("operation_id", String), Column("handle", Text, nullable=False), Column("serving_since", DateTime),
     Index("ix_servers_env_role_state", "env", "role", "state"),  # a role's servers, the destroyed left out
 )
 load_balancers = Table(
@@ -176,7 +180,7 @@ operations = Table(
     "operations", metadata,
     Column("id", String, primary_key=True), Column("env", String, nullable=False, index=True), Column("kind", String, nullable=False),
     Column("status", String, nullable=False), Column("started_at", DateTime, nullable=False), Column("ended_at", DateTime),
-    Column("summary", Text, nullable=False),
+    Column("summary", Text, nullable=False), Column("image_ids", Text),
 )
 
 
@@ -202,7 +206,7 @@ releases = Table(
     Column("id", Integer, primary_key=True, autoincrement=True), Column("env", String, nullable=False, index=True),
     Column("operation_id", String, nullable=False), Column("created_at", DateTime, nullable=False), Column("kind", String, nullable=False),
     Column("reason", Text, nullable=False), Column("spec_text", Text, nullable=False), Column("image_ids", Text, nullable=False),
-    Column("fingerprints", Text, nullable=False),
+    Column("fingerprints", Text, nullable=False), Column("baked_at", DateTime), Column("live_at", DateTime),
 )
 secret_hashes = Table(
     "secret_hashes", metadata,
@@ -424,6 +428,15 @@ class StateStore:
     def releases(self, env: str, limit: int = 50) -> list[ReleaseRow]:
         query = selecting(ReleaseRow, releases).where(releases.c.env == env).order_by(releases.c.id.desc()).limit(limit)
         return self._all(ReleaseRow, query)
+
+    def release_of_operation(self, op_id: str) -> ReleaseRow | None:
+        """The release an operation recorded (a `phoenix history` id), whichever environment."""
+        query = selecting(ReleaseRow, releases).where(releases.c.operation_id == op_id).order_by(releases.c.id.desc()).limit(1)
+        return self._one(ReleaseRow, query)
+
+    def set_operation_images(self, op_id: str, image_ids: dict[str, str]) -> None:
+        with self.transaction() as connection:
+            connection.execute(update(operations).where(operations.c.id == op_id).values(image_ids=json.dumps(image_ids, sort_keys=True)))
 
     def set_operation_status(self, op_id: str, status: str, note: str = "") -> None:
         summary = operations.c.summary + f"; {note}" if note else operations.c.summary

@@ -27,24 +27,67 @@ def up(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool) -> 
 
 
 @click.command()
-@env_argument
+@click.argument("envs", nargs=-1, required=True, metavar="ENV [ENV ...]")
 @click.option("--strategy", type=click.Choice(["rolling", "blue-green", "canary"]), default=None, help="Instead of the environment's")
 @click.option("--pause", is_flag=True, help="canary: stop after the canary and wait for `promote` or `rollback`")
+@click.option("--release-of", "release_of", default=None, metavar="ENV", help="Deploy exactly the release ENV runs now (no bake)")
+@click.option("--release", "release", default=None, metavar="ID", help="Deploy the release an operation of `history` recorded (no bake)")
 @dry_run_option
 @discard_state_option
 @lock_timeout_option
 @spec_option
 @json_option
-def deploy(env: str, strategy: str | None, pause: bool, dry_run: bool, discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool) -> None:
-    """Bake, then replace every server whose image or boot configuration changed."""
+def deploy(
+    envs: tuple[str, ...], strategy: str | None, pause: bool, release_of: str | None, release: str | None, dry_run: bool,
+    discard_state: bool, lock_timeout: float, spec_file: Path | None, as_json: bool,
+) -> None:
+    """Bake, then replace every server whose image or boot configuration changed (in-place
+    environments: update each where it stands). Several environments: one build, baked once,
+    deployed to each side by side; one failing stops none of the others."""
     from .render import print_plan, print_result
 
-    with executor_for(spec_file, f"deploy {env}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=env) as executor:
+    envs = tuple(dict.fromkeys(envs))
+    label = " ".join(envs)
+    with executor_for(spec_file, f"deploy {label}", quiet=as_json or dry_run, lock_timeout=lock_timeout, env=envs[0]) as executor:
         executor.discard_state = discard_state
         if dry_run:
-            print_plan(executor.reports.describe(env, "deploy", strategy), as_json)
+            for env in envs:
+                print_plan(executor.reports.describe(env, "deploy", strategy), as_json)
             return
-        print_result(executor.deploy(env, strategy, pause), as_json)
+        if len(envs) == 1:
+            print_result(executor.deploy(envs[0], strategy, pause, release_of=release_of, release=release), as_json)
+            return
+        if pause:
+            raise click.UsageError("--pause is for one canary environment at a time")
+        print_many(executor.deploy_many(list(envs), strategy, release_of=release_of, release=release), as_json)
+
+
+def print_many(outcomes: list, as_json: bool) -> None:
+    """Each environment's result, then one line naming those that failed (exit 1)."""
+    from ..errors import PhoenixError
+    from .console import out
+    from .render import print_result, result_json
+
+    failed = [env for env, outcome in outcomes if isinstance(outcome, BaseException)]
+    if as_json:
+        rows = [
+            {"environment": env, "ok": False, "error": str(outcome)} if isinstance(outcome, BaseException)
+            else {"environment": env, "ok": True, "result": result_json(outcome)}
+            for env, outcome in outcomes
+        ]
+        out.print_json(json.dumps({"environments": rows, "failed": failed}))
+    else:
+        for env, outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                out.print(f"deploy {env}: failed: {outcome}", markup=False)
+            else:
+                print_result(outcome, False)
+    if failed:
+        deployed = [env for env, outcome in outcomes if not isinstance(outcome, BaseException)]
+        raise PhoenixError(
+            f"deploy failed in {', '.join(failed)} ({len(failed)} of {len(outcomes)} environment(s))"
+            + (f"; deployed: {', '.join(deployed)}" if deployed else "")
+        )
 
 
 @click.command()

@@ -103,9 +103,16 @@ def init(directory: Path, example: str) -> None:
 @click.option("--env", default="production", show_default=True, help="Environment of the example to use")
 @click.option("--rate", type=click.FloatRange(min=1), default=150.0, show_default=True, help="Requests per second through the load balancers")
 @click.option("--keep", is_flag=True, help="Keep the demo directory (logs, state) afterwards")
-def demo(env: str, rate: float, keep: bool) -> None:
+@click.option(
+    "--branch-by-abstraction", "branch", is_flag=True,
+    help="Instead: ci (phoenix) beside ci-legacy (in-place), one build to both under load, their time to live compared",
+)
+def demo(env: str, rate: float, keep: bool, branch: bool) -> None:
     """Bring up the example, rotate every server under steady load, report, tear down."""
     from rich.text import Text
+
+    if branch:
+        return _demo_branch(rate, keep)
 
     from ..load import LoadGenerator
     from .console import out
@@ -150,6 +157,25 @@ def demo(env: str, rate: float, keep: bool) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     if failed:
         raise PhoenixError(f"{failed} request(s) failed during the rotation")
+
+
+def _demo_branch(rate: float, keep: bool) -> None:
+    from . import demo_branch
+    from .console import out
+
+    workdir = Path(tempfile.mkdtemp(prefix="phoenix-demo-"))
+    os.chmod(workdir, 0o711)  # servers that run as an unprivileged uid pass through it (nothing listed)
+    init_example(workdir)
+    out.print(f"phoenix demo: branch by abstraction, the example website in {workdir}")
+    try:
+        failed = demo_branch.run(workdir / "phoenix.yaml", rate)
+    finally:
+        demo_branch.tear_down(workdir / "phoenix.yaml")
+        out.print(f"destroy: {' and '.join(demo_branch.ENVS)} torn down")
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if failed:
+        raise PhoenixError(f"{failed} request(s) failed during the deploy")
 
 
 @click.group()

@@ -271,4 +271,40 @@ def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
         raise SystemExit(1)  # what every deployment needs is missing
 
 
-COMMANDS = (status, history, plan_command, drift_command, config_command, userdata, doctor)
+@click.command()
+@click.argument("env_a")
+@click.argument("env_b")
+@spec_option
+@json_option
+def compare(env_a: str, env_b: str, spec_file: Path | None, as_json: bool) -> None:
+    """Build by build: the time to live (bake to the last server serving it) in ENV_A and
+    ENV_B, their ratio, and which deploys failed where."""
+    from .console import out
+
+    with executor_for(spec_file, "compare", quiet=True, env=env_a) as executor:
+        report = executor.compare(env_a, env_b)
+    if as_json:
+        out.print_json(json.dumps(report))
+        return
+    from rich.table import Table
+
+    seconds = lambda value: f"{value:.2f}s" if value is not None else "-"  # noqa: E731
+    table = Table(title=f"time to live: {env_a} against {env_b}, newest build first", title_justify="left")
+    for column in ("build", "baked", env_a, env_b, "ratio", "failed"):
+        table.add_column(column, justify="right" if column in (env_a, env_b, "ratio") else "left", no_wrap=column != "failed")
+    for build in report["builds"]:
+        failed = "; ".join(f"{env}: {', '.join(ops)}" for env, ops in build["failed"].items())
+        ttl = build["time_to_live_s"]
+        ratio = f"{build['ratio']:.2f}" if build["ratio"] is not None else "-"
+        table.add_row(", ".join(build["images"].values()), build["baked_at"] or "-", seconds(ttl[env_a]), seconds(ttl[env_b]), ratio, failed)
+    out.print(table)
+    medians = report["median_time_to_live_s"]
+    ratio = report["median_ratio"]
+    out.print(
+        f"median time to live: {env_a} {seconds(medians[env_a])}, {env_b} {seconds(medians[env_b])}; "
+        f"median ratio {env_a}/{env_b}: {ratio if ratio is not None else '-'}",
+        markup=False,
+    )
+
+
+COMMANDS = (status, history, plan_command, drift_command, config_command, userdata, doctor, compare)

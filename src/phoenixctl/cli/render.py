@@ -41,25 +41,27 @@ class RichReporter(Reporter):
             self.progress.advance(self.task, steps)
 
 
+def result_json(result: OperationResult) -> dict:
+    """What --json prints of one operation's result."""
+    return {
+        "operation": result.id,
+        "environment": result.env,
+        "kind": result.kind,
+        "launched": result.launched,
+        "retired": result.retired,
+        "removed": result.removed,
+        "destroyed": result.destroyed,
+        "updated": result.updated,
+        "baked": result.baked,
+        "seconds": round(result.seconds, 3),
+        "paused": result.paused,
+        "recovered": result.recovered,
+    }
+
+
 def print_result(result: OperationResult, as_json: bool) -> None:
     if as_json:
-        out.print_json(
-            json.dumps(
-                {
-                    "operation": result.id,
-                    "environment": result.env,
-                    "kind": result.kind,
-                    "launched": result.launched,
-                    "retired": result.retired,
-                    "removed": result.removed,
-                    "destroyed": result.destroyed,
-                    "baked": result.baked,
-                    "seconds": round(result.seconds, 3),
-                    "paused": result.paused,
-                    "recovered": result.recovered,
-                }
-            )
-        )
+        out.print_json(json.dumps(result_json(result)))
     elif result.changed or result.baked:
         out.print(f"{result.kind} {result.env}: {result.summary()} in {result.seconds:.1f}s ({result.id})")
         if result.paused:
@@ -96,14 +98,16 @@ def phase_table(operations: list[OperationReport], title: str) -> Table:
 
     table = Table(title=title, title_justify="left")
     shown = [p for p in PHASES if any(p in op.phases for op in operations)]  # no empty columns
-    for column in ("operation", "kind", "status", "started", "total", *shown, "summary"):
+    live = ("time to live",) if any(op.time_to_live_s is not None for op in operations) else ()
+    for column in ("operation", "kind", "status", "started", "total", *shown, *live, "summary"):
         # ids and times are never cut (they are looked up and pasted); the summary wraps instead
         table.add_column(
-            column, justify="right" if column in PHASES or column == "total" else "left",
+            column, justify="right" if column in PHASES or column in ("total", "time to live") else "left",
             no_wrap=column != "summary", min_width=None if column == "summary" else len(column),
         )
     for op in operations:
         cells = [f"{op.phases[p].max_s:.2f}s ×{op.phases[p].count}" if p in op.phases else "" for p in shown]
         total = f"{op.seconds:.2f}s" if op.seconds is not None else "running"
-        table.add_row(op.id, op.kind, op.status, op.started_at, total, *cells, op.summary)
+        to_live = [f"{op.time_to_live_s:.2f}s" if op.time_to_live_s is not None else ""] if live else []
+        table.add_row(op.id, op.kind, op.status, op.started_at, total, *cells, *to_live, op.summary)
     return table

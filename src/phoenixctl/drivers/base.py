@@ -83,6 +83,22 @@ class LaunchRequest:
 
 
 @dataclass(frozen=True)
+class UpdateRequest:
+    """One server of an in-place environment updated where it stands: the new image over its
+    root (or the team's `script` run for it), its boot configuration applied again, its
+    start command restarted. The server keeps its id, address and age."""
+
+    launch: LaunchRequest  # what a fresh server of this build would be launched with
+    previous_location: str  # the image the server runs now (what the update starts from)
+    steps: tuple[str, ...] = ()  # the image's steps, run again in the server's root
+    script: str | None = None  # `in_place.command`: the team's deployment script, instead of the built-in update
+    project_dir: str = ""  # where the script runs
+
+    def __repr__(self) -> str:
+        return f"UpdateRequest({self.launch.server_id}, to image {self.launch.image_id})"
+
+
+@dataclass(frozen=True)
 class Launched:
     address: str
     port: int
@@ -229,6 +245,19 @@ class ComputeDriver(ABC):
     def launch(self, request: LaunchRequest) -> Launched:
         """Start a fresh server from the image, at an address the provider chooses."""
 
+    def update_in_place(self, handle: dict, request: UpdateRequest, deadline: Deadline) -> dict:
+        """In-place environments (capability "in_place"): update the server where it stands
+        and start it again; returns its new handle. What it ran before is kept until
+        `forget_previous`, so `restore_previous` can put it back."""
+        raise PhoenixError(f"provider {self.name} cannot update servers in place")
+
+    def restore_previous(self, handle: dict, deadline: Deadline) -> dict:
+        """After a failed `update_in_place`: the server back on what it ran before, started again."""
+        raise PhoenixError(f"provider {self.name} cannot update servers in place")
+
+    def forget_previous(self, handle: dict) -> None:
+        """A successful update: what the server ran before is no longer needed."""
+
     @abstractmethod
     def is_alive(self, handle: dict) -> bool: ...
 
@@ -353,6 +382,11 @@ class LoadBalancerDriver(ABC):
 
     @abstractmethod
     def counters(self, handle: dict) -> dict[str, MemberCounters]: ...
+
+    def hold_checks(self, handle: dict, name: str, held: bool) -> None:
+        """Hold (or resume) the balancer's checks of a member, so a short restart of the only
+        server of a role (an in-place update) is retried rather than marked down. Where the
+        provider cannot, the member is checked as always."""
 
     @abstractmethod
     def drain_member(self, handle: dict, name: str) -> None:

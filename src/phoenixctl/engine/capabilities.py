@@ -24,6 +24,9 @@ def check_provider(loaded: LoadedSpec) -> None:
         refusal = strategy_refusal(provider, rollout.strategy, capabilities)
         if refusal:
             fail(loc + ("strategy",), refusal)
+    for env, environment in spec.environments.items():
+        if environment.mode == "in-place" and "in_place" not in capabilities:
+            fail(("environments", env, "mode"), f"provider {provider} cannot update servers in place (mode: in-place)")
     for name, image in spec.images.items():
         for ref in ("prebuilt", "base"):
             if getattr(image, ref) is not None and "image_refs" not in capabilities:

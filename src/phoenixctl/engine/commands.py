@@ -90,23 +90,71 @@ class Executor(Part):
             self.engine.converger.converge(op, env, roles=None, replace_outdated=False, replace_all=False)
             return op.result
 
-    def deploy(self, env: str, strategy: str | None = None, pause: bool = False) -> OperationResult:
-        """Bake, then replace every server whose fingerprint changed, with the environment's
-        strategy (or the one given): rolling, blue-green or canary."""
+    def deploy(
+        self, env: str, strategy: str | None = None, pause: bool = False, image_ids: dict[str, str] | None = None,
+        release_of: str | None = None, release: str | None = None,
+    ) -> OperationResult:
+        """Bake (unless given the images), then replace every server whose fingerprint changed,
+        with the environment's strategy (or the one given): rolling, blue-green or canary; an
+        in-place environment has its servers updated where they stand instead. `release_of`
+        (an environment) or `release` (an operation id from `history`): deploy exactly that
+        release's images and configuration, baking nothing (promotion)."""
         self.project.loaded.environment(env)
-        strategy = strategy or self.spec.rollout(env).strategy
-        refusal = strategy_refusal(self.spec.provider.name, strategy, self.lbs.capabilities)
-        if refusal:
-            raise PhoenixError(refusal)
+        source = self.engine.releases.source(release_of, release)
+        in_place = self.spec.environments[env].mode == "in-place"
+        if in_place:
+            if strategy not in (None, "rolling") or pause:
+                raise PhoenixError(f"environment {env} is in-place: its servers are updated where they stand (--strategy and --pause are for phoenix environments)")
+            self.engine.in_place.check_able(env)
+        else:
+            strategy = strategy or self.spec.rollout(env).strategy
+            refusal = strategy_refusal(self.spec.provider.name, strategy, self.lbs.capabilities)
+            if refusal:
+                raise PhoenixError(refusal)
         with self.operation(env, "deploy") as op:
-            self._supersede_paused(env)
-            self.engine.converger.converge(op, env, roles=None, replace_outdated=True, replace_all=False, strategy=strategy, pause=pause)
+            engine, reason = self.engine, ""
+            if source is not None:
+                engine = self.engine.for_project(Project.from_release(self.project, source.spec_text))
+                engine.project.loaded.environment(env)
+                image_ids, reason = json.loads(source.image_ids), f"promoted: the release of {source.operation_id} ({source.env})"
+                self.reporter.info(f"deploying the release of {source.operation_id} ({source.env}): images {', '.join(image_ids.values())}")
+            if in_place:
+                engine.in_place.deploy(op, env, image_ids, release_reason=reason)
+            else:
+                self._supersede_paused(env)
+                engine.converger.converge(
+                    op, env, roles=None, replace_outdated=True, replace_all=False, strategy=strategy, pause=pause, image_ids=image_ids,
+                    release_reason=reason,
+                )
             return op.result
+
+    def deploy_many(
+        self, envs: list[str], strategy: str | None = None, release_of: str | None = None, release: str | None = None
+    ) -> list[tuple[str, OperationResult | Exception]]:
+        """One build to several environments: baked once, then deployed to each side by side,
+        each its own locked, journaled operation. One failing neither stops nor undoes the
+        others: each environment's result or error, in the order given."""
+        for env in envs:
+            self.project.loaded.environment(env)
+        self.engine.releases.source(release_of, release)  # refused before anything starts
+        image_ids: dict[str, str] | None = None
+        if release_of is None and release is None:
+            needed = sorted({self.spec.roles[role].image for env in envs for role in self.spec.environments[env].roles})
+            image_ids = {name: image_id for name, image_id, _, _ in (self.engine.converger.bake_one(n, None) for n in needed)}
+
+        def deploy_one(env: str) -> OperationResult:
+            own = None
+            if image_ids is not None:
+                own = {self.spec.roles[r].image: image_ids[self.spec.roles[r].image] for r in self.spec.environments[env].roles}
+            return self.deploy(env, strategy, image_ids=own, release_of=release_of, release=release)
+
+        return list(zip(envs, run_parallel([lambda e=e: deploy_one(e) for e in envs], raise_first=False)))
 
     def rotate(self, env: str, role: str | None = None) -> OperationResult:
         """Replace every server even if nothing changed: the phoenix rebirth. Same build, so
         a canary has nothing to compare: canary environments rotate rolling."""
         self.project.loaded.environment(env)
+        self.refuse_in_place(env, "rotate", "replaces every server")
         if role:
             self.check_env_role(env, role)
         strategy = self.spec.rollout(env).strategy
@@ -155,6 +203,13 @@ class Executor(Part):
             self._redeploy_previous(op, env)
             return op.result
 
+    def refuse_in_place(self, env: str, command: str, does: str) -> None:
+        if self.spec.environments[env].mode == "in-place":
+            raise PhoenixError(
+                f"{command} refused: environment {env} is in-place (mode: in-place): its servers live on and `phoenix deploy {env}` "
+                f"updates them where they stand; {command} {does}, which only phoenix environments do"
+            )
+
     def _redeploy_previous(self, op: Operation, env: str) -> None:
         previous = self.engine.releases.previous(env)
         image_ids = json.loads(previous.image_ids)
@@ -164,6 +219,11 @@ class Executor(Part):
                 raise PhoenixError(f"image {image_id} of the previous release ({previous.operation_id}) is gone")
         old = Project.from_release(self.project, previous.spec_text)
         self.reporter.info(f"redeploying the release of {previous.operation_id} ({previous.kind}, {previous.created_at:%Y-%m-%d %H:%M:%S} UTC)")
+        if self.spec.environments[env].mode == "in-place":
+            self.engine.for_project(old).in_place.deploy(
+                op, env, image_ids, release_kind="rollback", release_reason=f"back to the release of {previous.operation_id}"
+            )
+            return
         self.engine.for_project(old).converger.converge(
             op, env, roles=None, replace_outdated=True, replace_all=False, strategy="rolling", image_ids=image_ids,
             release_kind="rollback", release_reason=f"back to the release of {previous.operation_id}",
@@ -220,6 +280,7 @@ class Executor(Part):
     def reconcile(self, env: str, budget: int | None) -> OperationResult:
         """One pass of `watch`: replace what needs replacing within the budget (unhealthy and
         dead servers at once), oldest first, within the rotation limits."""
+        self.refuse_in_place(env, "watch", "replaces outdated, old, drifted and unhealthy servers")
         with self.operation(env, "watch") as op:
             self.engine.converger.converge(op, env, roles=None, replace_outdated=True, replace_all=False, reconcile_budget=budget)
             return op.result
@@ -258,6 +319,10 @@ class Executor(Part):
 
     def describe(self, env: str, kind: str, strategy: str | None = None, role: str | None = None) -> dict:
         return self.reports.describe(env, kind, strategy, role).as_json()
+
+    def compare(self, env_a: str, env_b: str) -> dict:
+        """Build by build: the time to live in each environment, their ratio, failed deploys."""
+        return self.engine.time_to_live.compare(env_a, env_b).as_json()
 
     def doctor(self, probe: bool = False, timeout: float = 900.0) -> dict:
         return self.reports.doctor(probe, timeout).as_json()

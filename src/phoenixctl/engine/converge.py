@@ -42,6 +42,7 @@ class Converger(Part):
         if image_ids is None:
             image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
             image_ids = {name: image_id for name, image_id, _, _ in (self.bake_one(n, op) for n in image_names)}
+        self.store.set_operation_images(op.id, image_ids)  # the build it carries, kept even when it fails (`compare`)
         # Side by side: a cloud balancer takes minutes to become active.
         all_roles = list(env_spec.roles)
         lbs = dict(zip(all_roles, run_parallel([lambda r=r: self.engine.balancers.ensure(op, env, r) for r in all_roles])))

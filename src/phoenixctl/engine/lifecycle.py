@@ -174,7 +174,7 @@ class Lifecycle(Part):
                 if isinstance(exc, GateFailed) or not isinstance(exc, Exception):
                     raise  # a gate's own failure (its process exited, with its log) stays as it is
                 raise GateFailed(row.id, "load balancer", str(exc)) from None
-        self.store.update_server(row.id, state="in_service", in_service=True)
+        self.store.update_server(row.id, state="in_service", in_service=True, serving_since=utcnow())
         self.reporter.info(f"{row.role}: {row.id} in service")
 
     def member_up(self, lb: LoadBalancerRow, row: ServerRow) -> bool:
@@ -189,6 +189,20 @@ class Lifecycle(Part):
 
     def retire(self, op: Operation, env: str, role: str, server_id: str, lb: LoadBalancerRow) -> None:
         """Drain, then remove from the balancer, then stop and destroy."""
+        deadlines = self.spec.deadlines(env)
+        self.drain(op, env, role, server_id, lb)
+        with op.phase("destroy", server_id):
+            self.store.update_server(server_id, state="stopping")
+            self.lbs.remove_member(lb.handle_data, server_id, Deadline(deadlines.swap, f"removal of {server_id}"))
+            self.engine.members.removed(lb, server_id)
+            failpoint("destroy")
+            self.destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
+        op.note("retired", server_id)
+        self.reporter.info(f"{role}: {server_id} retired")
+
+    def drain(self, op: Operation, env: str, role: str, server_id: str, lb: LoadBalancerRow, then: str = "removing it anyway") -> None:
+        """No new traffic to the server, then its sessions to zero (with a deadline); never the
+        last server in service of a role that wants one."""
         deadlines = self.spec.deadlines(env)
         with op.phase("drain", server_id):
             # Check and drain under one lock per balancer: two retirements side by side must
@@ -213,15 +227,7 @@ class Lifecycle(Part):
                         max_interval=0.2,
                     )
                 except DeadlineExceeded as exc:
-                    self.reporter.info(f"{role}: {exc}; removing it anyway")
-        with op.phase("destroy", server_id):
-            self.store.update_server(server_id, state="stopping")
-            self.lbs.remove_member(lb.handle_data, server_id, Deadline(deadlines.swap, f"removal of {server_id}"))
-            self.engine.members.removed(lb, server_id)
-            failpoint("destroy")
-            self.destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
-        op.note("retired", server_id)
-        self.reporter.info(f"{role}: {server_id} retired")
+                    self.reporter.info(f"{role}: {exc}; {then}")
 
 
     def switch(self, lb: LoadBalancerRow, enable: list[str], disable: list[str]) -> None:

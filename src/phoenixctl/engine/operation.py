@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 from ..state import StateStore, utcnow
 
-PHASES = ("bake", "launch", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
+PHASES = ("bake", "launch", "update", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
 
 
 class Reporter:
@@ -42,13 +42,16 @@ class OperationResult:
     paused: bool = False  # a canary in service, waiting for promote or rollback
     recovered: list[str] = field(default_factory=list)  # what recovery found and did first
     refused: list[str] = field(default_factory=list)  # servers a watch pass was not allowed to retire
+    updated: list[str] = field(default_factory=list)  # in-place environments: servers updated where they stand
 
     @property
     def changed(self) -> bool:
-        return bool(self.launched or self.retired or self.removed or self.destroyed or self.recovered)
+        return bool(self.launched or self.retired or self.removed or self.destroyed or self.recovered or self.updated)
 
     def summary(self) -> str:
         parts = [f"{len(self.launched)} launched", f"{len(self.retired)} retired"]
+        if self.updated:
+            parts = [f"{len(self.updated)} updated in place"] + [p for p in parts if not p.startswith("0 ")]
         if self.destroyed:
             parts = [f"{len(self.destroyed)} server(s) destroyed"]
         if self.removed:

@@ -110,6 +110,8 @@ class Recovery(Part):
             self.engine.lifecycle.destroy_server(op, self.store.server(row.id), stop, progress=False)
             return [f"{row.role}: {row.id} {reason}: destroyed"]
 
+        if row.state == "updating":  # an in-place update, interrupted
+            return [self.engine.in_place.resume(op, env, lb, row)]
         if row.state in NEVER_SERVED:
             return remove(f"was {row.state}, never put into service")
         if row.state == "stopping":

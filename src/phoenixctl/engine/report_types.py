@@ -119,12 +119,13 @@ class OperationReport:
     phases: Mapping[str, PhaseTiming]  # in the order of PHASES, then any other
     warmups: tuple[WarmupReport, ...]
     release: ReleaseInfo | None = None
+    time_to_live_s: float | None = None  # a release's: from its build's bake to its last server serving it
 
     def as_json(self) -> dict:
         shown = {
             "id": self.id, "kind": self.kind, "status": self.status, "started_at": self.started_at, "seconds": self.seconds,
             "summary": self.summary, "phases": {name: p.as_json() for name, p in self.phases.items()},
-            "warmups": [w.as_json() for w in self.warmups],
+            "warmups": [w.as_json() for w in self.warmups], "time_to_live_s": self.time_to_live_s,
         }
         return {**shown, "release": self.release.as_json()} if self.release is not None else shown
 

@@ -11,7 +11,7 @@ from ..deadline import Deadline
 from ..drivers.base import ImageSample
 from ..plan import ObservedServer, RolePlan
 from ..state import StateStore, utcnow
-from . import strategies
+from . import in_place, strategies
 from .operation import PHASES
 from .part import Part
 from .project import Project
@@ -20,6 +20,7 @@ from .report_types import (
     ReconcilePlan, ReleaseInfo, RoleReplacement, RoleSteps, ServerDrift, ServerStatus, StatusReport, SwitchPlan, WarmupReport,
 )
 from .strategies import rolling
+from .ttl import time_to_live
 
 
 class Reports(Part):
@@ -35,9 +36,12 @@ class Reports(Part):
         boots = self.engine.inspector.desired_boot(env, image_ids, lbs, resolved)
         now = utcnow()
         roles = []
+        # An in-place environment's servers live on: neither age nor drift has them replaced
+        # (drift stays reported by `drift` until someone acts); a deploy updates the outdated.
+        phoenix = self.spec.environments[env].mode == "phoenix"
         for role, env_role in self.spec.environments[env].roles.items():
-            observed = self.engine.inspector.observe_role(env, role, inspect=True)
-            plan = self.engine.inspector.plan(env, role, boots[role], observed, max_age=self.spec.max_age(env, role), now=now)
+            observed = self.engine.inspector.observe_role(env, role, inspect=phoenix)
+            plan = self.engine.inspector.plan(env, role, boots[role], observed, max_age=self.spec.max_age(env, role) if phoenix else None, now=now)
             missing = sum(b.launch for b in plan.batches) - len(plan.replace) - len(plan.remove_dead)
             roles.append(
                 RoleReplacement(
@@ -110,7 +114,10 @@ class Reports(Part):
                 continue
             observed = self.engine.inspector.observe_role(env, name)
             plan = self.engine.inspector.plan(env, name, boots[name], observed, replace_all=replace_all)
-            steps = strategies.strategy(strategy).describe(plan, env_role.count, rollout) or rolling.describe(plan, env_role.count, rollout)
+            if self.spec.environments[env].mode == "in-place":
+                steps = in_place.describe(plan, env_role.count, rollout)
+            else:
+                steps = strategies.strategy(strategy).describe(plan, env_role.count, rollout) or rolling.describe(plan, env_role.count, rollout)
             roles.append(
                 RoleSteps(
                     role=name,
@@ -123,7 +130,8 @@ class Reports(Part):
                     steps=tuple(steps),
                 )
             )
-        return ConvergePlan(env, strategy, tuple(roles), resolved.not_run)
+        in_place_env = self.spec.environments[env].mode == "in-place"
+        return ConvergePlan(env, "in-place" if in_place_env else strategy, tuple(roles), resolved.not_run)
 
     def doctor(self, probe: bool = False, timeout: float = 900.0) -> DoctorReport:
         """The provider's capabilities for this spec; with `probe`, how long an image and a
@@ -197,7 +205,7 @@ class Reports(Part):
             release = releases.get(op.id)
             if release is not None:
                 info = ReleaseInfo(release.kind, release.reason, json.loads(release.image_ids), json.loads(release.fingerprints))
-                report = dataclasses.replace(report, release=info)
+                report = dataclasses.replace(report, release=info, time_to_live_s=time_to_live(release))
             reports.append(report)
         return reports
 

@@ -6,20 +6,22 @@ import threading
 
 from .balancers import Balancers
 from .converge import Converger
+from .in_place import InPlace
 from .inspect import Inspector
 from .lifecycle import Lifecycle
 from .members import SharedMembers
 from .operation import Reporter
 from .project import Project
 from .releases import Releases
+from .ttl import TimeToLive
 
 
 class Engine:
     """A project with the parts of the engine wired to it: `lifecycle` (one server, launch to
     destroy), `members` (the balancers' members as seen), `inspector` (what is, against what
-    should be), `balancers`, `releases`, `converger` (an environment to its plan). A
-    release's older spec gets an engine of its own (`for_project`), sharing the store, the
-    drivers, the members seen and the options."""
+    should be), `balancers`, `releases`, `converger` (an environment to its plan), `in_place`
+    (deploys to in-place environments). A release's older spec gets an engine of its own
+    (`for_project`), sharing the store, the drivers, the members seen and the options."""
 
     def __init__(
         self, project: Project, reporter: Reporter | None = None, lock_timeout: float = 0.0, discard_state: bool = False,
@@ -37,6 +39,8 @@ class Engine:
         self.balancers = Balancers(self)
         self.releases = Releases(self)
         self.converger = Converger(self)
+        self.in_place = InPlace(self)  # in-place environments: servers updated where they stand
+        self.time_to_live = TimeToLive(self)  # from a build's bake to users, per environment
 
     def for_project(self, project: Project) -> "Engine":
         """The same command (reporter, options) on another spec of the same project."""

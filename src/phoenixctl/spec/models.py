@@ -409,8 +409,26 @@ class WatchSpec(Model):
     max_replacements_per_hour: int = Field(20, ge=0, description="Budget for planned replacements; dead and unhealthy ones do not wait")
 
 
+class InPlaceSpec(Model):
+    """`environments.E.in_place`: how an in-place environment's servers are updated."""
+
+    command: str | None = Field(
+        None,
+        description=(
+            "The team's own deployment script, run once per server from the project directory with PHOENIX_SERVER_ID, "
+            "PHOENIX_SERVER_ADDRESS, PHOENIX_SERVER_ROOT, PHOENIX_ROLE, PHOENIX_ENV, PHOENIX_IMAGE and PHOENIX_PREVIOUS_IMAGE "
+            "in its environment (default: the provider's built-in update)"
+        ),
+    )
+
+
 class EnvironmentSpec(ConfigLayer):
     roles: dict[str, EnvRoleSpec]
+    mode: Literal["phoenix", "in-place"] = Field(
+        "phoenix",
+        description="phoenix: deploys replace servers; in-place: servers are created once and each deploy updates them where they stand",
+    )
+    in_place: InPlaceSpec | None = Field(None, description="in-place environments: the deployment script (default: the built-in update)")
     max_age: Duration | None = Field(None, description="Servers older than this are replaced (e.g. 7d)")
     watch: WatchSpec = WatchSpec()
     secrets: dict[SecretName, SecretSource] = Field(
@@ -420,6 +438,12 @@ class EnvironmentSpec(ConfigLayer):
     deadlines: DeadlinesSpec | None = None
     placement: PlacementSpec = PlacementSpec()
     dns_zone: str | None = Field(None, description="The DNS zone (e.g. a Route 53 hosted zone) of the roles' dns records")
+
+    @model_validator(mode="after")
+    def _in_place_only(self) -> "EnvironmentSpec":
+        if self.in_place is not None and self.mode != "in-place":
+            raise ValueError("in_place is for environments with mode: in-place")
+        return self
 
 
 class SimulatedDurations(Model):

@@ -30,14 +30,15 @@ from .loopback import LoopbackPool
 from ..base import ComputeDriver, FileChanges, ImageSample, Launched, LaunchRequest, LogExcerpt
 from .hermetic import clean_env
 from .images import LocalImages, file_manifest, read_manifest, same_file
+from .in_place import LocalInPlace, write_baseline
 from .processes import LocalProcesses
 
 LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
 
 
-class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
+class LocalCompute(LocalInPlace, LocalImages, LocalProcesses, ComputeDriver):
     name = "local"
-    capabilities = frozenset({"persistent_layer"})
+    capabilities = frozenset({"persistent_layer", "in_place"})
 
     def __init__(self, workdir: Path, project: str, settings=None):
         super().__init__(workdir, project, settings)
@@ -131,31 +132,36 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
                 env.update(self._apply_userdata(request, root, server_dir, env, log, run_as))
                 env.update(request.boot_env)
                 self._attach_persistent(root, env, run_as)
-                # The root as booted: what drift is measured against.
-                # Mode 0600: it hashes the secret files written beside it.
-                manifest = os.open(server_dir / "boot-manifest.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(manifest, "w") as manifest_file:
-                    manifest_file.write(json.dumps(file_manifest(root), sort_keys=True))
-                process = subprocess.Popen(
-                    ["/bin/sh", "-c", f"exec {request.command}"],
-                    cwd=root,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: it outlives us and dies whole
-                    **(run_as.popen() if run_as else {}),
-                )
+                write_baseline(server_dir, file_manifest(root))  # the root as booted: what drift is measured against
+                handle.update(self._start(server_dir, request.command, env, log, run_as))
         except BaseException:
             shutil.rmtree(server_dir, ignore_errors=True)
             raise
+        return Launched(address=address, port=request.port, handle=handle)
+
+    def _start(self, server_dir: Path, command: str, env: dict[str, str], log, run_as: RunAs | None) -> dict:
+        """Start the server's command in its root; what it was started with is kept beside it
+        (mode 0600: its environment may hold boot values), for an in-place update to go back
+        to. Returns the process's identity (pid and start time)."""
+        start = os.open(server_dir / "start.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(start, "w") as start_file:
+            start_file.write(json.dumps({"command": command, "env": env, "run_as": [run_as.uid, run_as.gid] if run_as else None}))
+        process = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {command}"],
+            cwd=server_dir / "root",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: it outlives us and dies whole
+            **(run_as.popen() if run_as else {}),
+        )
         self._children[process.pid] = process
         try:
             started = psutil.Process(process.pid).create_time()
         except psutil.NoSuchProcess:
             started = 0.0
-        handle.update(pid=process.pid, started=started)
-        return Launched(address=address, port=request.port, handle=handle)
+        return {"pid": process.pid, "started": started}
 
     def _unreachable(self, run_as: RunAs) -> str:
         """Why an unprivileged server could not run here ('' when it can): it must pass through
@@ -230,6 +236,8 @@ class LocalCompute(LocalImages, LocalProcesses, ComputeDriver):
                 name = key.removeprefix("PHOENIX_PERSISTENT_").lower().replace("_", "-")
                 link = root / "persistent" / name
                 link.parent.mkdir(exist_ok=True)
+                if link.is_symlink():  # applied again by an in-place update
+                    link.unlink()
                 link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
                 if run_as is not None:
                     os.lchown(link.parent, run_as.uid, run_as.gid)

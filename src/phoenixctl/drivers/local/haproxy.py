@@ -293,6 +293,13 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
                 members[row["svname"]] = state
         return members
 
+    def hold_checks(self, handle: dict, name: str, held: bool) -> None:
+        # With its checks off, a member keeps its state: a restart's refused connections are
+        # retried (`retries`, a turn-around of a second each) instead of it being marked DOWN.
+        api = RuntimeAPI(handle["socket"])
+        for backend in self._backends(handle):
+            api.command(f"{'disable' if held else 'enable'} health {backend}/{name}")
+
     def drain_member(self, handle: dict, name: str) -> None:
         api = RuntimeAPI(handle["socket"])
         for backend in self._backends(handle):

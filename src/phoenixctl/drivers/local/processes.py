@@ -42,6 +42,13 @@ class LocalProcesses:
     def destroy(self, handle: dict, deadline: Deadline) -> None:
         recorded = handle.get("dir") or handle.get("root")
         tree = owned_path(self.workdir, recorded, "server directory") if recorded else None  # checked before any signal
+        self.stop(handle, deadline)
+        if tree is not None:  # a launch that failed before it was recorded left nothing here
+            shutil.rmtree(tree, ignore_errors=True)
+
+    def stop(self, handle: dict, deadline: Deadline) -> None:
+        """End the server's process group (gracefully, then by force at the deadline); its
+        files stay (an in-place update starts it again)."""
         if handle.get("pid") and self._group_alive(handle["pid"], handle):  # the leader, or children it left
             pgid = handle["pid"]
             self._signal_group(pgid, signal.SIGTERM)
@@ -55,8 +62,6 @@ class LocalProcesses:
         child = self._children.pop(handle.get("pid"), None)
         if child is not None:
             child.wait(timeout=5)
-        if tree is not None:  # a launch that failed before it was recorded left nothing here
-            shutil.rmtree(tree, ignore_errors=True)
 
     def terminate(self, handle: dict) -> None:
         if handle.get("pid") and self._group_alive(handle["pid"], handle):

@@ -102,7 +102,7 @@ def _switch(steps: RolloutSteps, op, env: str, lb: LoadBalancerRow, enable: list
                 raise
             raise GateFailed(enable[0].id, "load balancer", f"{gate} undone: {exc}") from None
     for row in enable:
-        steps.store.update_server(row.id, state="in_service", in_service=True, standby_until=None)
+        steps.store.update_server(row.id, state="in_service", in_service=True, standby_until=None, serving_since=utcnow())
 
 
 def _wait_sessions_gone(steps: RolloutSteps, op, env: str, lb: LoadBalancerRow, rows: list[ServerRow], seconds: float) -> None:
