@@ -1,6 +1,9 @@
-"""The state store: a file written by an older Phoenix opens and gains the new columns."""
+"""The state store: a file written by an older Phoenix opens and gains the new columns; first
+commands side by side make it once."""
 
 import sqlite3
+import subprocess
+import sys
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
@@ -33,3 +36,15 @@ def test_an_older_store_gains_new_columns_and_keeps_its_rows(tmp_path: Path):
         assert [r.id for r in store.servers("ci")] == ["web-1", "web-2"]
     finally:
         store.close()
+
+
+def test_first_commands_side_by_side_create_one_store(tmp_path: Path):
+    """Two environments deployed at once from a fresh checkout open the store together: the
+    schema is made once, never twice ("table already exists", "database is locked")."""
+    opener = "import sys; from pathlib import Path; from phoenixctl.state import StateStore; StateStore(Path(sys.argv[1])).close()"
+    for round_ in range(5):
+        path = tmp_path / str(round_) / ".phoenix" / "state.db"
+        openers = [subprocess.Popen([sys.executable, "-c", opener, str(path)], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        for process in openers:
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr[-2000:]

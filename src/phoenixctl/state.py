@@ -10,6 +10,7 @@ would replace the one shared connection SQLite wants)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -258,8 +259,12 @@ class StateStore:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
-        metadata.create_all(self.engine)
-        self._add_missing_columns()
+        # Two first commands at once (two environments deployed side by side) must not both
+        # create the schema, nor switch the file to WAL while the other reads it.
+        with os.fdopen(os.open(path.with_name(path.name + ".lock"), os.O_CREAT | os.O_WRONLY, 0o600), "w") as schema_lock:
+            fcntl.flock(schema_lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+            metadata.create_all(self.engine)
+            self._add_missing_columns()
         self._lock = threading.RLock()
         self._connection: Connection = self.engine.connect()
         self._updates: dict[tuple[str, ...], object] = {}  # update_server's statements, one per set of fields
