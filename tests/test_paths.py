@@ -225,7 +225,7 @@ def test_secret_file_by_absolute_path_outside_the_project_is_accepted(capsys, pr
     secret = tmp_path / "outside" / "secret"
     replace_in(project, "tls_cert: {file: secrets/ci/tls.crt}", f"tls_cert: {{file: {secret}}}")
     out = validate_ok(capsys, project, "--resolve-secrets")
-    assert "secrets: 4 resolved" in out
+    assert "secrets: 6 resolved" in out  # each environment's TLS pair: ci's, ci-legacy's, production's
     assert SecretResolver(load_spec(project), tmp_path / "work").resolve("ci")["tls_cert"] == b"s3cret"
 
 

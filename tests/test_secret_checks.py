@@ -208,7 +208,8 @@ def test_validate_follows_the_layers_a_reference_replaced_in_an_environment_is_f
     def change(data):
         data["environments"]["production"]["secrets"]["api_token"] = {"file": "secrets/production/api_token"}
         data["roles"]["backend"]["env"] = {"API_TOKEN": {"secret": "api_token"}}
-        data["environments"]["ci"]["roles"]["backend"] = {"count": 1, "env": {"API_TOKEN": "not-a-secret-in-ci"}}
+        for env in ("ci", "ci-legacy"):
+            data["environments"][env]["roles"]["backend"] = {"count": 1, "env": {"API_TOKEN": "not-a-secret-in-ci"}}
 
     edit_spec(project, change)
     result = validate(project)
@@ -224,7 +225,7 @@ def test_secret_commands_run_only_with_resolve_secrets(project: Path):
     assert "1 command(s) not run (--resolve-secrets runs them)" in result.stdout
     result = validate(project, "--resolve-secrets")
     assert result.returncode == 0, result.stderr
-    assert marker.exists() and "secrets: 5 resolved" in result.stdout
+    assert marker.exists() and "secrets: 7 resolved" in result.stdout  # three TLS pairs, and ci's command
     assert "s3cret" not in result.stdout + result.stderr
 
 
