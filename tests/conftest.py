@@ -79,11 +79,35 @@ def _passable_tmp_path(request: pytest.FixtureRequest) -> None:
         passable(request.getfixturevalue("tmp_path"))
 
 
-def copy_example(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    """A private copy of the example project; returns the path of its phoenix.yaml."""
+def copy_example(tmp_path_factory: pytest.TempPathFactory, name: str, cached_layers: bool = True) -> Path:
+    """A private copy of the example project; returns the path of its phoenix.yaml. With
+    `cached_layers`, its layer cache holds the dependency layer the suite baked once (hard
+    links, as a bake keeps them): each test's first bake then runs only the code layer."""
     target = passable(tmp_path_factory.mktemp(name)) / "website"
     init_example(target)  # the example plus a TLS pair per environment
+    if cached_layers:
+        layers = target / ".phoenix" / "images" / "layers"
+        for folder in (target / ".phoenix", layers.parent, layers):
+            folder.mkdir(mode=0o711 if folder.name == ".phoenix" else 0o700)
+        for layer in _baked_dependency_layers(tmp_path_factory).iterdir():
+            shutil.copytree(layer, layers / layer.name, symlinks=True, copy_function=os.link)
     return target / "phoenix.yaml"
+
+
+_DEPENDENCY_LAYERS: list[Path] = []
+
+
+def _baked_dependency_layers(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example's layer cache after one bake, made the first time a test asks for it."""
+    if not _DEPENDENCY_LAYERS:
+        spec_path = copy_example(tmp_path_factory, "baked-once", cached_layers=False)
+        project = Project(spec_path)
+        try:
+            Executor(project).bake()
+        finally:
+            project.close()
+        _DEPENDENCY_LAYERS.append(spec_path.parent / ".phoenix" / "images" / "layers")
+    return _DEPENDENCY_LAYERS[0]
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
@@ -227,4 +251,4 @@ def ci_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def bake_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh copy of the example that nothing has been baked in yet."""
-    yield copy_example(tmp_path_factory, "bake")
+    yield copy_example(tmp_path_factory, "bake", cached_layers=False)

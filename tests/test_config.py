@@ -53,7 +53,8 @@ def preflight(spec_path: Path, env: str) -> None:
 
 def nothing_started(project_dir: Path) -> bool:
     workdir = project_dir / ".phoenix"
-    return not (workdir / "lb").exists() and not (workdir / "servers").exists() and not (workdir / "images").exists()
+    baked = list((workdir / "images").glob("img-*"))  # the layer cache the suite seeds is not a bake of this command
+    return not (workdir / "lb").exists() and not (workdir / "servers").exists() and not baked
 
 
 @pytest.fixture

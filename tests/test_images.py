@@ -214,7 +214,7 @@ def test_a_server_importing_what_its_image_lacks_fails_its_boot_gate_with_the_im
 
 @pytest.mark.slow
 def test_the_example_deploys_with_layers_and_a_code_change_reuses_its_dependencies(tmp_path_factory):
-    spec_path = copy_example(tmp_path_factory, "layers")
+    spec_path = copy_example(tmp_path_factory, "layers", cached_layers=False)
     data = yaml.safe_load(spec_path.read_text())
     data["environments"]["ci"]["roles"] = {"backend": 1}
     spec_path.write_text(yaml.safe_dump(data, sort_keys=False))

@@ -46,7 +46,7 @@ def boot(spec_path: Path, env: str, role: str) -> userdata.ParsedUserData:
 
 @pytest.fixture
 def project(tmp_path_factory) -> Path:
-    return copy_example(tmp_path_factory, "secret-checks")
+    return copy_example(tmp_path_factory, "secret-checks", cached_layers=False)  # validate must write nothing
 
 
 # --- a secret's value: its source less one trailing newline ---------------------------------
