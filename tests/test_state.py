@@ -48,3 +48,20 @@ def test_first_commands_side_by_side_create_one_store(tmp_path: Path):
         for process in openers:
             _, stderr = process.communicate(timeout=120)
             assert process.returncode == 0, stderr[-2000:]
+
+
+def test_first_commands_side_by_side_agree_on_one_secrets_key(tmp_path: Path):
+    """The project's HMAC key is made by whichever first command gets there; the others read
+    that one, whole (a race made `phoenix demo --branch-by-abstraction` fail on FileExistsError)."""
+    reader = "import sys; from pathlib import Path; from phoenixctl.boot.secrets import project_key; print(project_key(Path(sys.argv[1])).hex())"
+    for round_ in range(5):
+        workdir = tmp_path / str(round_) / ".phoenix"
+        readers = [subprocess.Popen([sys.executable, "-c", reader, str(workdir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for _ in range(6)]
+        keys = set()
+        for process in readers:
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, err[-2000:]
+            keys.add(out.strip())
+        assert len(keys) == 1 and len(keys.pop()) == 64
+        assert [p.name for p in workdir.iterdir()] == ["secret.key"]  # no staging file left behind

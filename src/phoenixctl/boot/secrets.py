@@ -46,9 +46,18 @@ def project_key(workdir: Path) -> bytes:
     path = workdir / "secret.key"
     if not path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        staging = workdir / f".secret.key.{os.getpid()}.{stdlib_secrets.token_hex(4)}"
+        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(stdlib_secrets.token_bytes(32))
+        try:
+            # Published whole, once: two first commands at once (two environments deployed
+            # side by side) agree on one key, and neither reads a half-written one.
+            os.link(staging, path)
+        except FileExistsError:
+            pass  # another command made it first: its key is the project's
+        finally:
+            staging.unlink()
     return path.read_bytes()
 
 
