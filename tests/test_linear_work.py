@@ -94,3 +94,18 @@ def test_the_shared_view_of_members_renewed_after_a_drain_never_shows_the_draine
     shared.drained(lb, web[1])
     shared.drained(lb, web[2])
     assert not shared.any_other_up(lb, web[0])  # web[1] and web[2] are UP at the balancer, drained by Phoenix
+
+
+def test_an_unfinished_operation_is_recovered_however_many_operations_came_after_it(tmp_path: Path):
+    """Recovery used to look for unfinished operations among the newest 500 only: a crashed
+    one older than that stayed `running` for ever. Now the store is asked for them by status."""
+    executor = fleet(tmp_path, 2)
+    store = executor.store
+    store.start_operation("op-crashed", "prod", "rotate")  # a command killed before it finished
+    store.set_operation_status("op-crashed", "running")
+    for n in range(501):
+        store.start_operation(f"op-later-{n:03d}", "prod", "status")
+        store.finish_operation(f"op-later-{n:03d}", "succeeded", "")
+    result = executor.recover("prod")
+    assert any("op-crashed" in action for action in result.recovered), result.recovered
+    assert {op.id: op.status for op in store.operations("prod", limit=1000)}["op-crashed"] == "interrupted"

@@ -459,9 +459,12 @@ class StateStore:
     def warmups(self, op_id: str) -> list[WarmupRow]:
         return self._all(WarmupRow, selecting(WarmupRow, warmups).where(warmups.c.operation_id == op_id).order_by(warmups.c.id))
 
-    def operations(self, env: str, limit: int = 50) -> list[OperationRow]:
-        query = selecting(OperationRow, operations).where(operations.c.env == env).order_by(operations.c.started_at.desc()).limit(limit)
-        return self._all(OperationRow, query)
+    def operations(self, env: str, limit: int = 50, status: str | None = None) -> list[OperationRow]:
+        """The newest first; `status` only those in it (`running`: unfinished, however old)."""
+        query = selecting(OperationRow, operations).where(operations.c.env == env)
+        if status is not None:
+            query = query.where(operations.c.status == status)
+        return self._all(OperationRow, query.order_by(operations.c.started_at.desc()).limit(limit))
 
     def phases(self, op_id: str) -> list[PhaseRow]:
         return self._all(PhaseRow, selecting(PhaseRow, phases).where(phases.c.operation_id == op_id).order_by(phases.c.id))

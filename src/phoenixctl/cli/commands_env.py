@@ -5,12 +5,12 @@ Each command imports how it prints in its body: at import this module loads only
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from .common import discard_state_option, dry_run_option, env_argument, executor_for, json_option, lock_timeout_option, spec_option
+from .json_output import print_json
 
 
 @click.command()
@@ -75,7 +75,7 @@ def print_many(outcomes: list, as_json: bool) -> None:
             else {"environment": env, "ok": True, "result": result_json(outcome)}
             for env, outcome in outcomes
         ]
-        out.print_json(json.dumps({"environments": rows, "failed": failed}))
+        print_json({"environments": rows, "failed": failed})
     else:
         for env, outcome in outcomes:
             if isinstance(outcome, BaseException):
@@ -156,7 +156,7 @@ def recover(env: str, lock_timeout: float, spec_file: Path | None, as_json: bool
     with executor_for(spec_file, f"recover {env}", quiet=True, lock_timeout=lock_timeout, env=env) as executor:
         result = executor.recover(env)
     if as_json:
-        out.print_json(json.dumps({"operation": result.id, "environment": env, "recovered": result.recovered}))
+        print_json({"operation": result.id, "environment": env, "recovered": result.recovered})
     elif result.recovered:
         out.print(f"recover {env}: found and did:")
         for action in result.recovered:

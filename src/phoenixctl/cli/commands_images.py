@@ -4,12 +4,12 @@ inside the commands, so `phoenix --help` stays quick."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from .common import json_option, spec_option
+from .json_output import print_json
 
 
 def size_text(size: int | None) -> str:
@@ -75,7 +75,7 @@ def images(ctx: click.Context, keep: int, spec_file: Path | None, as_json: bool)
     finally:
         project.close()
     if as_json:
-        out.print_json(json.dumps([entry.as_json() for entry in entries]))
+        print_json([entry.as_json() for entry in entries])
         return
     table = Table(title="images", title_justify="left")
     for column in ("id", "image", "size", "age", "layers", "servers", "releases"):
@@ -107,7 +107,7 @@ def prune(keep: int, force: bool, spec_file: Path | None, as_json: bool) -> None
     finally:
         project.close()
     if as_json:
-        out.print_json(json.dumps(result.as_json()))
+        print_json(result.as_json())
         return
     for image_id in result.removed:
         out.print(f"removed {image_id}")

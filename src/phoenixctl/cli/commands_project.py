@@ -16,6 +16,7 @@ import click
 from ..errors import PhoenixError
 from ..example import EXAMPLES, init_example
 from .common import discard_state_option, env_argument, executor_for, json_option, spec_option
+from .json_output import print_json
 
 
 @click.command()
@@ -79,7 +80,7 @@ def bake(images: tuple[str, ...], no_cache: bool, spec_file: Path | None, as_jso
     with executor_for(spec_file, "baking", quiet=True) as executor:
         results = executor.bake_layers(list(images), no_cache=no_cache)
     if as_json:
-        out.print_json(json.dumps(bake_json(results)))
+        print_json(bake_json(results))
         return
     print_bake(results)
 
@@ -247,15 +248,17 @@ def chaos(
     spec_file: Path | None, as_json: bool,
 ) -> None:
     """Terminate random in-service servers under load; report the time to the full count again."""
+    from ..engine.operation import Reporter
     from ..engine.watch import chaos as run_chaos
     from ..spec import load_spec
     from .console import out
     from .render import RichReporter
 
     load_spec(spec_file).environment(env)
-    report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, RichReporter(None, as_json), allow_outage, seed)
+    reporter = Reporter() if as_json else RichReporter(None)
+    report = run_chaos(spec_file, env, kill, role, heal, timeout, rate, reporter, allow_outage, seed)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        print_json(report.as_json())
     else:
         out.print(
             f"chaos {env}: killed {', '.join(report.killed)}; full count again after {report.seconds_to_full_count:.2f}s; "

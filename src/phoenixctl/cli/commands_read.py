@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import click
 
 from .common import env_argument, executor_for, json_option, spec_option
+from .json_output import print_json
 
 if TYPE_CHECKING:
     from ..boot.merged import Item
@@ -26,14 +27,14 @@ if TYPE_CHECKING:
 @json_option
 def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Servers and load balancers of the environment, as they really are."""
-    from .console import out
-
     with executor_for(spec_file, "status", quiet=True, env=env) as executor:
         report = executor.reports.status(env)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        print_json(report.as_json())
         return
     from rich.table import Table
+
+    from .console import out
 
     table = Table(title=f"{env}: servers", title_justify="left")
     # the provider's own fields (pid and root locally, instance and zone on AWS)
@@ -61,15 +62,15 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
 @json_option
 def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None:
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
-    from .console import out
-    from .render import phase_table
-
     with executor_for(spec_file, "history", quiet=True, env=env) as executor:
         operations = executor.reports.history(env, limit)
     if as_json:
-        out.print_json(json.dumps([op.as_json() for op in operations]))
+        print_json([op.as_json() for op in operations])
         return
     from rich.table import Table
+
+    from .console import out
+    from .render import phase_table
 
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
     warmed = [(op.id, w) for op in operations for w in op.warmups]
@@ -92,13 +93,13 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
 def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Every server that should be replaced and why; exit 1 when something should, or when
     it cannot tell (a secret command, never run here, with no keyed hash recorded)."""
-    from .console import out
-
     with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
         report = executor.reports.reconcile_plan(env)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        print_json(report.as_json())
     else:
+        from .console import out
+
         for role in report.roles:
             items = role.replace + role.retire
             parts = []
@@ -123,7 +124,7 @@ def drift_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     with executor_for(spec_file, "drift", quiet=True, env=env) as executor:
         report = executor.reports.drift(env)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        print_json(report.as_json())
         raise click.exceptions.Exit(1 if report.drifted else 0)
     for server in report.servers:
         if not server.supported:
@@ -193,7 +194,7 @@ def config_command(env: str, role: str, spec_file: Path | None, as_json: bool) -
         "secrets": {name: source.describe() for name, source in sorted(loaded.spec.environments[env].secrets.items())},
     }
     if as_json:
-        out.print_json(json.dumps(report))
+        print_json(report)
         return
     from rich.table import Table
     from rich.text import Text
@@ -256,7 +257,7 @@ def doctor(probe: bool, spec_file: Path | None, as_json: bool) -> None:
     with executor_for(spec_file, "doctor", quiet=True) as executor:
         report = executor.reports.doctor(probe)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        print_json(report.as_json())
     else:
         from rich.table import Table
 
@@ -284,7 +285,7 @@ def compare(env_a: str, env_b: str, spec_file: Path | None, as_json: bool) -> No
     with executor_for(spec_file, "compare", quiet=True, env=env_a) as executor:
         report = executor.compare(env_a, env_b)
     if as_json:
-        out.print_json(json.dumps(report))
+        print_json(report)
         return
     from rich.table import Table
 

@@ -40,7 +40,6 @@ def executor_for(
 ) -> Iterator[Executor]:
     """The project's executor; `env`, when given, is checked first, the same way for every command."""
     from ..engine import Executor, Project
-    from .render import RichReporter, err
 
     project = Project(spec_file)
     try:
@@ -49,8 +48,18 @@ def executor_for(
     except BaseException:
         project.close()
         raise
+    if quiet:  # nothing to show while it works: rich is not even loaded
+        from ..engine.operation import Reporter
+
+        try:
+            yield Executor(project, Reporter(), lock_timeout)
+        finally:
+            project.close()
+        return
+    from .render import RichReporter, err
+
     progress = None
-    if not quiet and err.is_terminal:
+    if err.is_terminal:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         progress = Progress(
@@ -59,8 +68,8 @@ def executor_for(
     try:
         if progress:
             with progress:
-                yield Executor(project, RichReporter(progress, quiet), lock_timeout)
+                yield Executor(project, RichReporter(progress), lock_timeout)
         else:
-            yield Executor(project, RichReporter(None, quiet), lock_timeout)
+            yield Executor(project, RichReporter(None), lock_timeout)
     finally:
         project.close()

@@ -5,7 +5,6 @@ themselves are in `console.py`, which every command may load without the engine.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -13,6 +12,7 @@ from rich.text import Text
 from ..engine.operation import PHASES, OperationResult, Reporter
 from ..engine.report_types import ConvergePlan, OperationReport, SwitchPlan
 from .console import err, out
+from .json_output import print_json
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -22,14 +22,13 @@ if TYPE_CHECKING:
 class RichReporter(Reporter):
     """Progress bar and event lines on stderr, so stdout stays clean for --json."""
 
-    def __init__(self, progress: Progress | None, quiet: bool):
+    def __init__(self, progress: Progress | None):
         self.progress = progress
-        self.quiet = quiet
         self.task = progress.add_task("working", total=0) if progress else None
 
     def info(self, message: str) -> None:
-        if not self.quiet:  # plain text: a server's output quoted in it may hold [brackets]
-            (self.progress.console if self.progress else err).print(f"  {message}", markup=False)
+        # plain text: a server's output quoted in it may hold [brackets]
+        (self.progress.console if self.progress else err).print(f"  {message}", markup=False)
 
     def planned(self, steps: int) -> None:
         if self.progress and steps:
@@ -61,7 +60,7 @@ def result_json(result: OperationResult) -> dict:
 
 def print_result(result: OperationResult, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(result_json(result)))
+        print_json(result_json(result))
     elif result.changed or result.baked:
         out.print(f"{result.kind} {result.env}: {result.summary()} in {result.seconds:.1f}s ({result.id})")
         if result.paused:
@@ -72,7 +71,7 @@ def print_result(result: OperationResult, as_json: bool) -> None:
 
 def print_plan(plan: ConvergePlan | SwitchPlan, as_json: bool) -> None:
     if as_json:
-        out.print_json(json.dumps(plan.as_json()))
+        print_json(plan.as_json())
         return
     head = f"{plan.kind} {plan.environment}" + (f" ({plan.strategy})" if isinstance(plan, ConvergePlan) else "")
     out.print(Text.assemble(("plan", "bold"), f": {head}" + (f": {plan.action}" if plan.action is not None else "") + " — nothing was changed"))

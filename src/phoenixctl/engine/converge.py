@@ -38,7 +38,7 @@ class Converger(Part):
         reconcile_budget: int | None = None,
     ) -> list[RolePlan]:
         env_spec = self.spec.environments[env]
-        self.engine.inspector.preflight(env)
+        resolved = self.engine.inspector.preflight(env)  # secrets read once, for the checks and the launches
         if image_ids is None:
             image_names = sorted({self.spec.roles[role].image for role in env_spec.roles})
             image_ids = {name: image_id for name, image_id, _, _ in (self.bake_one(n, op) for n in image_names)}
@@ -47,7 +47,7 @@ class Converger(Part):
         all_roles = list(env_spec.roles)
         lbs = dict(zip(all_roles, run_parallel([lambda r=r: self.engine.balancers.ensure(op, env, r) for r in all_roles])))
         self.engine.balancers.expire_standby(op, env, lbs)
-        boots = self.engine.inspector.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
+        boots = self.engine.inspector.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()}, resolved)
         plans: list[RolePlan] = []
         reconcile = reconcile_budget is not None
         for role in env_spec.roles:

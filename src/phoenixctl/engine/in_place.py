@@ -62,14 +62,14 @@ class InPlace(Part):
     ) -> None:
         self.check_able(env)
         env_spec = self.spec.environments[env]
-        self.engine.inspector.preflight(env)
+        resolved = self.engine.inspector.preflight(env)  # secrets read once, for the checks and the launches
         if image_ids is None:
             names = sorted({self.spec.roles[role].image for role in env_spec.roles})
             image_ids = {name: image_id for name, image_id, _, _ in (self.engine.converger.bake_one(n, op) for n in names)}
         self.store.set_operation_images(op.id, image_ids)
         roles = list(env_spec.roles)
         lbs = dict(zip(roles, run_parallel([lambda r=r: self.engine.balancers.ensure(op, env, r) for r in roles])))
-        boots = self.engine.inspector.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()})
+        boots = self.engine.inspector.desired_boot(env, image_ids, {role: f"{lb.address}:{lb.port}" for role, lb in lbs.items()}, resolved)
         for wave in role_waves(self.spec, roles):
             outcomes = run_parallel([lambda r=r: self.deploy_role(op, env, r, lbs[r], boots[r]) for r in wave], raise_first=False)
             failures = [o for o in outcomes if isinstance(o, BaseException)]

@@ -35,7 +35,7 @@ class Recovery(Part):
     """Bring the record and reality together after a crash."""
 
     def unfinished(self, env: str, current: str) -> list:
-        return [op for op in self.store.operations(env, limit=500) if op.status == "running" and op.id != current]
+        return [op for op in self.store.operations(env, status="running") if op.id != current]
 
 
     def recover(self, op: Operation, env: str) -> list[str]:
@@ -49,10 +49,10 @@ class Recovery(Part):
         stop = self.spec.deadlines(env).stop
         # Reality first: processes the record missed.
         discovered = self.compute.discover(env)
-        rows = {row.id: row for row in self.store.servers(env, include_destroyed=True)}
+        rows = {row.id: row for row in self.store.servers(env)}  # a destroyed one's process is an orphan too
         for server_id, handle in discovered.items():
             row = rows.get(server_id)
-            if row is None or row.state == "destroyed":
+            if row is None:
                 self.compute.destroy(handle, Deadline(stop, f"orphan {server_id} to stop"))
                 actions.append(f"{server_id}: {self.compute.label(handle)} unknown to the record (an orphan): destroyed")
             elif not self.compute.is_alive(row.handle_data):
