@@ -182,6 +182,9 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         directory = self._dir(env, role)
         directory.mkdir(parents=True, exist_ok=True)
         socket_path, pid_path, config_path = directory / "admin.sock", directory / "haproxy.pid", directory / "haproxy.cfg"
+        # One balancer per role: one left running by a command killed before it recorded it
+        # would share the address (SO_REUSEPORT) with an empty backend, and outlive `destroy`.
+        self._stop_all(config_path, Deadline(10, f"the {env}/{role} balancer left running to stop"))
         for stale in (socket_path, pid_path):
             stale.unlink(missing_ok=True)
         # The socket by a path relative to the balancer's folder (haproxy starts there): a
@@ -224,9 +227,12 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
             return False
 
     def is_alive(self, handle: dict) -> bool:
+        """The recorded pid is a haproxy started with this balancer's own config file: proof
+        it is ours whatever the clock did (a start time read against /proc/stat's boot time
+        moves when the wall clock is stepped), and no recycled pid passes."""
         try:
             process = psutil.Process(handle["pid"])
-            return abs(process.create_time() - handle["started"]) < 0.05 and process.status() != psutil.STATUS_ZOMBIE
+            return process.status() != psutil.STATUS_ZOMBIE and _started_with(process.cmdline(), _config_of(handle))
         except (psutil.Error, KeyError):
             return False
 
@@ -326,12 +332,47 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
                 raise PhoenixError(f"haproxy would not delete member {name}: {api.send(f'del server {backend}/{name}')}") from None
 
     def destroy(self, handle: dict, deadline: Deadline) -> None:
-        if self.is_alive(handle):
-            pid = handle["pid"]
-            os.kill(pid, signal.SIGTERM)
-            try:
-                deadline.poll(lambda: not self.is_alive(handle), interval=0.02)
-            except DeadlineExceeded:
-                os.kill(pid, signal.SIGKILL)
-                Deadline(5, f"haproxy {pid} to die").poll(lambda: not self.is_alive(handle), interval=0.02)
-        shutil.rmtree(owned_path(self.workdir, handle.get("dir", ""), "load balancer directory"), ignore_errors=True)
+        directory = owned_path(self.workdir, handle.get("dir", ""), "load balancer directory")
+        self._stop_all(directory / "haproxy.cfg", deadline)  # the recorded one, and any left beside it
+        shutil.rmtree(directory, ignore_errors=True)
+
+    def _stop_all(self, config_path: Path, deadline: Deadline) -> None:
+        """Stop every haproxy started with `config_path` (this project's own file: the only
+        processes this touches): SIGTERM, then SIGKILL at the deadline."""
+        running = [
+            process for process in psutil.process_iter(["cmdline", "status"])
+            if process.info["status"] != psutil.STATUS_ZOMBIE and _started_with(process.info["cmdline"] or [], config_path)
+        ]
+        for process in running:
+            _signal(process, signal.SIGTERM)
+        try:
+            deadline.poll(lambda: all(map(_gone, running)), interval=0.02)
+        except DeadlineExceeded:
+            for process in running:
+                _signal(process, signal.SIGKILL)
+            Deadline(5, "haproxy to die").poll(lambda: all(map(_gone, running)), interval=0.02)
+
+
+def _config_of(handle: dict) -> Path:
+    return Path(handle["dir"]) / "haproxy.cfg"
+
+
+def _started_with(cmdline: list[str], config_path: Path) -> bool:
+    """`haproxy ... -f CONFIG_PATH ...`: how `create` starts a balancer."""
+    return bool(cmdline) and Path(cmdline[0]).name == "haproxy" and any(
+        flag == "-f" and value == str(config_path) for flag, value in zip(cmdline, cmdline[1:])
+    )
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _signal(process: psutil.Process, signum: int) -> None:
+    try:
+        process.send_signal(signum)  # psutil checks the pid still names the process it found
+    except psutil.NoSuchProcess:
+        pass
