@@ -23,7 +23,7 @@ demo: setup
 	$(BIN)/phoenix demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
 # earlier one missed a target; the target fails at the end when any benchmark did.
