@@ -120,7 +120,7 @@ def time_to_live_chart(releases: list[dict]) -> str:
         )
         body.append(f'<text x="{x + step * 0.35:.1f}" y="{bar_area + 24}" class="tick" text-anchor="middle">{n + 1}</text>')
     body.append(f'<text x="50" y="{height - 4}" class="tick">releases, oldest first (hover a bar for its operation)</text>')
-    return _svg(LABEL_WIDTH + PLOT_WIDTH + 20, height, "time to live per release", body)
+    return _svg(max(360, int(70 + step * len(measured))), height, "time to live per release", body)
 
 
 def ages_chart(servers: list[dict]) -> str:
