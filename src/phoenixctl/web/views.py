@@ -8,6 +8,7 @@ not slow the overview). Drift hashes servers' files, so it is kept for `drift_tt
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -40,8 +41,6 @@ def operation_summary(op: OperationRow | None) -> dict | None:
 
 
 def release_summary(release: ReleaseRow) -> dict:
-    import json
-
     return {
         "operation_id": release.operation_id, "kind": release.kind, "reason": release.reason,
         "created_at": stamp(release.created_at), "images": json.loads(release.image_ids),
