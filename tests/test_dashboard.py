@@ -64,7 +64,7 @@ def ci(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def dashboard(ci: Path) -> Iterator[Dashboard]:
-    served = Dashboard(ci, "--token", TOKEN)
+    served = Dashboard(ci, "--token", TOKEN, "--refresh", "1s")  # a dead server shows within a second or two
     try:
         yield served
     finally:
@@ -200,6 +200,44 @@ def test_report_html_is_one_file_with_no_external_reference_that_the_browser_dra
     assert console_errors(browser) == []
 
 
+def test_the_overview_shows_the_last_successful_drill(ci, dashboard):
+    """A failed drill after it does not hide it (drills are `phoenix drill`'s operations)."""
+    from phoenixctl.state import StateStore
+
+    store = StateStore(ci.parent / ".phoenix" / "state.db")
+    try:
+        store.start_operation("op-drill-passed", ENV, "drill")
+        store.finish_operation("op-drill-passed", "succeeded", "rebuilt from nothing")
+        store.start_operation("op-drill-failed", ENV, "drill")
+        store.finish_operation("op-drill-failed", "failed", "a gate failed")
+    finally:
+        store.close()
+    overview = httpx.get(f"{dashboard.url}api/environments", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30).json()
+    summary = next(e for e in overview["environments"] if e["environment"] == ENV)
+    assert summary["last_drill"]["id"] == "op-drill-passed"
+    assert summary["last_operation"]["id"] == "op-drill-failed"
+
+
+def test_a_dead_server_shows_as_unhealthy_live(ci, dashboard, browser, tmp_path):
+    """Last in the module: it kills one of the environment's servers (by its recorded pid)."""
+    import os
+    import signal
+
+    browser.get(dashboard.url)
+    browser.execute_script("window.notReloaded = true;")
+    victim = next(s for s in cli_status(ci, ENV)["servers"] if s["role"] == "edit")
+    os.kill(victim["pid"], signal.SIGKILL)
+
+    def shown_unhealthy() -> bool:
+        row = browser.find_element("css selector", f'#environments tr[data-environment="{ENV}"]')
+        return victim["id"] in row.text and "edit 0/1" in " ".join(row.text.split())
+
+    wait_for(shown_unhealthy, 20, "the overview to show the dead server", interval=0.2)
+    assert browser.execute_script("return window.notReloaded === true;")
+    browser.save_screenshot(str(tmp_path / "unhealthy.png"))
+    assert console_errors(browser) == []
+
+
 def run_phoenix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """A command that must refuse at once (it would otherwise serve until stopped: the timeout fails it)."""
     return subprocess.run([PHOENIX, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
@@ -213,6 +251,7 @@ def run_phoenix(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         (["--listen", "nowhere"], "is not HOST:PORT"),
         (["--listen", "127.0.0.1:99999"], "is not a port"),
         (["--token", "short"], "--token: at least 8 characters"),
+        (["--refresh", "often"], "--refresh"),
         (["--token-file", "empty.txt"], "--token-file empty.txt:1: the file holds no token"),
     ],
 )

@@ -20,8 +20,12 @@ from .common import env_argument, executor_for, spec_option
 @click.option("--listen", default="127.0.0.1:8765", show_default=True, help="HOST:PORT to listen on (beyond loopback: needs a token)")
 @click.option("--token", default=None, help="Every request must present it (Authorization: Bearer, or ?token= in a browser)")
 @click.option("--token-file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="The token, from the file's first line")
+@click.option(
+    "--refresh", default="10s", show_default=True,
+    help="Open pages are drawn again at least this often (a dead server, ages); changes in the store show within a second",
+)
 @spec_option
-def dashboard(listen: str, token: str | None, token_file: Path | None, spec_file: Path | None) -> None:
+def dashboard(listen: str, token: str | None, token_file: Path | None, refresh: str, spec_file: Path | None) -> None:
     """A live, read-only web dashboard of every environment: servers, ages against max_age,
     drift, releases, time to live and each operation's phases per server (JSON under /api/)."""
     from ..web.access import is_loopback, parse_listen, read_token
@@ -30,6 +34,7 @@ def dashboard(listen: str, token: str | None, token_file: Path | None, spec_file
         host, port = parse_listen(listen)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
+    every = parse_period(refresh, "--refresh")
     try:
         token = read_token(token, token_file)
     except ValueError as exc:
@@ -50,10 +55,11 @@ def dashboard(listen: str, token: str | None, token_file: Path | None, spec_file
         err.print(f"open {shown} in a browser", markup=False)
 
     with executor_for(spec_file, "dashboard", quiet=True) as executor:
-        asyncio.run(serve(DashboardApp(Dashboard(executor), token).application(), host, port, ready))
+        dashboard_app = DashboardApp(Dashboard(executor, refresh=every.total_seconds()), token)
+        asyncio.run(serve(dashboard_app.application(), host, port, ready))
 
 
-def parse_since(value: str | None) -> timedelta | None:
+def parse_period(value: str | None, option: str) -> timedelta | None:
     from ..spec.values import parse_duration
 
     if value is None:
@@ -61,7 +67,7 @@ def parse_since(value: str | None) -> timedelta | None:
     try:
         return timedelta(seconds=parse_duration(value))
     except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--since") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 @click.command()
@@ -72,7 +78,7 @@ def parse_since(value: str | None) -> timedelta | None:
 def report(env: str, html_file: Path, since: str | None, spec_file: Path | None) -> None:
     """The environment's dashboard page as one self-contained HTML file (inline SVG charts and
     CSS, no script, nothing fetched): for CI artifacts."""
-    period = parse_since(since)
+    period = parse_period(since, "--since")
     folder = html_file.parent if str(html_file.parent) else Path(".")
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="--html")

@@ -51,9 +51,10 @@ def release_summary(release: ReleaseRow) -> dict:
 class Dashboard:
     """The pages' data for one project, read through its executor (never under a lock)."""
 
-    def __init__(self, executor: Executor, drift_ttl: float = 30.0):
+    def __init__(self, executor: Executor, drift_ttl: float = 30.0, refresh: float = 10.0):
         self.executor = executor
         self.drift_ttl = drift_ttl
+        self.refresh = refresh  # an open page is drawn again at least this often (seconds)
         self._drift: dict[str, tuple[float, dict]] = {}  # env -> (monotonic time, drift --json)
 
     @property
@@ -158,8 +159,11 @@ class Dashboard:
 
     def version(self, env: str | None) -> str:
         """A digest that changes when what a page shows changes (servers' states, the newest
-        operation): what the live updates watch, two small queries per environment."""
-        digest = hashlib.sha256()
+        operation): what the live updates watch, two small queries per environment. It also
+        changes every `refresh` seconds: what only the provider knows (a server that died,
+        a balancer's members) and the ages are shown at most that late, without asking the
+        provider every second."""
+        digest = hashlib.sha256(str(int(time.time() // self.refresh)).encode())
         for name in [env] if env else self.environments():
             for row in self.store.servers(name):
                 digest.update(f"{row.id}:{row.state}:{row.in_service};".encode())
