@@ -21,7 +21,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from ..errors import PhoenixError
+from ..errors import PhoenixError, SpecError
 from .access import is_loopback
 from .pages import render_environment, render_overview
 from .views import Dashboard
@@ -66,11 +66,14 @@ class DashboardApp:
         self.worker.shutdown(wait=False, cancel_futures=True)
 
     async def read(self, function: Callable, *args):
-        """`function(*args)` on the worker thread; an unknown environment is a 404."""
+        """`function(*args)` on the worker thread; an unknown environment is a 404, any other
+        failure to read (a provider that does not answer) a 503 saying why, in one line."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self.worker, function, *args)
-        except PhoenixError as exc:
+        except SpecError as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
+        except PhoenixError as exc:
+            raise web.HTTPServiceUnavailable(text=f"{exc}\n") from None
 
     # --- access -----------------------------------------------------------------------------
     @web.middleware
