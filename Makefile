@@ -12,6 +12,10 @@ setup: $(BIN)/phoenix
 	  echo "installing haproxy with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 	@haproxy -v | head -n 1
+	@# the dashboard's browser tests (tests/test_dashboard.py): Debian's headless Chromium and its driver
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 $(BIN)/phoenix: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,7 +31,7 @@ test: setup
 
 # Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
 # earlier one missed a target; the target fails at the end when any benchmark did.
-BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live
+BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live dashboard
 
 bench: setup
 	@failed=""; for name in $(BENCHMARKS); do \

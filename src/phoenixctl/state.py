@@ -466,5 +466,14 @@ class StateStore:
             query = query.where(operations.c.status == status)
         return self._all(OperationRow, query.order_by(operations.c.started_at.desc()).limit(limit))
 
+    def latest_operation(self, env: str, kind: str | None = None, status: str | None = None) -> OperationRow | None:
+        """The newest operation of `env` (of that kind, with that status): one row, however long the history."""
+        query = selecting(OperationRow, operations).where(operations.c.env == env)
+        if kind is not None:
+            query = query.where(operations.c.kind == kind)
+        if status is not None:
+            query = query.where(operations.c.status == status)
+        return self._one(OperationRow, query.order_by(operations.c.started_at.desc()).limit(1))
+
     def phases(self, op_id: str) -> list[PhaseRow]:
         return self._all(PhaseRow, selecting(PhaseRow, phases).where(phases.c.operation_id == op_id).order_by(phases.c.id))
