@@ -30,8 +30,9 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
 
     with executor_for(spec_file, "status", quiet=True, env=env) as executor:
         report = executor.reports.status(env)
+        drill = drill_standing(executor, env)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        out.print_json(json.dumps({**report.as_json(), "drill": drill.as_json()}))
         return
     from rich.table import Table
 
@@ -52,6 +53,23 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     for lb in report.load_balancers:
         lbs.add_row(lb.role, lb.address, lb.tls_address or "", "yes" if lb.alive else "no", str(lb.members_up))
     out.print(lbs)
+    print_drill(drill)
+
+
+def drill_standing(executor: Executor, env: str):
+    """The last successful drill and whether one is overdue (engine/disaster.py)."""
+    from ..engine.disaster import DisasterRecovery
+
+    return DisasterRecovery(executor).drill_standing(env)
+
+
+def print_drill(drill) -> None:
+    from .console import err, out
+
+    last = drill.last
+    out.print(f"last successful drill: {last.id} at {last.started_at:%Y-%m-%d %H:%M:%S} UTC: {last.summary}" if last else "last successful drill: none", markup=False)
+    if drill.warning:
+        err.print(f"phoenix: warning: {drill.warning}", markup=False)
 
 
 @click.command()
@@ -66,12 +84,14 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
 
     with executor_for(spec_file, "history", quiet=True, env=env) as executor:
         operations = executor.reports.history(env, limit)
+        drill = drill_standing(executor, env)
     if as_json:
         out.print_json(json.dumps([op.as_json() for op in operations]))
         return
     from rich.table import Table
 
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
+    print_drill(drill)
     warmed = [(op.id, w) for op in operations for w in op.warmups]
     if warmed:
         table = Table(title=f"{env}: warm-up per server", title_justify="left")
@@ -94,10 +114,15 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     it cannot tell (a secret command, never run here, with no keyed hash recorded)."""
     from .console import out
 
+    from .console import err
+
     with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
         report = executor.reports.reconcile_plan(env)
+        drill = drill_standing(executor, env)
+    if drill.warning:  # a warning: the plan's exit code is about servers
+        err.print(f"phoenix: warning: {drill.warning}", markup=False)
     if as_json:
-        out.print_json(json.dumps(report.as_json()))
+        out.print_json(json.dumps({**report.as_json(), "drill_warning": drill.warning}))
     else:
         for role in report.roles:
             items = role.replace + role.retire
