@@ -80,6 +80,16 @@ def take_backup(spec_path: Path) -> dict:
     return json.loads(result.stdout)
 
 
+def catalogue(spec_path: Path) -> Path:
+    return spec_path.parent / ".phoenix" / "backups" / "website" / ENV
+
+
+def backups_on_disk(spec_path: Path) -> list[dict]:
+    """The backups' manifests, newest first, read from the backup location itself."""
+    manifests = [json.loads(path.read_text()) for path in (catalogue(spec_path) / "manifests").glob("*.json")]
+    return sorted(manifests, key=lambda m: m["created_at"], reverse=True)
+
+
 def disaster(spec_path: Path) -> None:
     """Everything of the environment gone: processes killed, folders and rows deleted."""
     workdir = spec_path.parent / ".phoenix"
@@ -111,7 +121,7 @@ def test_rebuild_after_a_disaster_serves_the_release_and_every_article_of_the_ba
     assert backup["files"] == 20 and backup["release"]["image_ids"]
 
     disaster(site)
-    assert status(site)["servers"] == [] and not content.exists()
+    assert not content.exists()
 
     rebuilt = phoenix(site, "rebuild", ENV, "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
@@ -129,7 +139,7 @@ def test_rebuild_after_a_disaster_serves_the_release_and_every_article_of_the_ba
 
 
 def test_restore_of_an_older_backup_refused_while_writers_run_then_done(site: Path, lbs: dict[str, str]):
-    older = json.loads(phoenix(site, "backup", ENV, "--list", "--json").stdout)[0]
+    older = backups_on_disk(site)[0]
     write_articles(lbs, ["newer-one", "newer-two"])
     take_backup(site)
     assert {"newer-one", "newer-two"} <= set(served_articles(lbs))
@@ -141,25 +151,29 @@ def test_restore_of_an_older_backup_refused_while_writers_run_then_done(site: Pa
     restored = phoenix(site, "restore", ENV, "--backup", older["id"], "--stop-writers")
     assert restored.returncode == 0, restored.stderr
     articles = served_articles(lbs)
-    assert "newer-one" not in articles and len(articles) == older["files"]
+    assert "newer-one" not in articles and len(articles) == len(older["files"])
 
 
 def test_a_corrupt_backup_is_refused_by_verify_and_skipped_by_rebuild(site: Path, lbs: dict[str, str]):
     backups = json.loads(phoenix(site, "backup", ENV, "--list", "--json").stdout)
     newest, good = backups[0], backups[1]
-    catalogue = site.parent / ".phoenix" / "backups" / "website" / ENV
-    manifest = json.loads((catalogue / "manifests" / f"{newest['id']}.json").read_text())
+    manifest = json.loads((catalogue(site) / "manifests" / f"{newest['id']}.json").read_text())
     only_newest = manifest["files"]["content/newer-one.txt"]["sha256"]
-    (catalogue / "objects" / only_newest[:2] / only_newest).write_text("bit rot\n")
+    (catalogue(site) / "objects" / only_newest[:2] / only_newest).write_text("bit rot\n")
 
     verified = phoenix(site, "backup", ENV, "--verify", newest["id"])
     assert verified.returncode == 1 and "corrupt" in verified.stderr and "content/newer-one.txt" in verified.stderr, verified.stderr
     assert phoenix(site, "backup", ENV, "--verify", good["id"]).returncode == 0
 
+    images = site.parent / ".phoenix" / "images"
+    for image in [path for path in images.iterdir() if path.name.startswith("img-")]:
+        shutil.rmtree(image)  # the images are gone too: baked again from the recorded recipe
+
     rebuilt = phoenix(site, "rebuild", ENV, "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
     report = json.loads(rebuilt.stdout)
     assert report["backup"] == good["id"]
+    assert report["rebaked"] and report["image_ids"] == good["release"]["image_ids"], report  # same recipe, same content address
     assert any(newest["id"] in line and "skipped" in line for line in report["skipped"]), report["skipped"]
     assert "newer-one" not in served_articles(lbs)
 
@@ -192,6 +206,19 @@ def test_drill_under_load_touches_nothing_and_leaves_no_scratch_environment(site
         with sqlite3.connect(workdir / "state.db") as db:
             assert db.execute("SELECT count(*) FROM servers WHERE env = ? AND state != 'destroyed'", (scratch,)).fetchone()[0] == 0
             assert db.execute("SELECT count(*) FROM load_balancers WHERE env = ?", (scratch,)).fetchone()[0] == 0
+    finally:
+        site.write_text(spec_text)
+
+
+def test_watch_takes_a_backup_when_the_newest_is_older_than_backup_every(site: Path):
+    spec_text = site.read_text()
+    before = backups_on_disk(site)
+    site.write_text(spec_text.replace("  ci:\n", "  ci:\n    backup: {every: 1s}\n", 1))
+    try:
+        watched = phoenix(site, "watch", ENV, "--passes", "1", "--interval", "1")
+        assert watched.returncode == 0, watched.stderr
+        after = backups_on_disk(site)
+        assert len(after) == len(before) + 1 and f"backup {after[0]['id']} taken" in watched.stdout + watched.stderr
     finally:
         site.write_text(spec_text)
 

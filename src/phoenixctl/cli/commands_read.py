@@ -91,6 +91,12 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
     from rich.table import Table
 
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
+    from ..engine.rebuild import STEPS
+
+    for op in operations:  # a recovery's own steps, which the table above has no columns for
+        steps = [f"{name} {op.phases[name].total_s:.2f}s" for name in STEPS if name in op.phases]
+        if steps and op.kind in ("rebuild", "drill"):
+            out.print(f"{op.id} ({op.kind}, {op.status}): {', '.join(steps)}", markup=False)
     print_drill(drill)
     warmed = [(op.id, w) for op in operations for w in op.warmups]
     if warmed:
