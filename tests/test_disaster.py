@@ -168,6 +168,8 @@ def test_a_corrupt_backup_is_refused_by_verify_and_skipped_by_rebuild(site: Path
     images = site.parent / ".phoenix" / "images"
     for image in [path for path in images.iterdir() if path.name.startswith("img-")]:
         shutil.rmtree(image)  # the images are gone too: baked again from the recorded recipe
+    with sqlite3.connect(site.parent / ".phoenix" / "state.db") as db:  # the balancers' rows lost, their processes run on
+        db.execute("DELETE FROM load_balancers WHERE env = ?", (ENV,))
 
     rebuilt = phoenix(site, "rebuild", ENV, "--json")
     assert rebuilt.returncode == 0, rebuilt.stderr
@@ -176,6 +178,10 @@ def test_a_corrupt_backup_is_refused_by_verify_and_skipped_by_rebuild(site: Path
     assert report["rebaked"] and report["image_ids"] == good["release"]["image_ids"], report  # same recipe, same content address
     assert any(newest["id"] in line and "skipped" in line for line in report["skipped"]), report["skipped"]
     assert "newer-one" not in served_articles(lbs)
+    # the balancers nothing recorded were found and ended: one HAProxy per role, none left over
+    folder = str((site.parent / ".phoenix" / "lb" / ENV).resolve()) + os.sep
+    running = [p for p in psutil.process_iter(["name", "cwd"]) if p.info["name"] == "haproxy" and (p.info["cwd"] or "").startswith(folder)]
+    assert len(running) == len(lbs), [p.info["cwd"] for p in running]
 
 
 def test_drill_under_load_touches_nothing_and_leaves_no_scratch_environment(site: Path, lbs: dict[str, str]):
