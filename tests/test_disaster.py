@@ -239,3 +239,6 @@ def test_backup_fields_are_validated_with_their_place(site: Path):
         assert "Traceback" not in result.stderr
     finally:
         site.write_text(spec_text)
+    for argv, said in ((["drill", ENV, "--into", ENV], "names the environment itself"), (["backup", ENV, "--verify", "bk-nope"], "no backup bk-nope")):
+        refused = phoenix(site, *argv)
+        assert refused.returncode == 2 and said in refused.stderr and len(refused.stderr.strip().splitlines()) == 1, refused.stderr

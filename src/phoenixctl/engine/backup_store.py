@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import PhoenixError
+from ..errors import PhoenixError, SpecError
 
 CHUNK = 1 << 20
 
@@ -102,7 +102,7 @@ class BackupCatalogue:
         path = self.manifests / f"{backup_id}.json"
         if "/" in backup_id or not path.is_file():
             known = ", ".join(info.id for info in self.list()[:5]) or "none"
-            raise PhoenixError(f"no backup {backup_id} of {self.env} in {self.dir} (newest: {known}; `phoenix backup {self.env} --list`)")
+            raise SpecError(f"no backup {backup_id} of {self.env} in {self.dir} (newest: {known}; `phoenix backup {self.env} --list`)")
         try:
             return BackupInfo.from_manifest(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as exc:

@@ -35,7 +35,7 @@ import yaml
 from ..boot.config import persistent_dir
 from ..boot.secrets import create_tls_pair
 from ..deadline import Deadline
-from ..errors import PhoenixError
+from ..errors import SpecError
 from .backup_store import BackupInfo, sha256_file
 from .operation import Operation
 from .part import Part
@@ -53,9 +53,9 @@ class Drill(Part):
     def scratch_name(self, env: str, into: str | None) -> str:
         name = into or f"{env}-drill"
         if name == env:
-            raise PhoenixError(f"drill {env}: --into names the environment itself; a drill rebuilds a copy (use `phoenix rebuild {env}`)")
+            raise SpecError(f"drill {env}: --into names the environment itself; a drill rebuilds a copy (use `phoenix rebuild {env}`)")
         if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
-            raise PhoenixError(f"drill {env}: {name!r} is not an environment name ([a-z][a-z0-9-]{{0,30}}); pass --into NAME")
+            raise SpecError(f"drill {env}: {name!r} is not an environment name ([a-z][a-z0-9-]{{0,30}}); pass --into NAME")
         return name
 
     def run(self, op: Operation, env: str, scratch: str) -> RecoveryReport:
