@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..deadline import Deadline, DeadlineExceeded
 from ..errors import PhoenixError
 from ..state import OperationRow, utcnow
 from .backup_store import BackupInfo
@@ -90,10 +91,17 @@ class DisasterRecovery:
                     f"restore refused: {len(running)} server(s) of {', '.join(mounting)} mount the persistent layer and may write "
                     f"to it; pass --stop-writers to drain and stop them first (those roles serve nothing until the restore is done)"
                 )
-            for row in running:
+            lbs = self.executor.lbs
+            for row in running:  # drained (requests in flight finish, with the drain deadline), then stopped
                 lb = self.store.load_balancer(env, row.role)
-                if lb is not None and self.executor.lbs.is_alive(lb.handle_data):
-                    self.executor.lbs.drain_member(lb.handle_data, row.id)
+                if lb is not None and lbs.is_alive(lb.handle_data) and lbs.member(lb.handle_data, row.id) is not None:
+                    lbs.drain_member(lb.handle_data, row.id)
+                    try:
+                        Deadline(spec.deadlines(env).drain, f"sessions on {row.id} to reach zero").poll(
+                            lambda: (member := lbs.member(lb.handle_data, row.id)) is None or member.sessions == 0, interval=0.02
+                        )
+                    except DeadlineExceeded as exc:
+                        self.executor.reporter.info(f"{row.role}: {exc}; stopping it anyway")
                 self.engine.lifecycle.remove_and_destroy(op, env, lb, row.id)
                 op.note("retired", row.id)
             with op.phase("restore"):
