@@ -106,11 +106,11 @@ class Rebuilder(Part):
             self.reporter.info(line)
         project = self.release_project(info, derive)
         engine = self.engine.for_project(project)
-        recorded = step("cleanup", lambda: cleanup(engine, op, target))
+        recorded, cleaned = step("cleanup", lambda: cleanup(engine, op, target))
         report = RecoveryReport(
             environment=env, operation=op.id, into=target, backup=info.id, backup_taken_at=info.created_at.isoformat(timespec="seconds") + "Z",
             release=info.release["operation_id"] if info.release else None, image_ids={}, phases=phases, skipped=skipped,
-            cleaned=recorded.pop("", []),
+            cleaned=cleaned,
         )
         report.image_ids = step("images", lambda: self._images(engine, op, info, report))
         report.restored_bytes = step("restore", lambda: backups.restore_into(info, env, target, project.spec))
@@ -151,10 +151,10 @@ class Rebuilder(Part):
         return found
 
 
-def cleanup(engine, op: Operation, env: str) -> dict[str, object]:
+def cleanup(engine, op: Operation, env: str) -> tuple[dict[str, str], list[str]]:
     """End whatever is left of the environment, recorded or not; its server rows marked
-    destroyed, its balancer rows removed. Returns the balancers' recorded addresses by role
-    (and under "" what was done)."""
+    destroyed, its balancer rows removed. Returns the balancers' recorded addresses by role,
+    and what was done."""
     store, compute, lbs = engine.project.store, engine.project.compute, engine.project.load_balancers
     stop = engine.project.spec.deadlines(env).stop if env in engine.project.spec.environments else 10.0
     done: list[str] = []
@@ -174,7 +174,7 @@ def cleanup(engine, op: Operation, env: str) -> dict[str, object]:
     done += [f"{server_id}: ended" for server_id in found]
     for row in rows:
         store.update_server(row.id, state="destroyed", in_service=False, retired_at=utcnow())
-    addresses: dict[str, object] = {}
+    addresses: dict[str, str] = {}
     for lb in store.load_balancers(env):
         if lbs.is_alive(lb.handle_data):
             lbs.destroy(lb.handle_data, Deadline(stop, f"stop of the {lb.role} balancer"))
@@ -186,6 +186,5 @@ def cleanup(engine, op: Operation, env: str) -> dict[str, object]:
         done.append(f"balancer {role} removed")
     for line in done:
         engine.reporter.info(f"cleanup: {line}")
-    addresses[""] = done
-    return addresses
+    return addresses, done
 
