@@ -96,6 +96,7 @@ ENV_COMMANDS = [
     ["up"], ["deploy"], ["deploy", "--dry-run"], ["rotate"], ["rotate", "--dry-run"], ["rollback"], ["promote"],
     ["recover"], ["destroy"], ["status"], ["history"], ["plan"], ["drift"], ["watch", "--passes", "1"], ["chaos"],
     ["config", "@", "frontend"], ["userdata", "@", "frontend"], ["secrets", "tls", "@", "--host", "x"],
+    ["backup"], ["backup", "--list"], ["backup", "--verify", "bk-x"], ["restore", "--backup", "bk-x"], ["rebuild"], ["drill"],
 ]
 
 

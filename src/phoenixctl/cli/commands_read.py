@@ -29,8 +29,9 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     """Servers and load balancers of the environment, as they really are."""
     with executor_for(spec_file, "status", quiet=True, env=env) as executor:
         report = executor.reports.status(env)
+        drill = drill_standing(executor, env)
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), "drill": drill.as_json()})
         return
     from rich.table import Table
 
@@ -53,6 +54,23 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     for lb in report.load_balancers:
         lbs.add_row(lb.role, lb.address, lb.tls_address or "", "yes" if lb.alive else "no", str(lb.members_up))
     out.print(lbs)
+    print_drill(drill)
+
+
+def drill_standing(executor: Executor, env: str):
+    """The last successful drill and whether one is overdue (engine/disaster.py)."""
+    from ..engine.disaster import DisasterRecovery
+
+    return DisasterRecovery(executor).drill_standing(env)
+
+
+def print_drill(drill) -> None:
+    from .console import err, out
+
+    last = drill.last
+    out.print(f"last successful drill: {last.id} at {last.started_at:%Y-%m-%d %H:%M:%S} UTC: {last.summary}" if last else "last successful drill: none", markup=False)
+    if drill.warning:
+        err.print(f"phoenix: warning: {drill.warning}", markup=False)
 
 
 @click.command()
@@ -64,6 +82,7 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
     """Past operations with per-phase timings (bake, launch, boot, health, swap, drain, destroy)."""
     with executor_for(spec_file, "history", quiet=True, env=env) as executor:
         operations = executor.reports.history(env, limit)
+        drill = drill_standing(executor, env)
     if as_json:
         print_json([op.as_json() for op in operations])
         return
@@ -73,6 +92,13 @@ def history(env: str, limit: int, spec_file: Path | None, as_json: bool) -> None
     from .render import phase_table
 
     out.print(phase_table(operations, f"{env}: operations (per phase: the slowest server, ×servers)"))
+    from ..engine.rebuild import STEPS
+
+    for op in operations:  # a recovery's own steps, which the table above has no columns for
+        steps = [f"{name} {op.phases[name].total_s:.2f}s" for name in STEPS if name in op.phases]
+        if steps and op.kind in ("rebuild", "drill"):
+            out.print(f"{op.id} ({op.kind}, {op.status}): {', '.join(steps)}", markup=False)
+    print_drill(drill)
     warmed = [(op.id, w) for op in operations for w in op.warmups]
     if warmed:
         table = Table(title=f"{env}: warm-up per server", title_justify="left")
@@ -95,8 +121,13 @@ def plan_command(env: str, spec_file: Path | None, as_json: bool) -> None:
     it cannot tell (a secret command, never run here, with no keyed hash recorded)."""
     with executor_for(spec_file, "plan", quiet=True, env=env) as executor:
         report = executor.reports.reconcile_plan(env)
+        drill = drill_standing(executor, env)
+    if drill.warning:  # a warning: the plan's exit code is about servers
+        from .console import err
+
+        err.print(f"phoenix: warning: {drill.warning}", markup=False)
     if as_json:
-        print_json(report.as_json())
+        print_json({**report.as_json(), "drill_warning": drill.warning})
     else:
         from .console import out
 

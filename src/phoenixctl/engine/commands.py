@@ -46,9 +46,11 @@ class Executor(Part):
 
     # --- the commands that change an environment ------------------------------------------
     @contextmanager
-    def operation(self, env: str, kind: str) -> Iterator[Operation]:
+    def operation(self, env: str, kind: str, lock_name: str | None = None) -> Iterator[Operation]:
+        """`lock_name`: the lock taken instead of the environment's (a drill locks its scratch
+        copy and leaves the environment it copies free)."""
         self.project.loaded.environment(env)
-        with EnvironmentLock(self.project.workdir, env, kind, self.engine.lock_timeout) as lock:
+        with EnvironmentLock(self.project.workdir, lock_name or env, kind, self.engine.lock_timeout) as lock:
             op_id = f"op-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
             self.store.start_operation(op_id, env, kind)
             operation = Operation(self.store, OperationResult(op_id, env, kind))
@@ -57,7 +59,7 @@ class Executor(Part):
                 if lock.previous_holder:
                     self.reporter.info(f"took over the lock of {lock.previous_holder}, which died holding it")
                     operation.note("recovered", f"took over the lock of {lock.previous_holder}")
-                if kind not in ("recover", "destroy") and Recovery(self.engine).unfinished(env, op_id):
+                if kind not in ("recover", "destroy", "rebuild", "drill") and Recovery(self.engine).unfinished(env, op_id):
                     self._recover(operation, env)
                 yield operation
             except BaseException as exc:

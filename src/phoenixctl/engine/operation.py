@@ -43,6 +43,7 @@ class OperationResult:
     recovered: list[str] = field(default_factory=list)  # what recovery found and did first
     refused: list[str] = field(default_factory=list)  # servers a watch pass was not allowed to retire
     updated: list[str] = field(default_factory=list)  # in-place environments: servers updated where they stand
+    detail: str = ""  # what a backup, restore, rebuild or drill found: said first in the summary
 
     @property
     def changed(self) -> bool:
@@ -60,6 +61,8 @@ class OperationResult:
             parts.append(f"{len(self.baked)} image(s) baked")
         if self.layers:
             parts.append(f"layers: {'; '.join(self.layers)}")
+        if self.detail:  # a backup, restore, rebuild or drill: what it found first, no zero counts
+            parts = [self.detail] + [p for p in parts if not p.startswith("0 ")]
         if self.recovered:
             parts.append(f"recovered: {'; '.join(self.recovered)}")
         if self.refused:

@@ -2,7 +2,8 @@
 
 `watch` plans every interval and replaces what needs replacing — outdated, older than
 max_age, drifted — oldest first within the rotation limits and a budget of replacements
-per hour; dead and unhealthy servers are replaced at once (self-healing). Each pass is an
+per hour; dead and unhealthy servers are replaced at once (self-healing); with
+`backup.every`, a pass also takes a backup when the newest is older than that. Each pass is an
 ordinary operation: it takes the environment's lock, is journaled, and a SIGTERM lets the
 pass under way finish before the loop stops.
 
@@ -22,6 +23,7 @@ from typing import Callable
 
 from ..errors import PhoenixError
 from .commands import Executor
+from .disaster import DisasterRecovery
 from .operation import Reporter
 from .project import Project
 from .report_types import ChaosReport, Coverage, ServerStatus
@@ -113,9 +115,23 @@ class Watcher:
                 self._replaced.append(time.monotonic())
             if result.changed:
                 self._log(f"pass done: {result.summary()}")
+            self._back_up_when_due(executor)
             return interval
         finally:
             project.close()
+
+
+    def _back_up_when_due(self, executor: Executor) -> None:
+        """`backup.every`: a backup when the newest is older than that (or there is none)."""
+        recovery = DisasterRecovery(executor)
+        if not recovery.backup_due(self.env):
+            return
+        try:
+            info = recovery.backup(self.env)
+        except (PhoenixError, OSError) as exc:  # the loop goes on; the next pass tries again
+            self._log(f"backup failed: {exc}")
+            return
+        self._log(f"backup {info.id} taken: {len(info.files)} files, {info.size} bytes")
 
 
 def pick_victims(candidates: list[ServerStatus], kill: int, allow_outage: bool, rng: random.Random) -> list[ServerStatus]:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import threading
 
+from .backups import Backups
 from .balancers import Balancers
 from .converge import Converger
 from .in_place import InPlace
+from .drill import Drill
 from .inspect import Inspector
 from .lifecycle import Lifecycle
 from .members import SharedMembers
 from .operation import Reporter
 from .project import Project
+from .rebuild import Rebuilder
 from .releases import Releases
 from .ttl import TimeToLive
 
@@ -41,6 +44,9 @@ class Engine:
         self.converger = Converger(self)
         self.in_place = InPlace(self)  # in-place environments: servers updated where they stand
         self.time_to_live = TimeToLive(self)  # from a build's bake to users, per environment
+        self.backups = Backups(self)  # the persistent layer's backups (engine/backup_store.py)
+        self.rebuilder = Rebuilder(self)  # an environment from nothing, from its newest good backup
+        self.drill = Drill(self)  # a rebuild rehearsed on a scratch copy
 
     def for_project(self, project: Project) -> "Engine":
         """The same command (reporter, options) on another spec of the same project."""

@@ -18,6 +18,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
+from .recovery_models import BackupSpec, DrillSpec
 from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, DurationOrZero, Name, Quantity, Share
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -438,6 +439,8 @@ class EnvironmentSpec(ConfigLayer):
     deadlines: DeadlinesSpec | None = None
     placement: PlacementSpec = PlacementSpec()
     dns_zone: str | None = Field(None, description="The DNS zone (e.g. a Route 53 hosted zone) of the roles' dns records")
+    backup: BackupSpec = Field(BackupSpec(), description="Backups of the persistent layer (`phoenix backup`)")
+    drill: DrillSpec | None = Field(None, description="How often a rebuild is rehearsed (`phoenix drill`)")
 
     @model_validator(mode="after")
     def _in_place_only(self) -> "EnvironmentSpec":

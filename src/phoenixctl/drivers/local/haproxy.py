@@ -215,6 +215,18 @@ class HAProxyLoadBalancers(LoadBalancerDriver):
         }
         return Endpoint(address, port, handle)
 
+    def discover(self, env: str) -> dict[str, dict]:
+        """The environment's HAProxy processes, by role, whatever the record says: each runs in
+        its balancer's folder (kept as its working directory even when the folder was deleted,
+        as after a disaster), which names the environment and the role."""
+        base = str((self._dir(env, "x").parent).resolve()) + os.sep
+        found: dict[str, dict] = {}
+        for process in psutil.process_iter(["pid", "name", "cwd", "create_time"]):
+            cwd = (process.info["cwd"] or "").removesuffix(" (deleted)")
+            if process.info["name"] == "haproxy" and cwd.startswith(base) and os.sep not in cwd[len(base):]:
+                found[cwd[len(base):]] = {"pid": process.info["pid"], "started": process.info["create_time"], "dir": cwd}
+        return found
+
     @staticmethod
     def _backends(handle: dict) -> list[str]:
         return [BACKEND, TLS_BACKEND] if handle.get("tls_port") else [BACKEND]
