@@ -277,8 +277,9 @@ class Emulator(NetworkServices):
         return web.json_response({"flavor": flavor})
 
     async def create_server(self, request: web.Request) -> web.Response:
-        body = (await request.json())["server"]
-        hints = (await request.json()).get("os:scheduler_hints", {})
+        document = await request.json()
+        body = document["server"]
+        hints = document.get("os:scheduler_hints") or document.get("OS-SCH-HNT:scheduler_hints") or {}  # both spellings are Nova's
         image = self.db["images"].get(body.get("imageRef", ""))
         if image is None or image["status"] != "active":
             raise error(400, f"Image {body.get('imageRef')} could not be found or is not active.")

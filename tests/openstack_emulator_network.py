@@ -330,6 +330,8 @@ class NetworkServices:
                                operating_status="OFFLINE" if self._monitor_of(row["pool_id"]) else "NO_MONITOR")
                 if kind == "pools" and row.get("listener_id"):
                     self.db["listeners"][row["listener_id"]]["default_pool_id"] = row["id"]
+                if kind == "healthmonitors":
+                    self.db["pools"][row["pool_id"]]["healthmonitor_id"] = row["id"]
                 row.setdefault("loadbalancers", [{"id": balancer["id"]}])
                 self.db[kind][row["id"]] = row
             return web.json_response({singular: _view(row)}, status=201)
