@@ -321,6 +321,8 @@ class NetworkServices:
                            vip_address=port["fixed_ips"][0]["ip_address"], _lb=row["id"], listeners=[], pools=[])
                 self.db[kind][row["id"]] = row
                 self._change(row, "PENDING_CREATE")
+                for listener in body.get("listeners", []):  # a fully populated create: the whole tree at once
+                    self._populate(row, listener)
             else:
                 balancer = self._balancer_of(kind, row)
                 self._change(balancer, "PENDING_UPDATE")
@@ -337,6 +339,25 @@ class NetworkServices:
             return web.json_response({singular: _view(row)}, status=201)
 
         return handler
+
+    def _populate(self, balancer: dict, listener: dict) -> None:
+        """One listener of a fully populated create, with its default pool and health monitor."""
+        def child(kind: str, body: dict) -> dict:
+            row = {"id": new_id(), "provisioning_status": "PENDING_CREATE", "operating_status": "OFFLINE", "admin_state_up": True,
+                   "tags": [], "name": "", "project_id": "p-demo", "_lb": balancer["id"], "loadbalancers": [{"id": balancer["id"]}], **body}
+            self.db[kind][row["id"]] = row
+            return row
+
+        pool_body = dict(listener.pop("default_pool", None) or {})
+        monitor_body = pool_body.pop("healthmonitor", None)
+        made = child("listeners", {**listener, "loadbalancer_id": balancer["id"]})
+        balancer["listeners"].append({"id": made["id"]})
+        if pool_body:
+            pool = child("pools", {**pool_body, "loadbalancer_id": balancer["id"], "listener_id": made["id"]})
+            made["default_pool_id"] = pool["id"]
+            balancer["pools"].append({"id": pool["id"]})
+            if monitor_body:
+                pool["healthmonitor_id"] = child("healthmonitors", {**monitor_body, "pool_id": pool["id"]})["id"]
 
     def octavia_update(self, kind: str, singular: str):
         async def handler(request: web.Request) -> web.Response:

@@ -73,34 +73,53 @@ class OpenStackLoadBalancers(OpenStackMembers, LoadBalancerDriver):
         return fip
 
     def _create_balancer(self, request: BalancerRequest, handle: dict) -> str:
+        """One fully populated create (the balancer with its listeners, pools and monitors: one
+        amphora build instead of a PENDING_UPDATE per piece), then each piece checked, and made
+        one by one where a balancer found again lacks it."""
         lb = self.os.conn.load_balancer
         network = self.os.network(request.placement.networks)[0]
-        tags = self._tags(request.env, request.role, "balancer")
+        tags = tag_list(self._tags(request.env, request.role, "balancer"))
         name = short_name(self.project, request.env, request.role)
+        pieces = {port: self._pieces(request, f"{name}-{port}", "HTTP" if port == request.port else "TCP", tags)  # TLS passes through as TCP
+                  for port in [p for p in (request.port, request.tls_port) if p]}
         existing = [b for b in self.os.call("list load balancers", lambda: list(lb.load_balancers(name=name)))
                     if tag_dict(b.tags).get(f"{TAG}project") == self.project]
         balancer = existing[0] if existing else self.os.call(
             f"create load balancer {name}", lb.create_load_balancer, name=name, vip_subnet_id=network.subnet_ids[0],
-            description=f"Phoenix: {request.env}/{request.role}", tags=tag_list(tags))
+            description=f"Phoenix: {request.env}/{request.role}", tags=tags, listeners=list(pieces.values()))
         handle.update(lb_id=balancer.id, vip=balancer.vip_address, subnet_id=network.subnet_ids[0], pools=[])
         deadline = Deadline(CREATE_SECONDS, f"load balancer {name} to be ACTIVE")
-        for port in [p for p in (request.port, request.tls_port) if p]:
-            protocol = "HTTP" if port == request.port else "TCP"  # TLS passes through as TCP
-            pool = self._change(handle, deadline, f"create the pool for port {port}", lb.create_pool, loadbalancer_id=balancer.id,
-                                protocol=protocol, lb_algorithm="LEAST_CONNECTIONS", name=f"{name}-{port}", tags=tag_list(tags))
-            handle["pools"].append([pool.id, port, request.port])
-            self._change(handle, deadline, f"create the health monitor for port {port}", lb.create_health_monitor, pool_id=pool.id,
-                         type="HTTP", url_path=request.health_path, expected_codes="200-399", delay=5, timeout=3,
-                         max_retries=2, max_retries_down=2, name=f"{name}-{port}")
-            self._change(handle, deadline, f"create the listener on port {port}", lb.create_listener, loadbalancer_id=balancer.id,
-                         protocol=protocol, protocol_port=port, default_pool_id=pool.id, name=f"{name}-{port}", tags=tag_list(tags))
         self._settled(handle, deadline)
+        for port, listener in pieces.items():
+            handle["pools"].append([self._ensure_pieces(handle, deadline, listener), port, request.port])
         if request.public:
             fip = self._floating_ip(self._tags(request.env, request.role, "vip"), f"Phoenix: {request.env}/{request.role} balancer",
                                     port_id=balancer.vip_port_id)
             handle["vip_floating_ip_id"] = fip.id
             return fip.floating_ip_address
         return balancer.vip_address
+
+    @staticmethod
+    def _pieces(request: BalancerRequest, name: str, protocol: str, tags: list[str]) -> dict:
+        """A listener with its pool and the pool's HTTP health monitor of the role's health path."""
+        monitor = {"name": name, "type": "HTTP", "url_path": request.health_path, "expected_codes": "200-399",
+                   "delay": 5, "timeout": 3, "max_retries": 2, "max_retries_down": 2}
+        pool = {"name": name, "protocol": protocol, "lb_algorithm": "LEAST_CONNECTIONS", "tags": tags, "healthmonitor": monitor}
+        return {"name": name, "protocol": protocol, "protocol_port": int(name.rsplit("-", 1)[1]), "tags": tags, "default_pool": pool}
+
+    def _ensure_pieces(self, handle: dict, deadline: Deadline, listener: dict) -> str:
+        """The pool id of a listener's pieces, each made where missing."""
+        lb, name = self.os.conn.load_balancer, listener["name"]
+        pool_spec = dict(listener["default_pool"])
+        monitor_spec = pool_spec.pop("healthmonitor")
+        pools = self.os.call("list pools", lambda: list(lb.pools(name=name)))  # the name is this role's alone
+        pool = pools[0] if pools else self._change(handle, deadline, f"create pool {name}", lb.create_pool, loadbalancer_id=handle["lb_id"], **pool_spec)
+        if not pool.health_monitor_id:
+            self._change(handle, deadline, f"create health monitor {name}", lb.create_health_monitor, pool_id=pool.id, **monitor_spec)
+        if not self.os.call("list listeners", lambda: list(lb.listeners(name=name))):
+            self._change(handle, deadline, f"create listener {name}", lb.create_listener, loadbalancer_id=handle["lb_id"],
+                         default_pool_id=pool.id, **{k: v for k, v in listener.items() if k != "default_pool"})
+        return pool.id
 
     def _zone(self, name: str) -> str:
         """The Designate zone of a record name: the zone named after its parent domain."""
@@ -169,5 +188,8 @@ class OpenStackLoadBalancers(OpenStackMembers, LoadBalancerDriver):
         for fip in self.os.tagged("floating IPs", self.os.conn.network.ips, mine):
             tags = tag_dict(fip.tags)
             role = tags.get(f"{TAG}role", "?")
-            found[f"{role} (floating IP {fip.floating_ip_address})"] = {"kind": "floating_ip", "env": env, "role": role, "floating_ip_id": fip.id}
+            if tags.get(f"{TAG}part") == "vip":  # a public balancer's address goes with its balancer
+                found.setdefault(role, {"kind": "load_balancer", "env": env, "role": role, "pools": []})["vip_floating_ip_id"] = fip.id
+            else:
+                found[f"{role} (floating IP {fip.floating_ip_address})"] = {"kind": "floating_ip", "env": env, "role": role, "floating_ip_id": fip.id}
         return found
