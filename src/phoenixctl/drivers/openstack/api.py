@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import os
 import threading
 from urllib.parse import urlparse
@@ -75,6 +76,8 @@ class OpenStack:
         if not configured(self.settings):
             raise PhoenixError("provider openstack: no cloud; set provider.cloud (a clouds.yaml entry) or the OS_* variables (OS_AUTH_URL, ...)")
         kwargs = {"region_name": self.settings.region} if self.settings.region else {}
+        # keystoneauth logs its discovery attempts as warnings: the error below says it in one line
+        logging.getLogger("keystoneauth").setLevel(logging.ERROR)
         try:
             conn = openstack.connect(cloud=self.settings.cloud or os.environ.get("OS_CLOUD"), **kwargs)
             conn.authorize()  # fail here, in one line, rather than in the first call
@@ -161,8 +164,9 @@ class OpenStackError(PhoenixError):
 
 
 def one_line(exc: Exception) -> str:
+    """An SDK error's message on one line, without urllib3's retry chain."""
     text = " ".join(str(getattr(exc, "details", None) or exc).split())
-    return text[:300]
+    return text.split(": HTTPConnectionPool(")[0][:300]
 
 
 def missing_services(settings: ProviderSpec) -> dict[str, str]:
