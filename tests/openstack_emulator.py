@@ -79,6 +79,9 @@ class Emulator(NetworkServices):
         self.region = region
         self.catalogue = set(SERVICES)  # the services tokens list (a test takes some away)
         self.failing_new_members = False  # members added while set never pass the health monitor (a test's knob)
+        self.slow_changes: dict[str, float] = {}  # balancer -> how long its next change stays pending (a test's knob)
+        self.seen_pending: dict[str, int] = {}  # balancer -> reads that found it PENDING_UPDATE
+        self.refused: dict[str, int] = {}  # balancer -> changes refused with 409 while pending
         self.db: dict[str, dict[str, dict]] = {kind: {} for kind in (
             "servers", "images", "flavors", "server_groups", "networks", "subnets", "ports", "floatingips",
             "security_groups", "security_group_rules", "loadbalancers", "listeners", "pools", "healthmonitors",

@@ -250,15 +250,18 @@ class NetworkServices:
         return self._row("loadbalancers", lb_id)
 
     def _change(self, balancer: dict, status: str) -> None:
-        """Start a change: refused (409) while another is pending, else PENDING_* for lb_seconds."""
+        """Start a change: refused (409) while another is pending, else PENDING_* for lb_seconds
+        (or the longer time a test asked for the balancer's next change)."""
         if balancer["provisioning_status"].startswith("PENDING_") and status != "PENDING_CREATE":
+            self.refused[balancer["id"]] = self.refused.get(balancer["id"], 0) + 1
             raise error(409, f"Load Balancer {balancer['id']} is immutable and cannot be updated.")
-        balancer.update(provisioning_status=status, _until=time.monotonic() + self.lb_seconds)
+        seconds = self.slow_changes.pop(balancer["id"], self.lb_seconds)
+        balancer.update(provisioning_status=status, _until=time.monotonic() + seconds)
 
-    def hold_pending(self, balancer_id: str, seconds: float) -> None:
-        """A change by someone else: the balancer stays PENDING_UPDATE for `seconds` (a test's knob)."""
-        balancer = self.db["loadbalancers"][balancer_id]
-        balancer.update(provisioning_status="PENDING_UPDATE", _until=time.monotonic() + seconds)
+    def slow_next_change(self, balancer_id: str, seconds: float) -> None:
+        """The balancer's next change keeps it PENDING_UPDATE for `seconds` (an amphora slow to
+        apply it: a test's knob)."""
+        self.slow_changes[balancer_id] = seconds
 
     def tick_network(self, now: float) -> None:
         for balancer in list(self.db["loadbalancers"].values()):
@@ -302,7 +305,10 @@ class NetworkServices:
 
     def octavia_show(self, kind: str, singular: str):
         async def handler(request: web.Request) -> web.Response:
-            return web.json_response({singular: _view(self._row(kind, request.match_info["id"]))})
+            row = self._row(kind, request.match_info["id"])
+            if kind == "loadbalancers" and row["provisioning_status"] == "PENDING_UPDATE":
+                self.seen_pending[row["id"]] = self.seen_pending.get(row["id"], 0) + 1
+            return web.json_response({singular: _view(row)})
 
         return handler
 
