@@ -180,7 +180,7 @@ def test_production_lifecycle_on_openstack(cloud, emulator, tmp_path):
             assert meta["phoenix:fingerprint"] == rows[meta["phoenix:server"]].fingerprint
         assert {s.flavor.original_name for s in by_role["frontend"]} == {"m1.large"}  # environment x role placement
         assert {s.flavor.original_name for s in by_role["backend"] + by_role["edit"]} == {"m1.medium"}
-        group = next(g for g in cloud.conn.compute.server_groups() if g.name == "phoenix-website-production-frontend")
+        group = next(g for g in cloud.conn.compute.server_groups() if g.name == "phoenix:website:production:frontend")
         assert group.policy == "soft-anti-affinity" and sorted(group.member_ids) == sorted(s.id for s in by_role["frontend"])
 
         # The ways in: Octavia balancers (a TCP pool beside the HTTP one for the TLS port), the
@@ -245,7 +245,7 @@ def test_a_member_that_never_goes_online_fails_the_gate_and_is_removed(cloud, em
 
 
 def test_recovery_and_destroy_find_what_only_the_tags_know(cloud, tmp_path):
-    spec = openstack_example(tmp_path)
+    spec = openstack_example(tmp_path, ("    max_age: 1d\n", "    max_age: 1d\n    dns_zone: website.test\n"))  # records too
     ex = executor(spec)
     try:
         ex.up("ci")
@@ -262,8 +262,10 @@ def test_recovery_and_destroy_find_what_only_the_tags_know(cloud, tmp_path):
         live = {s.id for s in cloud.servers(env="ci")}
         assert unknown[0].id not in live and len(live) == 3  # adopted, then deleted: it never served
 
-        # Balancers and floating IPs the record lost: `destroy` finds them by their tags.
+        # Balancers, floating IPs and DNS records the record lost: `destroy` finds them by their
+        # tags (the records, which have none, by their description).
         ex = executor(spec)
+        assert {r.name for z in cloud.conn.dns.zones() for r in cloud.conn.dns.recordsets(z)} >= {"www.website.test.", "edit.website.test."}
         for row in ex.store.load_balancers("ci"):
             ex.store.delete_load_balancer("ci", row.role)
     finally:

@@ -47,6 +47,7 @@ class OpenStack:
     def __init__(self, settings: ProviderSpec):
         self.settings = settings
         self._conn = None
+        self._fast: bool | None = None
         self._lock = threading.Lock()
         self._named_locks: dict[str, threading.Lock] = {}
 
@@ -88,11 +89,13 @@ class OpenStack:
     @property
     def fast(self) -> bool:
         """The cloud answers on loopback (the tests' emulator): look often, nothing is throttled."""
-        host = urlparse(self.conn.config.get_auth_args().get("auth_url", "")).hostname or ""
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return host == "localhost"
+        if self._fast is None:
+            host = urlparse(self.conn.config.get_auth_args().get("auth_url", "")).hostname or ""
+            try:
+                self._fast = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                self._fast = host == "localhost"
+        return self._fast
 
     def interval(self, real: float = 2.0) -> float:
         return 0.05 if self.fast else real

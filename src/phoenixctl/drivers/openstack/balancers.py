@@ -59,7 +59,7 @@ class OpenStackLoadBalancers(OpenStackMembers, LoadBalancerDriver):
         else:
             address = self._create_balancer(request, handle)
         if zone:
-            handle["record"] = self._upsert_record(zone, request.dns_name, address)
+            handle["record"] = self._upsert_record(zone, request.dns_name, address, self._note(request.env, request.role))
         return Endpoint(address, request.port, handle)
 
     def _floating_ip(self, tags: dict[str, str], description: str, port_id: str | None = None):
@@ -129,14 +129,18 @@ class OpenStackLoadBalancers(OpenStackMembers, LoadBalancerDriver):
             raise PhoenixError(f"DNS zone {zone_name.rstrip('.')} is not a Designate zone of this project (Phoenix never creates zones)")
         return zones[0].id
 
-    def _upsert_record(self, zone: str, name: str, address: str) -> dict:
+    def _note(self, env: str, role: str) -> str:
+        """A record's description: Designate keeps no tags, so this says whose it is."""
+        return f"Phoenix: {self.project}/{env}/{role}"
+
+    def _upsert_record(self, zone: str, name: str, address: str, note: str) -> dict:
         dns, fqdn = self.os.conn.dns, name.rstrip(".") + "."
         found = self.os.call(f"find record {fqdn}", lambda: list(dns.recordsets(zone, name=fqdn, type="A")))
         if found:
             record = self.os.call(f"update record {fqdn}", dns.update_recordset, found[0], records=[address])
         else:
             record = self.os.call(f"create record {fqdn}", dns.create_recordset, zone, name=fqdn, type="A", records=[address], ttl=60,
-                                  description=f"Phoenix: project {self.project}")
+                                  description=note)
         return {"zone": zone, "id": record.id, "name": fqdn}
 
     def capability_report(self) -> list[dict]:
@@ -192,4 +196,18 @@ class OpenStackLoadBalancers(OpenStackMembers, LoadBalancerDriver):
                 found.setdefault(role, {"kind": "load_balancer", "env": env, "role": role, "pools": []})["vip_floating_ip_id"] = fip.id
             else:
                 found[f"{role} (floating IP {fip.floating_ip_address})"] = {"kind": "floating_ip", "env": env, "role": role, "floating_ip_id": fip.id}
+        for role, record in self._records(env).items():  # with the way in they name, or alone
+            owner = next((h for h in found.values() if h["role"] == role), None)
+            (owner or found.setdefault(role, {"kind": "load_balancer", "env": env, "role": role, "pools": []}))["record"] = record
         return found
+
+    def _records(self, env: str) -> dict[str, dict]:
+        """The environment's Designate records, by role, found by their description."""
+        if "dns" not in self.os.services():
+            return {}
+        dns, prefix, records = self.os.conn.dns, self._note(env, ""), {}
+        for zone in self.os.call("list DNS zones", lambda: list(dns.zones())):
+            for record in self.os.call(f"list records of {zone.name}", lambda: list(dns.recordsets(zone))):
+                if (record.description or "").startswith(prefix):
+                    records[record.description[len(prefix):]] = {"zone": zone.id, "id": record.id, "name": record.name}
+        return records

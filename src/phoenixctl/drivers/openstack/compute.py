@@ -52,9 +52,6 @@ class OpenStackCompute(OpenStackImages, ComputeDriver):
     def _prefix(self, env: str) -> str:
         return f"phoenix-{self.project}-{env}-"
 
-    def settings_networks(self) -> list[str] | None:
-        return None  # the builder and the probe use the project's own network
-
     def _config_drive(self) -> dict:
         return {"config_drive": True} if self.os.conn.config.config.get("config_drive") else {}
 
@@ -132,9 +129,14 @@ class OpenStackCompute(OpenStackImages, ComputeDriver):
                             raise
         return [group.id]
 
+    def _group_prefix(self, env: str) -> str:
+        """Server groups carry no tags: their names say whose they are (colons: `ci` never
+        takes `ci-legacy`'s)."""
+        return f"phoenix:{self.project}:{env}:"
+
     def _server_group(self, env: str, role: str) -> str:
         """The role's server group (soft anti-affinity), found by name or made."""
-        name = f"phoenix-{self.project}-{env}-{role}"
+        name = f"{self._group_prefix(env)}{role}"
         compute = self.os.conn.compute
         with self.os.lock_for(f"server-group {name}"):
             found = [g for g in self.os.call("list server groups", lambda: list(compute.server_groups())) if g.name == name]
@@ -227,7 +229,7 @@ class OpenStackCompute(OpenStackImages, ComputeDriver):
             self._delete_group(group.id, deadline)
             removed.append(f"security group {group.id} ({group.name})")
         for group in self.os.call("list server groups", lambda: list(self.os.conn.compute.server_groups())):
-            if (group.name or "").startswith(self._prefix(env)):
+            if (group.name or "").startswith(self._group_prefix(env)):
                 self.os.call(f"delete server group {group.name}", self.os.conn.compute.delete_server_group, group.id, ignore_missing=True)
                 removed.append(f"server group {group.id} ({group.name})")
         return removed

@@ -102,7 +102,7 @@ class OpenStackImages:
             raise PhoenixError(f"image {name}: provider openstack bakes from a base image; give images.{name}.base (or prebuilt)")
         base = self.resolve(recipe.base, project_dir)
         userdata = builder_userdata(name, recipe, project_dir)
-        network = self.os.network(self.settings_networks())[0]
+        network = self.os.network(None)[0]  # the project's own network
         builder = self.os.call("create the image builder", self.os.conn.compute.create_server,
                                name=f"phoenix-bake-{self.project}-{image_id}", image_id=base, flavor_id=self._flavor(None).id,
                                networks=[{"uuid": network.id}], user_data=base64.b64encode(userdata).decode(),
