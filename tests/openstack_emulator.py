@@ -53,7 +53,7 @@ from openstack_emulator_network import NetworkServices, error
 
 FIXTURES = Path(__import__("openstack").__file__).parent / "tests" / "unit" / "fixtures"
 SERVICES = ("compute", "image", "network", "load-balancer", "dns")
-VERSIONS = {  # service -> (path, the version documents' root answer)
+VERSIONS = {  # service -> the SDK test fixture holding its version document
     "compute": "compute-version.json",
     "image": "image-version.json",
     "dns": "dns.json",
