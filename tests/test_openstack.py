@@ -321,3 +321,24 @@ def test_a_retried_launch_makes_one_server(cloud, tmp_path):
         compute.destroy(first.handle, Deadline(30, "the test's server"))
         compute.teardown("ci", Deadline(30, "the test's groups"))
     assert cloud.leftovers() == NOTHING
+
+
+def test_the_emulator_runs_alone(tmp_path):
+    """`python tests/openstack_emulator.py --port PORT`: Keystone v3 at http://127.0.0.1:PORT/v3."""
+    import socket
+    import sys
+
+    with socket.socket() as probe:  # a free port, given back for the emulator to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = Path(__file__).parent / "openstack_emulator.py"
+    process = subprocess.Popen([sys.executable, str(script), "--port", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert f"OS_AUTH_URL=http://127.0.0.1:{port}/v3" in process.stdout.readline()
+        token = httpx.post(f"http://127.0.0.1:{port}/v3/auth/tokens", json={"auth": {"identity": {"methods": ["password"], "password": {
+            "user": {"name": "anyone", "password": "anything", "domain": {"name": "Default"}}}}, "scope": {"project": {"name": "demo"}}}})
+        assert token.status_code == 201 and token.headers["X-Subject-Token"]
+        assert {s["type"] for s in token.json()["token"]["catalog"]} == {"compute", "image", "network", "load-balancer", "dns"}
+    finally:
+        process.terminate()
+        process.wait(10)
