@@ -269,8 +269,8 @@ class OpenStackCompute(OpenStackImages, ComputeDriver):
     def capability_report(self, probe: bool, deadline: Deadline, sample: ImageSample | None = None) -> list[dict]:
         report: list[dict] = []
         check = checker(report)
-        check("account", lambda: f"project {self.os.conn.current_project.name}, region {self.os.conn.config.get_region_name() or '-'}; "
-              f"catalogue: {', '.join(sorted(self.os.services()))}")
+        check("account", lambda: f"project {self.os.call('read the project', lambda: self.os.conn.current_project.name)}, "
+              f"region {self.os.conn.config.get_region_name() or '-'}; catalogue: {', '.join(sorted(self.os.services()))}")
         check("network", lambda: f"network {self.os.network(None)[0].name}; floating IPs from {self.os.external_network().name}")
         check("images", lambda: f"{len(self._own_images())} of this project's images; createImage by `bake`")
         check("flavour", lambda: f"{self._flavor(None).name}" if self.settings.flavor else "none by default (placement.flavor names it)")
