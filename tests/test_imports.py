@@ -17,12 +17,13 @@ import pytest
 from phoenixctl.example import EXAMPLES, init_example
 
 # Loaded for one command, they slow every other: none belongs to the help of any command.
-CLOUD_AND_NETWORK = ("boto3", "botocore", "aiohttp", "httpx", "lxml")
+CLOUD_AND_NETWORK = ("boto3", "botocore", "openstack", "keystoneauth1", "aiohttp", "httpx", "lxml")
 HELP_NEVER = CLOUD_AND_NETWORK + (
     "sqlalchemy", "pydantic", "yaml", "jsonschema", "psutil", "cryptography", "rich",
     "phoenixctl.spec.models", "phoenixctl.state", "phoenixctl.engine.commands", "phoenixctl.drivers",
 )
 # validate reads the spec (pydantic, yaml) and checks the provider; it never opens the state store
+# (on OpenStack it reads the catalogue, only when a cloud is configured: none is here)
 VALIDATE_NEVER = CLOUD_AND_NETWORK + ("sqlalchemy", "phoenixctl.state", "phoenixctl.engine.commands", "rich.progress")
 # reading commands on the local provider: the store and the local drivers, nothing of AWS, the
 # load generator or the crawler (no server answers a health check here: httpx is not needed)

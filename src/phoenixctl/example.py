@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 
-EXAMPLES = ("website", "website-aws")  # the local site, and the same site on AWS
+EXAMPLES = ("website", "website-aws", "website-openstack")  # the local site, and the same site on AWS and OpenStack
 
 
 def example_dir(name: str = "website") -> Path:

@@ -88,7 +88,7 @@ def bake(images: tuple[str, ...], no_cache: bool, spec_file: Path | None, as_jso
 @click.command()
 @click.argument("directory", type=click.Path(path_type=Path))
 @click.option("--example", type=click.Choice(EXAMPLES), default="website", show_default=True,
-              help="website: the local provider; website-aws: the same site on AWS")
+              help="website: the local provider; website-aws, website-openstack: the same site on AWS, on OpenStack")
 def init(directory: Path, example: str) -> None:
     """Copy an example project out as a starting point."""
     from .console import out

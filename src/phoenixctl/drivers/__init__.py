@@ -12,11 +12,13 @@ _COMPUTE = {
     "local": "phoenixctl.drivers.local.compute:LocalCompute",
     "simulated": "phoenixctl.drivers.simulated.drivers:SimulatedCompute",  # a rehearsal: nothing runs
     "aws": "phoenixctl.drivers.aws.compute:AWSCompute",
+    "openstack": "phoenixctl.drivers.openstack.compute:OpenStackCompute",
 }
 _LOAD_BALANCERS = {
     "local": "phoenixctl.drivers.local.haproxy:HAProxyLoadBalancers",
     "simulated": "phoenixctl.drivers.simulated.drivers:SimulatedLoadBalancers",
     "aws": "phoenixctl.drivers.aws.balancers:AWSLoadBalancers",
+    "openstack": "phoenixctl.drivers.openstack.balancers:OpenStackLoadBalancers",
 }
 
 
@@ -46,6 +48,12 @@ def register(kind: str, name: str, target: str, listed: bool = False) -> None:
 def capabilities(name: str) -> frozenset[str]:
     """What a provider's drivers can do (KeyError for an unknown provider)."""
     return _load(_COMPUTE, name).capabilities | _load(_LOAD_BALANCERS, name).capabilities
+
+
+def unavailable(name: str, settings: ProviderSpec) -> dict[str, str]:
+    """What the provider's account lacks of its declared capabilities ({need: why}); asks the
+    cloud where the provider can tell (an OpenStack catalogue)."""
+    return _load(_LOAD_BALANCERS, name).unavailable(settings)
 
 
 def names() -> list[str]:

@@ -332,6 +332,19 @@ class ComputeDriver(ABC):
         return None
 
 
+def whole_or_nothing(driver: "LoadBalancerDriver", handle: dict, what: str, make):
+    """`make()` a balancer into `handle`; when it fails, nothing half-made stays behind: what it
+    made is destroyed (best effort: `destroy` of the environment finds the rest by its tags)."""
+    try:
+        return make()
+    except BaseException:
+        try:
+            driver.destroy(handle, Deadline(300, f"removal of the half-made {what}"))
+        except PhoenixError:
+            pass
+        raise
+
+
 class LoadBalancerDriver(ABC):
     """One load balancer per role per environment; members are swapped through its API."""
 
@@ -348,6 +361,12 @@ class LoadBalancerDriver(ABC):
     @abstractmethod
     def create(self, request: BalancerRequest) -> Endpoint:
         """Start the balancer; with `tls_port`, it also passes TLS through to the members."""
+
+    @classmethod
+    def unavailable(cls, settings: ProviderSpec) -> dict[str, str]:
+        """Needs ("load_balancer", "floating_ip", "dns") this account cannot meet, each with the
+        line saying why; `validate` refuses a spec that has them. Default: none."""
+        return {}
 
     def discover(self, env: str) -> dict[str, dict]:
         """The environment's balancers that really exist, by role, whatever the state store says."""

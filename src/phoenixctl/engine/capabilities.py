@@ -43,6 +43,19 @@ def check_provider(loaded: LoadedSpec) -> None:
             fail(("roles", name, "persistent"), f"provider {provider} has no persistent layer; use a managed store (EFS, RDS, S3) and pass its address in env")
         if not spec.provider.server_checks and role.warmup and role.warmup.enabled:
             fail(("roles", name, "warmup"), "warm-up needs provider.server_checks (Phoenix crawls each new server itself); set warmup.enabled: false")
+    check_account(loaded)
+
+
+def check_account(loaded: LoadedSpec) -> None:
+    """What the account itself lacks (an OpenStack catalogue without Octavia or Designate)."""
+    spec = loaded.spec
+    missing = drivers.unavailable(spec.provider.name, spec.provider)
+    for name, role in spec.roles.items():
+        if role.discovery.type in missing:
+            raise loaded.error(("roles", name, "discovery", "type"), missing[role.discovery.type])
+        zoned = [env for env, e in spec.environments.items() if e.dns_zone and name in e.roles]
+        if role.discovery.dns and zoned and "dns" in missing:
+            raise loaded.error(("roles", name, "discovery", "dns"), f"{missing['dns']} (environment {zoned[0]} names a dns_zone)")
 
 
 def strategy_refusal(provider: str, strategy: str, capabilities: frozenset[str]) -> str:

@@ -308,6 +308,8 @@ class PlacementSpec(Model):
     instance_type: str | None = Field(None, description="e.g. t3.small")
     subnets: list[str] | None = Field(None, description="Subnet ids (default: the default VPC's subnets)")
     security_groups: list[str] | None = Field(None, description="Security group ids (default: one Phoenix creates per role)")
+    flavor: str | None = Field(None, description="OpenStack: the Nova flavour's name or id, e.g. m1.small")
+    networks: list[str] | None = Field(None, description="OpenStack: Neutron network names or ids (default: the project's only private network)")
 
 
 class DiscoverySpec(Model):
@@ -474,6 +476,8 @@ class ProviderSpec(Model):
     region: str | None = Field(None, description="Cloud region (default: the SDK's usual chain, e.g. AWS_DEFAULT_REGION)")
     endpoint_url: str | None = Field(None, description="The cloud API's address (default: the SDK's, e.g. AWS_ENDPOINT_URL)")
     instance_type: str = Field("t3.micro", description="Default instance type (placement may override it)")
+    cloud: str | None = Field(None, description="OpenStack: the clouds.yaml entry (default: the OS_* variables, or OS_CLOUD)")
+    flavor: str | None = Field(None, description="OpenStack: the default Nova flavour (placement may override it)")
     emulator: bool | Literal["auto"] = Field(
         "auto", description="The API is an emulator whose servers run nothing (auto: its endpoint is on loopback)"
     )
@@ -530,7 +534,7 @@ class Spec(Model):
         return self.environments[env].deadlines or self.defaults.deadlines
 
     def placement(self, env: str, role: str) -> PlacementSpec:
-        merged = {"instance_type": self.provider.instance_type}
+        merged = {"instance_type": self.provider.instance_type, "flavor": self.provider.flavor}
         for layer in (self.roles[role].placement, self.environments[env].placement, self.environments[env].roles[role].placement):
             merged.update(layer.model_dump(exclude_none=True))
         return PlacementSpec(**merged)

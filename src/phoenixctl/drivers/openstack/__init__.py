@@ -1,0 +1,1 @@
+"""The OpenStack provider, through openstacksdk: Nova, Glance, Neutron, Octavia, Designate."""

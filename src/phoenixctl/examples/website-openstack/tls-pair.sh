@@ -1,0 +1,1 @@
+../website-aws/tls-pair.sh
