@@ -27,7 +27,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from phoenixctl.drivers.aws.api import AWS
-from phoenixctl.drivers.aws.images import BAKE_MARKER, builder_userdata
+from phoenixctl.drivers.cloud_init import BAKE_MARKER, builder_userdata
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
 from phoenixctl.example import example_dir, init_example

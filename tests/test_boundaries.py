@@ -5,7 +5,6 @@ project is refused. Real processes, a real state store, the real `phoenix` comma
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 import subprocess

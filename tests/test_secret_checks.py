@@ -8,7 +8,6 @@ declared by each environment the layer reaches. Secret commands run only with
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 import pytest

@@ -75,7 +75,6 @@ def schema() -> None:
 def bake(images: tuple[str, ...], no_cache: bool, spec_file: Path | None, as_json: bool) -> None:
     """Build images, layer by layer; a layer whose inputs did not change is a cache hit."""
     from .commands_images import bake_json, print_bake
-    from .console import out
 
     with executor_for(spec_file, "baking", quiet=True) as executor:
         results = executor.bake_layers(list(images), no_cache=no_cache)

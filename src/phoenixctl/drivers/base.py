@@ -420,3 +420,15 @@ class LoadBalancerDriver(ABC):
 
     def close(self) -> None:
         """The command is over: release what the driver holds."""
+
+
+def checker(report: list[dict]):
+    """`check(name, action)`: run one capability check into the report; an error is a row, not a failure."""
+
+    def check(name: str, action) -> None:
+        try:
+            report.append({"capability": name, "ok": True, "detail": action()})
+        except PhoenixError as exc:
+            report.append({"capability": name, "ok": False, "detail": str(exc)})
+
+    return check

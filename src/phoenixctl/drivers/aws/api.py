@@ -232,15 +232,3 @@ def short_name(*parts: str, limit: int = 32) -> str:
     digest = hashlib.sha256("/".join(parts).encode()).hexdigest()[:6]
     readable = "-".join(parts[-2:])[: limit - 10].strip("-")
     return f"px-{readable}-{digest}"
-
-
-def checker(report: list[dict]):
-    """`check(name, action)`: run one capability check into the report; an error is a row, not a failure."""
-
-    def check(name: str, action) -> None:
-        try:
-            report.append({"capability": name, "ok": True, "detail": action()})
-        except PhoenixError as exc:
-            report.append({"capability": name, "ok": False, "detail": str(exc)})
-
-    return check

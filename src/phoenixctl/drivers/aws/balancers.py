@@ -10,9 +10,9 @@ from pathlib import Path
 from ...deadline import Deadline
 from ...errors import PhoenixError
 from ...spec import ProviderSpec
-from .api import AWS, NOT_FOUND, TAG, AWSError, aws_tags, checker, short_name, tag_filters, tag_map
+from .api import AWS, NOT_FOUND, TAG, AWSError, aws_tags, short_name, tag_filters, tag_map
 from .targets import AWSTargets
-from ..base import BalancerRequest, Endpoint, LoadBalancerDriver
+from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, checker
 
 
 

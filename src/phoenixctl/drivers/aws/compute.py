@@ -18,21 +18,19 @@ Route 53 records (the last three in `balancers.py`).
 
 from __future__ import annotations
 
-import gzip
-import shlex
 import threading
 import time
 from collections import Counter
-from email import message_from_bytes
 from pathlib import Path
 
 from ...deadline import Deadline, DeadlineExceeded
 from ...errors import PhoenixError
 from ...excerpt import error_lines
 from ...spec import ImageRef, ProviderSpec
-from ...boot.userdata import ENV_FILE, SERVER_ROOT, USERDATA_LIMIT, mime_document
-from .api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, checker, tag_filters, tag_map
-from ..base import ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
+from ...boot.userdata import USERDATA_LIMIT
+from .api import AWS, LIVE_STATES, NOT_FOUND, TAG, AWSError, aws_tags, tag_filters, tag_map
+from ..base import ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt, checker
+from ..cloud_init import with_start
 from .images import AWSImages
 
 IMDS_V2_ONLY = {"HttpTokens": "required", "HttpEndpoint": "enabled"}  # session tokens for the metadata service
@@ -277,24 +275,3 @@ class AWSCompute(AWSImages, ComputeDriver):
                 self._forget_image(ami)
             self.aws.call("ec2", "terminate_instances", InstanceIds=[instance])
         return results
-
-
-def with_start(userdata: bytes, command: str) -> bytes:
-    """The rendered user-data plus a last part that starts the server as a service with its
-    boot variables (the part a local server gets from the local provider itself)."""
-    raw = gzip.decompress(userdata) if userdata[:2] == b"\x1f\x8b" else userdata
-    parts = [
-        (part.get_content_subtype(), part.get_filename(), part.get_payload(decode=True))
-        for part in message_from_bytes(raw).walk() if not part.is_multipart()
-    ]
-    start = (
-        "#!/bin/sh\n# Phoenix: start the server with its boot variables, restarted if it exits.\n"
-        f"exec systemd-run --unit=phoenix-server --property=Restart=on-failure --working-directory={SERVER_ROOT} "
-        f"--property=EnvironmentFile={SERVER_ROOT}/{ENV_FILE} /bin/sh -c {shlex.quote(command)}\n"
-    )
-    document = mime_document(parts + [("x-shellscript", "phoenix-start.sh", start.encode())])
-    if len(document) > USERDATA_LIMIT:
-        document = gzip.compress(document, mtime=0)
-        if len(document) > USERDATA_LIMIT:
-            raise PhoenixError(f"user-data with the start part is {len(document)} bytes gzipped, over EC2's {USERDATA_LIMIT}")
-    return document

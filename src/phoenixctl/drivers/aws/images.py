@@ -4,24 +4,18 @@ Packer manifest). A part of AWSCompute."""
 
 from __future__ import annotations
 
-import base64
-import gzip
-import io
 import json
-import shlex
-import tarfile
 import time
 from pathlib import Path
 
 from ...deadline import Deadline, DeadlineExceeded
 from ...errors import PhoenixError
 from ...spec import ImageRef, ImageSpec
-from ...boot.userdata import SERVER_ROOT, USERDATA_LIMIT, mime_document
 from .api import NOT_FOUND, AWSError, aws_tags, tag_filters
 from ..base import BakeResult
-from ..recipe import SYSTEM_PATH, recipe_digest, walk_files
+from ..cloud_init import BAKE_MARKER, builder_userdata
+from ..recipe import recipe_digest
 
-BAKE_MARKER = "PHOENIX-BAKE:"
 
 
 class AWSImages:
@@ -166,56 +160,3 @@ class AWSImages:
                 self.aws.call("ec2", "delete_snapshot", SnapshotId=snapshot)
         except PhoenixError:
             pass
-
-
-def builder_userdata(name: str, recipe: ImageSpec, project_dir: Path) -> bytes:
-    """The builder's user-data: each layer's files (a gzipped tar), unpacked in the server root
-    before that layer's steps, which run in order in a clean environment as the local
-    provider's do; then the boot-time start service, a marker on the console, power off."""
-    archives, commands = [], []
-    for index, layer in enumerate(recipe.all_layers(), start=1):
-        archive = f"/var/lib/phoenix/layer-{index}.tgz.b64"
-        archives.append((archive, _layer_archive(layer.files, project_dir)))
-        commands.append(f"# layer {layer.name or index}")
-        commands.append(f"base64 -d {archive} | tar -xz -C {SERVER_ROOT} && rm -f {archive}")
-        # Each step as its own `/bin/sh -c`, as the local provider runs it: its exit status alone
-        # decides (bash's `set -e` ignores a failure inside `a && b`, and the step would pass).
-        commands += [f'env -i PATH="$(image_path)" "${{CLEAN[@]}}" /bin/sh -c {shlex.quote(step)}' for step in layer.steps]
-    declared = " ".join(f"{key}={shlex.quote(value)}" for key, value in {**recipe.env, "PHOENIX_IMAGE": name}.items())
-    runtime = f'PHOENIX_RUNTIME="$(PATH={SYSTEM_PATH} command -v {shlex.quote(recipe.runtime)})"' if recipe.runtime else "PHOENIX_RUNTIME="
-    steps = "\n".join(commands)
-    script = f"""#!/bin/bash
-# Phoenix image builder for {name}: unpack each layer and run its steps, report on the console, power off.
-set -euo pipefail
-trap 'echo "{BAKE_MARKER} failed at line $LINENO (exit $?)" > /dev/console; poweroff' ERR
-mkdir -p {SERVER_ROOT}
-cd {SERVER_ROOT}
-{runtime}
-image_path() {{ for bin in {SERVER_ROOT}/bin {SERVER_ROOT}/*/bin; do if [ -d "$bin" ]; then printf %s: "$bin"; fi; done; echo {SYSTEM_PATH}; }}
-CLEAN=(HOME=/root LANG=C.UTF-8 PYTHONNOUSERSITE=1 PYTHONUNBUFFERED=1 PHOENIX_RUNTIME="$PHOENIX_RUNTIME" {declared})  # nothing else
-{steps}
-cloud-init clean --logs   # servers made from this image boot as new instances
-echo "{BAKE_MARKER} ok" > /dev/console
-poweroff
-"""
-    cloud_config = "#cloud-config\nwrite_files:\n" + "".join(
-        f"- path: {path}\n  permissions: '0600'\n  content: {content}\n" for path, content in archives
-    )
-    document = mime_document([("cloud-config", "image.yaml", cloud_config.encode()), ("x-shellscript", "bake.sh", script.encode())])
-    packed = gzip.compress(document, mtime=0)
-    if len(packed) > USERDATA_LIMIT:
-        raise PhoenixError(
-            f"image {name}: its files make a {len(packed)}-byte builder user-data (gzipped), over EC2's {USERDATA_LIMIT}; "
-            "bake it with Packer and reference it with images.{name}.prebuilt"
-        )
-    return packed
-
-
-def _layer_archive(files: list[str], project_dir: Path) -> str:
-    """One layer's files as a gzipped tar, base64-encoded."""
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=9) as tar:
-        for entry in files:
-            for path in walk_files(project_dir / entry):
-                tar.add(path, arcname=str(path.relative_to(project_dir)), recursive=False)
-    return base64.b64encode(archive.getvalue()).decode()

@@ -13,10 +13,9 @@ from pathlib import Path
 from ...deadline import Deadline
 from ...errors import PhoenixError
 from ...spec import ProviderSpec
-from ..aws.api import checker  # one capability table for every cloud
 from .api import TAG, OpenStack, missing_services, short_name, tag_dict, tag_list
 from .members import OpenStackMembers
-from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, whole_or_nothing
+from ..base import BalancerRequest, Endpoint, LoadBalancerDriver, checker, whole_or_nothing
 
 CREATE_SECONDS = 900.0  # an amphora can take minutes to boot
 

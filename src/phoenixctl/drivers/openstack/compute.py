@@ -22,9 +22,8 @@ from ...errors import PhoenixError
 from ...excerpt import error_lines
 from ...spec import PlacementSpec, ProviderSpec
 from ...boot.userdata import USERDATA_LIMIT
-from ..aws.compute import with_start  # the same cloud-init start part on every cloud
-from ..base import ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt
-from ..aws.api import checker  # one capability table for every cloud
+from ..cloud_init import with_start  # the same cloud-init start part on every cloud
+from ..base import ComputeDriver, ImageSample, Launched, LaunchRequest, LogExcerpt, checker
 from .api import TAG, OpenStack, OpenStackError, tag_list
 from .images import PROPERTY, OpenStackImages
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from ...deadline import Deadline, DeadlineExceeded
 from ...errors import PhoenixError
 from ...spec import ImageRef, ImageSpec
-from ..aws.images import BAKE_MARKER, builder_userdata  # the same cloud-init builder on every cloud
+from ..cloud_init import BAKE_MARKER, builder_userdata  # the same cloud-init builder on every cloud
 from ..base import BakeResult
 from ..recipe import recipe_digest
 
