@@ -98,7 +98,7 @@ def parse_location(text: str, where: str) -> StateLocation:
             raise SpecError(f"{where}: {redacted(text)} names no database (postgresql://user@host/DATABASE)")
         return StateLocation(url=text)
     if scheme == "sqlite":
-        path = text.partition("://")[2]
+        path = text[len("sqlite:///"):] if text.lower().startswith("sqlite:///") else ""
         if not path.startswith("/"):
             raise SpecError(f"{where}: a sqlite URL takes an absolute path (sqlite:////abs/state.db), not {text!r}")
         return StateLocation(path=Path(path))
