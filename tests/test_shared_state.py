@@ -129,7 +129,7 @@ def test_runner_b_sees_what_runner_a_did(team: Team):
 
 
 def test_a_deploy_from_b_while_a_holds_the_lock_exits_3_naming_a_then_waits(team: Team):
-    first = team.a.popen("rotate", "ci")
+    first = team.a.popen("rotate", "ci", "--role", "edit")
     try:
         wait_for(team.holder_pid, 60, "runner A to hold the lock")
         refused = team.b.run("deploy", "ci")
@@ -151,7 +151,7 @@ def test_a_deploy_from_b_while_a_holds_the_lock_exits_3_naming_a_then_waits(team
 def test_a_killed_mid_rotation_under_load_is_recovered_by_b(team: Team):
     with LoadGenerator(lb_urls(team.b.status()), concurrency=4, rate=100) as load:
         load.wait_for_requests(50)
-        killed = team.a.popen("rotate", "ci", failpoint="swap")
+        killed = team.a.popen("rotate", "ci", "--role", "edit", failpoint="swap")
         _, stderr = killed.communicate(timeout=180)
         assert killed.returncode == -signal.SIGKILL, stderr
         assert team.holder_pid() == killed.pid  # the record of a holder that died holding the lock stays
@@ -167,7 +167,8 @@ def test_a_killed_mid_rotation_under_load_is_recovered_by_b(team: Team):
 
 def test_b_rolls_back_a_release_a_deployed(team: Team):
     before = {s["role"]: s["fingerprint"] for s in team.b.status()["servers"]}
-    team.a.spec.write_text(team.a.spec.read_text().replace("LOG_LEVEL: debug", "LOG_LEVEL: warning", 1))
+    edited = "roles: {backend: 1, edit: {count: 1, env: {LOG_LEVEL: warning}}, frontend: 1}"  # a new release of one role
+    team.a.spec.write_text(team.a.spec.read_text().replace("roles: {backend: 1, edit: 1, frontend: 1}", edited, 1))
     deployed = team.a.run("deploy", "ci")
     assert deployed.returncode == 0, deployed.stderr
     assert {s["role"]: s["fingerprint"] for s in team.b.status()["servers"]} != before
@@ -181,11 +182,11 @@ def test_postgresql_stopped_mid_rotation_then_started(team: Team, pg_cluster):
     old = {s["id"] for s in status["servers"]}
     with LoadGenerator(lb_urls(status), concurrency=4, rate=100) as load:
         load.wait_for_requests(50)
-        rotation = team.b.popen("rotate", "ci")
+        rotation = team.b.popen("rotate", "ci", "--role", "edit")
         try:
             def launched() -> bool:
                 with psycopg.connect(team.url) as connection:
-                    return connection.execute("SELECT count(*) FROM servers WHERE env = 'ci' AND state = 'checking'").fetchone()[0] > 0
+                    return connection.execute("SELECT count(*) FROM servers WHERE env = 'ci' AND state <> 'destroyed'").fetchone()[0] > 3
 
             wait_for(launched, 60, "the rotation to launch a new server", interval=0.02)
             pg_cluster.stop()

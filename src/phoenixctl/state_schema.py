@@ -15,11 +15,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, create_engine, event, inspect, text
+
 from .errors import SpecError
 from .state_location import StateLocation
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "phoenix_schema_version"
+# The revisions shipped, oldest first (tests/test_state_migrations.py checks them against
+# `migrations/versions/`): most commands compare the store's with the last one and never
+# load Alembic, which costs a command more than the rest of opening the store.
+REVISIONS = ("0001", "0002")
+HEAD = REVISIONS[-1]
 # One advisory lock key for the schema of a whole database (its tables are every project's).
 SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"phoenix schema").digest()[:8], "big", signed=True)
 
@@ -34,10 +41,6 @@ def scripts():
     return ScriptDirectory(str(MIGRATIONS))
 
 
-def head() -> str:
-    return scripts().get_current_head()
-
-
 def _context(connection, upgrade_fn=None):
     from alembic.runtime.migration import MigrationContext
 
@@ -48,15 +51,17 @@ def _context(connection, upgrade_fn=None):
 
 
 def revision_of(connection) -> str | None:
-    return _context(connection).get_current_revision()
+    """The store's revision, read as Alembic writes it (None: a store made before migrations, or none)."""
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return None
+    return connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def refuse_unknown(location: StateLocation, current: str | None) -> None:
-    known = {script.revision for script in scripts().walk_revisions()}
-    if current is not None and current not in known:
+    if current is not None and current not in REVISIONS:
         raise StoreTooNew(
             f"state store {location.display} is at schema revision {current}, newer than this Phoenix knows "
-            f"(up to {head()}): upgrade Phoenix; the store was not written"
+            f"(up to {HEAD}): upgrade Phoenix; the store was not written"
         )
 
 
@@ -66,27 +71,33 @@ def ensure_schema(location: StateLocation, engine) -> tuple[str | None, str]:
     with engine.connect() as connection:  # most commands: one read, no lock
         current = revision_of(connection)
     refuse_unknown(location, current)
-    if current == head():
+    if current == HEAD:
         return current, current
     with _migrating(location, engine) as connection:
         current = revision_of(connection)  # another command may have migrated it meanwhile
         refuse_unknown(location, current)
-        target = head()
+        target = HEAD
         if current == target:
             return current, current
-        context = _context(connection, lambda rev, ctx: scripts()._upgrade_revs(target, rev))
-        from alembic.operations import Operations
-        from sqlalchemy import inspect
-
         if current is None and not inspect(connection).has_table("servers"):
             from .state_tables import metadata
 
-            metadata.create_all(connection)  # a new store: made at the head
-            context.stamp(scripts(), target)
+            metadata.create_all(connection)  # a new store: made at the head, stamped as Alembic does
+            version = _version_table()
+            version.create(connection)
+            connection.execute(version.insert().values(version_num=target))
         else:
+            from alembic.operations import Operations
+
+            context = _context(connection, lambda rev, ctx: scripts()._upgrade_revs(target, rev))
             with Operations.context(context):
                 context.run_migrations()
         return current, target
+
+
+def _version_table():
+    """Alembic's version table, as Alembic makes it (a new store is stamped without loading it)."""
+    return Table(VERSION_TABLE, MetaData(), Column("version_num", String(32), nullable=False), PrimaryKeyConstraint("version_num", name=f"{VERSION_TABLE}_pkc"))
 
 
 @contextmanager
@@ -98,8 +109,6 @@ def _migrating(location: StateLocation, engine) -> Iterator[object]:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
             yield connection
         return
-    from sqlalchemy import create_engine, event
-
     migrator = create_engine(f"sqlite:///{location.path}", connect_args={"timeout": 30})
 
     @event.listens_for(migrator, "connect")
