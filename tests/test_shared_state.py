@@ -24,7 +24,9 @@ import psycopg
 import pytest
 
 from conftest import CI_COUNTS, PHOENIX, _baked_dependency_layers, copy_example, passable, server_cwd_pids, wait_for
+from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadGenerator
+from test_aws import NOTHING, aws_example, cloud, moto_url  # noqa: F401 - moto's server and an empty account
 from phoenixctl.state_location import StateLocation
 
 pytestmark = pytest.mark.slow
@@ -53,9 +55,17 @@ class Runner:
         return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
     def status(self) -> dict:
-        result = self.run("status", "ci", "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        """`status ci` as this runner sees it, read in this process (a command's start costs
+        seconds on a busy machine; the runners' own commands are real processes)."""
+        with pytest.MonkeyPatch.context() as patch:
+            for name in ("PHOENIX_STATE_URL", "PHOENIX_LOCAL_HOME"):
+                if name in self.environ:
+                    patch.setenv(name, self.environ[name])
+            project = Project(self.spec)
+            try:
+                return Executor(project).status("ci")
+            finally:
+                project.close()
 
 
 @dataclass
@@ -64,11 +74,6 @@ class Team:
     b: Runner
     url: str
     fleet: Path  # the local provider's files on this machine, which both runners use
-
-    def holder_pid(self) -> int | None:
-        with psycopg.connect(self.url) as connection:
-            row = connection.execute("SELECT pid FROM lock_holders WHERE env = 'ci'").fetchone()
-        return row[0] if row else None
 
     def no_orphan(self, status: dict) -> None:
         assert server_cwd_pids(self.fleet / "servers" / "ci") == {s["pid"] for s in status["servers"]}
@@ -118,8 +123,8 @@ def team(pg_cluster, tmp_path_factory) -> Iterator[Team]:
 
 
 def test_runner_b_sees_what_runner_a_did(team: Team):
-    a, b = team.a.status(), team.b.status()
-    assert [s["id"] for s in b["servers"]] == [s["id"] for s in a["servers"]] and len(b["servers"]) == 3
+    b = team.b.status()
+    assert {s["pid"] for s in b["servers"]} == server_cwd_pids(team.fleet / "servers" / "ci") and len(b["servers"]) == 3
     assert b["state"] == {"backend": "postgresql", "location": team.url}
     history = json.loads(team.b.run("history", "ci", "--json").stdout)
     assert [op["kind"] for op in history] == ["up"] and history[0]["status"] == "succeeded"
@@ -128,23 +133,44 @@ def test_runner_b_sees_what_runner_a_did(team: Team):
     assert plan.returncode == 0, plan.stdout + plan.stderr
 
 
-def test_a_deploy_from_b_while_a_holds_the_lock_exits_3_naming_a_then_waits(team: Team):
-    first = team.a.popen("rotate", "ci", "--role", "edit")
+def holder_pid(url: str) -> int | None:
+    """The pid the lock's holder recorded (None: nobody holds it, or died holding it unrecorded)."""
+    with psycopg.connect(url) as connection:
+        row = connection.execute("SELECT pid FROM lock_holders WHERE env = 'ci'").fetchone()
+    return row[0] if row else None
+
+
+def refused_then_waits(a: Runner, b: Runner, url: str) -> None:
+    """B's deploy while A's rotation holds the lock exits 3 naming A; with --lock-timeout B
+    waits, and runs once A has finished. A is stopped (SIGSTOP) once it holds the lock, so
+    it holds it for as long as the test needs, whatever the machine's speed."""
+    first = a.popen("rotate", "ci", "--role", "edit")
     try:
-        wait_for(team.holder_pid, 60, "runner A to hold the lock")
-        refused = team.b.run("deploy", "ci")
+        wait_for(lambda: holder_pid(url), 60, "runner A to hold the lock")
+        os.kill(first.pid, signal.SIGSTOP)
+        refused = b.run("deploy", "ci")
         assert refused.returncode == 3, refused.stderr
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in refused.stderr
         assert f"environment ci is locked by rotate (host {os.uname().nodename}, pid {first.pid}, since " in lines[0]
-        waited = team.b.run("up", "ci", "--lock-timeout", "120")
-        assert waited.returncode == 0, waited.stderr
+        waiting = b.popen("up", "ci", "--lock-timeout", "120", "--json")
+        os.kill(first.pid, signal.SIGCONT)
+        out, err = waiting.communicate(timeout=180)
+        assert waiting.returncode == 0, err
         assert first.wait(60) == 0, first.stderr.read()
     finally:
         if first.poll() is None:
+            os.kill(first.pid, signal.SIGCONT)
             first.kill()
         first.communicate(timeout=30)
-    assert team.holder_pid() is None  # released cleanly: no holder left behind
+    assert holder_pid(url) is None  # released cleanly: no holder left behind
+    with psycopg.connect(url) as connection:  # B's up began after A's rotation ended
+        up, rotate = connection.execute("SELECT kind, status, started_at, ended_at FROM operations WHERE env = 'ci' ORDER BY started_at DESC LIMIT 2")
+    assert (rotate[0], rotate[1], up[0]) == ("rotate", "succeeded", "up") and rotate[3] <= up[2], (rotate, up)
+
+
+def test_a_deploy_from_b_while_a_holds_the_lock_exits_3_naming_a_then_waits(team: Team):
+    refused_then_waits(team.a, team.b, team.url)
     team.converged()
 
 
@@ -154,7 +180,7 @@ def test_a_killed_mid_rotation_under_load_is_recovered_by_b(team: Team):
         killed = team.a.popen("rotate", "ci", "--role", "edit", failpoint="swap")
         _, stderr = killed.communicate(timeout=180)
         assert killed.returncode == -signal.SIGKILL, stderr
-        assert team.holder_pid() == killed.pid  # the record of a holder that died holding the lock stays
+        assert holder_pid(team.url) == killed.pid  # the record of a holder that died holding the lock stays
         recovered = team.b.run("recover", "ci", "--json")
         assert recovered.returncode == 0, recovered.stderr
         actions = json.loads(recovered.stdout)["recovered"]
@@ -209,3 +235,44 @@ def test_postgresql_stopped_mid_rotation_then_started(team: Team, pg_cluster):
         load.wait_for_requests(load.stats.sent + 50)
     assert load.stats.failed == 0, load.stats.as_dict()
     assert len(after["servers"]) == 3 and old  # converged, whatever the rotation had replaced
+
+
+# --- the same two runners on the AWS provider, against moto's server ----------------------------
+# moto's instances run nothing: there is no traffic to count; the fleet is what moto holds.
+
+
+def test_two_runners_share_one_fleet_on_aws(cloud, pg_cluster, tmp_path):
+    url = pg_cluster.fresh_database()
+    environ = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
+    environ["PHOENIX_STATE_URL"] = url  # the other way to name the store: CI's environment
+    a = Runner("a", aws_example(tmp_path / "a"), environ)
+    b_spec = aws_example(tmp_path / "b")
+    shutil.rmtree(b_spec.parent / "secrets")
+    shutil.copytree(a.spec.parent / "secrets", b_spec.parent / "secrets")
+    b = Runner("b", b_spec, environ)
+
+    def fleet() -> dict:
+        status = b.status()
+        live = {i["InstanceId"] for i in cloud.instances(env="ci")}
+        assert live == {s["instance"] for s in status["servers"]} and len(live) == 3, (live, status["servers"])  # no orphan
+        return {s["role"]: s["fingerprint"] for s in status["servers"]}
+
+    try:
+        up = a.run("up", "ci")
+        assert up.returncode == 0, up.stderr
+        first = fleet()  # B sees A's servers (the lock is the store's: the local runners' test shows it)
+        killed = a.popen("rotate", "ci", "--role", "edit", failpoint="swap")
+        killed.communicate(timeout=180)
+        assert killed.returncode == -signal.SIGKILL
+        recovered = b.run("recover", "ci", "--json")
+        assert recovered.returncode == 0, recovered.stderr
+        assert any("took over the lock of rotate" in line for line in json.loads(recovered.stdout)["recovered"])
+        assert fleet() == first
+        a.spec.write_text(a.spec.read_text().replace("roles: {backend: 1, edit: 1, frontend: 1}", "roles: {backend: 1, edit: {count: 1, env: {LOG_LEVEL: warning}}, frontend: 1}", 1))
+        assert a.run("deploy", "ci").returncode == 0
+        rolled_back = b.run("rollback", "ci")
+        assert rolled_back.returncode == 0, rolled_back.stderr
+        assert fleet() == first  # B went back to the release before A's
+    finally:
+        b.run("destroy", "ci", "--lock-timeout", "60")
+    assert cloud.leftovers() == NOTHING
