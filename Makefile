@@ -12,6 +12,12 @@ setup: $(BIN)/phoenix
 	  echo "installing haproxy with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 	@haproxy -v | head -n 1
+	@# PostgreSQL for the shared state store's tests (a throwaway cluster each run, made with
+	@# initdb as the postgres user); Debian keeps initdb in /usr/lib/postgresql/<version>/bin
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -n 1 || command -v initdb
 
 $(BIN)/phoenix: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -27,7 +33,7 @@ test: setup
 
 # Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
 # earlier one missed a target; the target fails at the end when any benchmark did.
-BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live
+BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live state_store
 
 bench: setup
 	@failed=""; for name in $(BENCHMARKS); do \
