@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
@@ -209,3 +210,19 @@ def test_the_password_is_never_shown_and_never_in_the_spec(tmp_path: Path, pg_cl
     refused = run(spec, "status", "ci")
     assert refused.returncode == 2 and "hunter2" not in refused.stderr
     assert refused.stderr.startswith(f"phoenix: error: {spec}:4: state.url: a password here would be stored"), refused.stderr
+
+
+def test_first_commands_side_by_side_make_one_postgresql_schema(pg_cluster):
+    """Runners starting at once on an empty database: the schema is made once (under an
+    advisory lock, in one transaction), never twice ("relation already exists")."""
+    url = pg_cluster.fresh_database()
+    opener = (
+        "import sys; from phoenixctl.state import StateStore; from phoenixctl.state_location import parse_location; "
+        "StateStore(parse_location(sys.argv[1], 'test'), 'website').close()"
+    )
+    openers = [subprocess.Popen([sys.executable, "-c", opener, url], stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    for process in openers:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr[-2000:]
+    with psycopg.connect(url) as connection:
+        assert connection.execute("SELECT version_num FROM phoenix_schema_version").fetchall() == [(HEAD,)]

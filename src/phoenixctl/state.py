@@ -81,10 +81,10 @@ class StateStore:
             else:
                 self._open_file()
         except DBAPIError as exc:
-            self.engine.dispose()
+            self.close()
             raise unavailable(self.location, exc) from None
         except BaseException:
-            self.engine.dispose()
+            self.close()
             raise
 
     def _open_file(self) -> None:
