@@ -194,6 +194,7 @@ def test_state_copy_round_trip_sqlite_postgresql_sqlite(tmp_path: Path, pg_clust
 
 def test_the_password_is_never_shown_and_never_in_the_spec(tmp_path: Path, pg_cluster):
     assert redacted("postgresql://ci:s3cret@db.internal:5432/phoenix?sslmode=require&password=x") == "postgresql://ci@db.internal:5432/phoenix?sslmode=require"
+    assert redacted("postgresql:///phoenix?host=/run/postgresql&password=x") == "postgresql:///phoenix?host=/run/postgresql"
     init_example(tmp_path / "website")
     spec = tmp_path / "website" / "phoenix.yaml"
     url = pg_cluster.fresh_database()

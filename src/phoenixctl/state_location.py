@@ -11,7 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .errors import PhoenixError, SpecError
 
@@ -64,6 +64,12 @@ class StateLocation:
 
         if not self.shared:
             return create_engine(f"sqlite:///{self.path}", connect_args={"check_same_thread": False, "timeout": 30})
+        try:
+            import psycopg  # noqa: F401 - PostgreSQL's driver, an extra
+        except ImportError:
+            raise PhoenixError(
+                f"the state store {self.display} needs psycopg: pip install 'phoenixctl[postgresql]'"
+            ) from None
         return create_engine("postgresql+psycopg://", creator=self._pooled_connection, **POOL)
 
     def _pooled_connection(self):
@@ -87,16 +93,15 @@ def redacted(url: str) -> str:
     else:
         netloc = parts.netloc
     query = urlencode([(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "password"], safe="/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # built by hand: urlunsplit drops the empty host of `postgresql:///db?host=/socket/dir`
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def parse_location(text: str, where: str) -> StateLocation:
     """A URL as a user gives it: `postgresql://...`, `sqlite:///path/state.db`, or a path."""
     scheme = text.partition("://")[0].lower() if "://" in text else ""
     if scheme in POSTGRES_SCHEMES:
-        if not urlsplit(text).path.strip("/") and "dbname=" not in text:
-            raise SpecError(f"{where}: {redacted(text)} names no database (postgresql://user@host/DATABASE)")
-        return StateLocation(url=text)
+        return StateLocation(url=text)  # libpq reads the rest (and its defaults: PGHOST, PGUSER, ...)
     if scheme == "sqlite":
         path = text[len("sqlite:///"):] if text.lower().startswith("sqlite:///") else ""
         if not path.startswith("/"):
