@@ -75,7 +75,7 @@ def shape(engine) -> dict:
     found = inspect(engine)
     return {
         table: (
-            [column["name"] for column in found.get_columns(table)],
+            [(column["name"], column["nullable"], str(column["default"])) for column in found.get_columns(table)],
             found.get_pk_constraint(table)["constrained_columns"],
             sorted((index["name"], tuple(index["column_names"])) for index in found.get_indexes(table)),
         )

@@ -147,8 +147,9 @@ metadata = MetaData()
 
 
 def keyed(name: str, *columns, **kwargs) -> Table:
-    """A table whose rows belong to one project (the first column of its primary key)."""
-    return Table(name, metadata, Column("project", String, primary_key=True), *columns, **kwargs)
+    """A table whose rows belong to one project (the first column of its primary key; a row
+    written without one is the SQLite file's own, as tools and tests that write SQL do)."""
+    return Table(name, metadata, Column("project", String, primary_key=True, server_default=""), *columns, **kwargs)
 
 
 images = keyed(
@@ -182,7 +183,7 @@ operations = keyed(
 def of_operation(name: str, *columns: Column) -> Table:
     """A table of measurements, each row of one operation (ids drawn by the database)."""
     return Table(
-        name, metadata, Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False),
+        name, metadata, Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False, server_default=""),
         Column("operation_id", String, nullable=False), *columns,
         ForeignKeyConstraint(["project", "operation_id"], ["operations.project", "operations.id"]),
         Index(f"ix_{name}_project_operation", "project", "operation_id"),
@@ -200,7 +201,7 @@ warmups = of_operation(
 )
 releases = Table(
     "releases", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False), Column("env", String, nullable=False),
+    Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False, server_default=""), Column("env", String, nullable=False),
     Column("operation_id", String, nullable=False), Column("created_at", DateTime, nullable=False), Column("kind", String, nullable=False),
     Column("reason", Text, nullable=False), Column("spec_text", Text, nullable=False), Column("image_ids", Text, nullable=False),
     Column("fingerprints", Text, nullable=False), Column("baked_at", DateTime), Column("live_at", DateTime),

@@ -22,12 +22,12 @@ frozen = MetaData()
 
 
 def keyed(name: str, *columns) -> Table:
-    return Table(name + SUFFIX, frozen, Column("project", String, primary_key=True), *columns)
+    return Table(name + SUFFIX, frozen, Column("project", String, primary_key=True, server_default=""), *columns)
 
 
 def of_operation(name: str, *columns) -> Table:
     return Table(
-        name + SUFFIX, frozen, Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False),
+        name + SUFFIX, frozen, Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False, server_default=""),
         Column("operation_id", String, nullable=False), *columns,
         ForeignKeyConstraint(["project", "operation_id"], ["operations_0002.project", "operations_0002.id"]),
         Index(f"ix_{name}_project_operation", "project", "operation_id"),
@@ -72,7 +72,7 @@ REBUILT = [
     ),
     Table(
         "releases" + SUFFIX, frozen,
-        Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False), Column("env", String, nullable=False),
+        Column("id", Integer, primary_key=True, autoincrement=True), Column("project", String, nullable=False, server_default=""), Column("env", String, nullable=False),
         Column("operation_id", String, nullable=False), Column("created_at", DateTime, nullable=False), Column("kind", String, nullable=False),
         Column("reason", Text, nullable=False), Column("spec_text", Text, nullable=False), Column("image_ids", Text, nullable=False),
         Column("fingerprints", Text, nullable=False), Column("baked_at", DateTime), Column("live_at", DateTime),
@@ -100,7 +100,7 @@ def upgrade() -> None:
         op.rename_table(table.name, table.name.removesuffix(SUFFIX))
     op.create_table(
         "lock_holders",
-        Column("project", String, primary_key=True), Column("env", String, primary_key=True), Column("host", String, nullable=False),
+        Column("project", String, primary_key=True, server_default=""), Column("env", String, primary_key=True), Column("host", String, nullable=False),
         Column("pid", Integer, nullable=False), Column("operation", String, nullable=False), Column("since", String, nullable=False),
     )
 
