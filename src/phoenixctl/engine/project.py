@@ -7,6 +7,7 @@ secrets key is the store's, so every runner computes the same fingerprints."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .. import drivers
@@ -34,6 +35,8 @@ class Project:
             self.store.claim(self.dir)
             if shared and provider == "local":
                 self.workdir = local_fleet_dir(self.state_location, self.spec.project)
+                self.workdir.mkdir(mode=0o711, parents=True, exist_ok=True)
+                os.chmod(self.workdir, 0o711)  # as .phoenix/: servers pass through, nobody lists it
         except BaseException:
             self.store.close()
             raise
