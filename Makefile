@@ -12,6 +12,12 @@ setup: $(BIN)/phoenix
 	  echo "installing haproxy with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 	@haproxy -v | head -n 1
+	@# PostgreSQL for the shared state store's tests (a throwaway cluster each run, made with
+	@# initdb as the postgres user); Debian keeps initdb in /usr/lib/postgresql/<version>/bin
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "installing postgresql with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | head -n 1 || command -v initdb
 	@# the dashboard's browser tests (tests/test_dashboard.py): Debian's headless Chromium and its driver
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
 	  echo "installing chromium and chromium-driver with apt-get"; \
@@ -31,7 +37,7 @@ test: setup
 
 # Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
 # earlier one missed a target; the target fails at the end when any benchmark did.
-BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live dashboard recovery
+BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live dashboard recovery state_store
 
 bench: setup
 	@failed=""; for name in $(BENCHMARKS); do \

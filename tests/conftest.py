@@ -252,3 +252,15 @@ def ci_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def bake_copy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh copy of the example that nothing has been baked in yet."""
     yield copy_example(tmp_path_factory, "bake", cached_layers=False)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator["Cluster"]:
+    """One throwaway PostgreSQL cluster for the whole run (tests/pg_cluster.py)."""
+    from pg_cluster import Cluster
+
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.remove()

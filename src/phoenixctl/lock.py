@@ -1,4 +1,10 @@
-"""One operation per environment at a time: an advisory file lock that names its holder."""
+"""One operation per environment at a time: a lock that names its holder.
+
+Two kinds behind one small interface (`Lock`): a file lock (`flock`) beside a SQLite store,
+and PostgreSQL's session-level advisory lock on a shared store (`pg_lock.py`). Both die with
+their holder (the kernel closes the file; the server ends the session of a dead client), so
+a crashed command never leaves a stale lock, and both leave the holder's record behind when
+it dies holding it: the next holder reads it (`previous_holder`) and recovers its journal."""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, Protocol
 
 from .errors import PhoenixError
 
@@ -17,8 +24,40 @@ class LockHeld(PhoenixError):
     exit_code = 3
 
 
+class Lock(Protocol):
+    """Held for one operation on one environment (`with lock:`)."""
+
+    env: str
+    operation: str
+    previous_holder: str | None  # who died holding it, when someone did
+
+    def __enter__(self) -> "Lock": ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+def holder_record(operation: str) -> dict:
+    """Who is taking the lock: host, pid, operation, since (UTC, to the second)."""
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {"host": socket.gethostname(), "pid": os.getpid(), "operation": operation, "since": since}
+
+
+def describe_holder(holder: dict) -> str:
+    return f"{holder['operation']} (host {holder['host']}, pid {holder['pid']}, since {holder['since']})"
+
+
+def acquire(env: str, timeout: float, try_once: Callable[[], bool], holder: Callable[[], str]) -> None:
+    """`try_once` until it takes the lock, for `timeout` seconds at most; then exit 3 naming
+    the holder."""
+    expires = time.monotonic() + timeout
+    while not try_once():
+        if time.monotonic() >= expires:
+            raise LockHeld(f"environment {env} is locked by {holder()}")
+        time.sleep(0.1)
+
+
 class EnvironmentLock:
-    """`flock` dies with its holder, so a crashed command never leaves a stale lock."""
+    """The file lock: `.phoenix/locks/<env>.lock` holds the holder's record while held."""
 
     def __init__(self, workdir: Path, env: str, operation: str, timeout: float = 0.0):
         self.path = workdir / "locks" / f"{env}.lock"
@@ -29,26 +68,30 @@ class EnvironmentLock:
     def __enter__(self) -> "EnvironmentLock":
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle = self.path.open("a+", encoding="utf-8", errors="replace")  # whatever it holds, it is read
-        expires = time.monotonic() + self.timeout
-        while True:
+
+        def try_once() -> bool:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
-                if time.monotonic() >= expires:
-                    handle.seek(0)
-                    holder = self._describe(handle.read(4096))
-                    handle.close()
-                    raise LockHeld(f"environment {self.env} is locked by {holder}") from None
-                time.sleep(0.1)
+                return False
+
+        def holder() -> str:
+            handle.seek(0)
+            return self._describe(handle.read(4096))
+
+        try:
+            acquire(self.env, self.timeout, try_once, holder)
+        except LockHeld:
+            handle.close()
+            raise
         handle.seek(0)
         left = handle.read(4096).strip()
         # A holder that released the lock cleanly left the file empty: text means it died holding it.
         self.previous_holder = self._describe(left) if left else None
         handle.seek(0)
         handle.truncate()
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "operation": self.operation, "since": since}))
+        handle.write(json.dumps(holder_record(self.operation)))
         handle.flush()
         self._file = handle
         return self
@@ -59,7 +102,7 @@ class EnvironmentLock:
         try:
             holder = json.loads(text)
             if isinstance(holder, dict):
-                return f"{holder['operation']} (host {holder['host']}, pid {holder['pid']}, since {holder['since']})"
+                return describe_holder(holder)
         except (ValueError, KeyError):
             pass
         return f"another phoenix command ({self.path} holds no holder record)"

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 from ..errors import SpecError
 from ..paths import secret_file
@@ -90,14 +91,17 @@ class Resolved:
 class SecretResolver:
     """Resolves an environment's secrets; errors name the place, never the value."""
 
-    def __init__(self, loaded: LoadedSpec, workdir: Path):
+    def __init__(self, loaded: LoadedSpec, workdir: Path, key_source: Callable[[], bytes] | None = None):
+        """`key_source`: where the key comes from when not `.phoenix/secret.key` (a shared
+        state store's, which every runner of the project reads)."""
         self.loaded = loaded
         self.workdir = workdir
+        self.key_source = key_source
         self._cache: dict[str, dict[str, bytes]] = {}
 
     @property
     def key(self) -> bytes:
-        return project_key(self.workdir)
+        return self.key_source() if self.key_source else project_key(self.workdir)
 
     def resolve(self, env: str) -> dict[str, bytes]:
         if env not in self._cache:

@@ -54,6 +54,8 @@ def status(env: str, spec_file: Path | None, as_json: bool) -> None:
     for lb in report.load_balancers:
         lbs.add_row(lb.role, lb.address, lb.tls_address or "", "yes" if lb.alive else "no", str(lb.members_up))
     out.print(lbs)
+    if report.state:
+        out.print(f"state: {report.state['location']} ({report.state['backend']})", markup=False, highlight=False)
     print_drill(drill)
 
 

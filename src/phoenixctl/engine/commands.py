@@ -14,7 +14,6 @@ from ..boot.config import BootConfig
 from ..deadline import Deadline
 from ..drivers.base import BakeResult
 from ..errors import PhoenixError, SpecError
-from ..lock import EnvironmentLock
 from ..boot.secrets import Resolved
 from ..state import utcnow
 from .capabilities import strategy_refusal
@@ -50,7 +49,7 @@ class Executor(Part):
         """`lock_name`: the lock taken instead of the environment's (a drill locks its scratch
         copy and leaves the environment it copies free)."""
         self.project.loaded.environment(env)
-        with EnvironmentLock(self.project.workdir, lock_name or env, kind, self.engine.lock_timeout) as lock:
+        with self.store.environment_lock(self.project.workdir, lock_name or env, kind, self.engine.lock_timeout) as lock:
             op_id = f"op-{utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
             self.store.start_operation(op_id, env, kind)
             operation = Operation(self.store, OperationResult(op_id, env, kind))

@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from ..errors import PhoenixError
-from ..lock import EnvironmentLock
 from .part import Part
 
 
@@ -71,7 +70,7 @@ class ImageCatalog(Part):
         result = PruneResult()
         with ExitStack() as locks:
             for env in sorted(self.spec.environments):
-                locks.enter_context(EnvironmentLock(self.project.workdir, env, "images prune", self.engine.lock_timeout))
+                locks.enter_context(self.store.environment_lock(self.project.workdir, env, "images prune", self.engine.lock_timeout))
             uses, servers, current = self._release_uses(keep), self._servers(), self._spec_images()
             doomed, refused = [], []
             for row in self.store.images():

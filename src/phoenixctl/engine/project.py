@@ -1,13 +1,20 @@
-"""A project: its spec file, its `.phoenix/` folder, its state store, its drivers and secrets."""
+"""A project: its spec file, its `.phoenix/` folder, its state store, its drivers and secrets.
+
+On a shared store (PostgreSQL) every checkout of the project is one more runner of it: the
+local provider's files (servers, balancers, images) live in one folder per project on this
+machine (`state_location.local_fleet_dir`) instead of each checkout's `.phoenix/`, and the
+secrets key is the store's, so every runner computes the same fingerprints."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .. import drivers
 from ..boot.secrets import SecretResolver
 from ..spec import LoadedSpec, load_spec, parse_spec
 from ..state import StateStore
+from ..state_location import local_fleet_dir, project_location
 from .capabilities import check_provider
 
 
@@ -21,15 +28,27 @@ class Project:
         self.workdir = self.dir / ".phoenix"
         provider = self.spec.provider.name
         check_provider(self.loaded)
-        self.store = StateStore(self.workdir / "state.db")
+        self.state_location = project_location(self.spec.state.url, self.workdir, self.loaded.path.name)
+        shared = self.state_location.shared
+        self.store = StateStore(self.state_location, self.spec.project if shared else "")
         try:
             self.store.claim(self.dir)
+            if shared and provider == "local":
+                self.workdir = local_fleet_dir(self.state_location, self.spec.project)
+                self.workdir.mkdir(mode=0o711, parents=True, exist_ok=True)
+                os.chmod(self.workdir, 0o711)  # as .phoenix/: servers pass through, nobody lists it
         except BaseException:
             self.store.close()
             raise
         self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project, self.spec.provider)
         self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project, self.spec.provider)
-        self.secrets = SecretResolver(self.loaded, self.workdir)
+        self.secrets = SecretResolver(self.loaded, self.workdir, self._shared_key() if shared else None)
+
+    def _shared_key(self):
+        """The secrets key every runner of a shared store agrees on (made once, kept in it)."""
+        import secrets
+
+        return lambda: bytes.fromhex(self.store.shared_value("secret_key", lambda: secrets.token_hex(32)))
 
     @classmethod
     def from_release(cls, current: "Project", spec_text: str) -> "Project":
@@ -38,7 +57,7 @@ class Project:
         old.__dict__.update(current.__dict__)
         old.loaded = parse_spec(spec_text, current.loaded.path, current.loaded.path.name)
         old.spec = old.loaded.spec
-        old.secrets = SecretResolver(old.loaded, current.workdir)
+        old.secrets = SecretResolver(old.loaded, current.workdir, current.secrets.key_source)
         return old
 
     def close(self) -> None:

@@ -47,12 +47,14 @@ class StatusReport:
     environment: str
     servers: tuple[ServerStatus, ...]
     load_balancers: tuple[LoadBalancerStatus, ...]
+    state: dict | None = None  # where the state lives: {"backend", "location"} (never a password)
 
     def as_json(self) -> dict:
         return {
             "environment": self.environment,
             "servers": [s.as_json() for s in self.servers],
             "load_balancers": [lb.as_json() for lb in self.load_balancers],
+            "state": self.state,
         }
 
 

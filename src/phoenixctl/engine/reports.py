@@ -185,7 +185,7 @@ class Reports(Part):
                     tls_address=f"{row.address}:{row.handle_data['tls_port']}" if row.handle_data.get("tls_port") else None,
                 )
             )
-        return StatusReport(env, tuple(servers), tuple(load_balancers))
+        return StatusReport(env, tuple(servers), tuple(load_balancers), self.store.location.as_json())
 
     def shortfall(self, env: str) -> dict[str, Coverage]:
         """Roles serving fewer servers than the spec wants: role -> (serving, wanted)."""

@@ -510,11 +510,23 @@ class ProviderSpec(Model):
         return simulated
 
 
+class StateSpec(Model):
+    url: str | None = Field(None, description="Where the state lives: postgresql://user@host/db (libpq's form); default .phoenix/state.db")
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, url: str | None) -> str | None:
+        if url and re.search(r"://[^/@?]*:[^/@?]*@|[?&]password=", url):
+            raise ValueError("a password here would be stored with every release: give it with PHOENIX_STATE_URL, PGPASSWORD or ~/.pgpass")
+        return url
+
+
 class Spec(Model):
     """The whole `phoenix.yaml`."""
 
     project: Name = "phoenix"
     provider: ProviderSpec = ProviderSpec()
+    state: StateSpec = StateSpec()
     defaults: DefaultsSpec = DefaultsSpec()
     images: dict[Name, ImageSpec]
     roles: dict[Name, RoleSpec]
