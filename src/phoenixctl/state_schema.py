@@ -25,7 +25,7 @@ VERSION_TABLE = "phoenix_schema_version"
 # The revisions shipped, oldest first (tests/test_state_migrations.py checks them against
 # `migrations/versions/`): most commands compare the store's with the last one and never
 # load Alembic, which costs a command more than the rest of opening the store.
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0003")
 HEAD = REVISIONS[-1]
 # One advisory lock key for the schema of a whole database (its tables are every project's).
 SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"phoenix schema").digest()[:8], "big", signed=True)

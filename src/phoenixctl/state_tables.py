@@ -176,7 +176,7 @@ operations = keyed(
     Column("id", String, primary_key=True), Column("env", String, nullable=False), Column("kind", String, nullable=False),
     Column("status", String, nullable=False), Column("started_at", DateTime, nullable=False), Column("ended_at", DateTime),
     Column("summary", Text, nullable=False), Column("image_ids", Text),
-    Index("ix_operations_project_env", "project", "env"),
+    Index("ix_operations_project_env_started", "project", "env", "started_at"),  # the newest first, from the index
 )
 
 

@@ -1,5 +1,5 @@
 """The declarative spec (`phoenix.yaml`), validated into typed models: `values` (durations,
-counts, bounds), `models`, `load` (reading, with file:line errors), `schema` (for editors).
+counts, bounds), `models` (with `recovery_models` and `simulated_models`), `load` (reading, with file:line errors), `schema` (for editors).
 
 Everything else in Phoenix reads these models, never raw YAML. Errors name the file, the
 line and the field: `phoenix.yaml:14: environments.ci.roles.frontnd: unknown role ...`."""
@@ -7,9 +7,10 @@ line and the field: `phoenix.yaml:14: environments.ci.roles.frontnd: unknown rol
 from .load import LoadedSpec, load_spec, parse_spec, role_waves
 from .models import (
     ConfigLayer, DeadlinesSpec, DefaultsSpec, DiscoverySpec, EnvironmentSpec, EnvRoleSpec, FileSpec, HealthSpec, ImageRef,
-    ImageSpec, LayerSpec, PlacementSpec, ProviderSpec, RoleSpec, RolloutSpec, SecretRef, SecretSource, SimulatedDurations,
-    SimulatedSpec, Spec, WarmupSpec, WatchSpec,
+    ImageSpec, LayerSpec, PlacementSpec, ProviderSpec, RoleSpec, RolloutSpec, SecretRef, SecretSource, Spec, WarmupSpec,
+    WatchSpec,
 )
+from .simulated_models import SimulatedDurations, SimulatedSpec
 from .schema import json_schema
 from .values import (
     MAX_DEPTH, MAX_DURATION, MAX_EXPANDED_NODES, MAX_ROLE_COUNT, MAX_SPEC_BYTES, NAME_PATTERN, SPEC_FILENAME,

@@ -19,7 +19,8 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema as cs
 
 from .recovery_models import BackupSpec, DrillSpec
-from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, DurationOrZero, Name, Quantity, Share
+from .simulated_models import SimulatedSpec
+from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, Name, Quantity, Share
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -449,26 +450,6 @@ class EnvironmentSpec(ConfigLayer):
         if self.in_place is not None and self.mode != "in-place":
             raise ValueError("in_place is for environments with mode: in-place")
         return self
-
-
-class SimulatedDurations(Model):
-    """How long a simulated server takes, as modelled (nothing runs): from launch until it
-    listens, then until its health check passes; from drain until its sessions reach zero."""
-
-    boot: DurationOrZero = Field(0.0, description="From launch until the server listens")
-    health: DurationOrZero = Field(0.0, description="From listening until its health check passes")
-    drain: DurationOrZero = Field(0.0, description="From drain until its open sessions reach zero")
-
-
-class SimulatedSpec(SimulatedDurations):
-    """`provider: {name: simulated, simulated: {...}}`: the modelled durations (default zero),
-    with a role's own where `roles` names it (fields it leaves out come from above)."""
-
-    roles: dict[Name, SimulatedDurations] = Field(default_factory=dict, description="Durations of one role")
-
-    def durations(self, role: str) -> SimulatedDurations:
-        own = self.roles.get(role)
-        return SimulatedDurations(**{**self.model_dump(exclude={"roles"}), **(own.model_dump(exclude_unset=True) if own else {})})
 
 
 class ProviderSpec(Model):
