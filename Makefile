@@ -12,6 +12,10 @@ setup: $(BIN)/phoenix
 	  echo "installing haproxy with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 	@haproxy -v | head -n 1
+	@command -v rsyslogd >/dev/null 2>&1 || { \
+	  echo "installing rsyslog with apt-get (the project's log aggregator)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null; }
+	@rsyslogd -v | head -n 1
 
 $(BIN)/phoenix: pyproject.toml
 	$(PY) -m venv $(VENV)

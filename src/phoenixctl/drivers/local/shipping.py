@@ -1,0 +1,63 @@
+"""Local servers' output shipped to the project's aggregator: registered before a server
+writes its first line, measured when it is retired, and the aggregator stopped when the
+project's last server is gone (its records stay). A part of LocalCompute."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ...deadline import Deadline
+from ...errors import PhoenixError
+from ..base import LaunchRequest, LogDelivery
+from .aggregator import Aggregator
+
+
+class LocalShipping:
+    """What LocalCompute does for the aggregator (mixed into it)."""
+
+    logs_dir: Path
+    servers_dir: Path
+    workdir: Path
+
+    @property
+    def aggregator(self) -> Aggregator:
+        return Aggregator(self.logs_dir)
+
+    def ship(self, request: LaunchRequest, log) -> None:
+        """Before the server's log gets a line: its release and its environment's route known
+        to the aggregator. Where that fails the server still starts; its output stays in its
+        file (and is read from the start once the aggregator runs again), as its log says."""
+        if not Aggregator.installed():
+            log.write(b"phoenix: rsyslogd is not installed (make setup): this output stays in this file\n")
+            return
+        try:
+            self.aggregator.register(request.env, request.server_id, request.tags.get("release", ""), request.logs.ship_to)
+        except (PhoenixError, OSError) as exc:
+            log.write(f"phoenix: the log aggregator did not take this server: {exc}\n".encode())
+
+    def log_delivery(self, handle: dict) -> LogDelivery | None:
+        aggregator = self.aggregator
+        if not handle.get("log") or not aggregator.routes.exists():
+            return None  # this project never shipped: nothing to wait for
+        path = Path(handle["log"])
+        try:
+            with path.open("rb") as own:
+                written = os.fstat(own.fileno()).st_size
+                shipped = min(aggregator.shipped(path) or 0, written)
+                own.seek(shipped)
+                pending = own.read(written - shipped)  # what is left only: a long log is not read whole
+        except OSError:
+            return None  # no file where the handle says (a server adopted by recovery)
+        relative = path.relative_to(self.workdir.parent) if path.is_relative_to(self.workdir.parent) else path
+        return LogDelivery(
+            where=str(relative), written=written, shipped=shipped, pending_lines=pending.count(b"\n"),
+            reason="" if aggregator.running_pid() else "the log aggregator is not running",
+        )
+
+    def teardown(self, env: str, deadline: Deadline) -> list[str]:
+        """The aggregator stops with the project's last server (`phoenix logs` reads its files)."""
+        if any(self.servers_dir.glob("*/*/root")) or self.aggregator.running_pid() is None:
+            return []
+        self.aggregator.stop(deadline)
+        return ["the log aggregator (no server left; its records stay for `phoenix logs`)"]
