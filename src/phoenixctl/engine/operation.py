@@ -43,6 +43,7 @@ class OperationResult:
     recovered: list[str] = field(default_factory=list)  # what recovery found and did first
     refused: list[str] = field(default_factory=list)  # servers a watch pass was not allowed to retire
     updated: list[str] = field(default_factory=list)  # in-place environments: servers updated where they stand
+    logs_kept: list[str] = field(default_factory=list)  # retired servers whose last lines did not reach the aggregator
 
     @property
     def changed(self) -> bool:
@@ -62,6 +63,8 @@ class OperationResult:
             parts.append(f"layers: {'; '.join(self.layers)}")
         if self.recovered:
             parts.append(f"recovered: {'; '.join(self.recovered)}")
+        if self.logs_kept:
+            parts.append(f"logs kept locally: {'; '.join(self.logs_kept)}")
         if self.refused:
             parts.append(f"refused: {', '.join(self.refused)} (state on the server)")
         return ", ".join(parts)
