@@ -14,7 +14,7 @@ import os
 import click
 
 from ..errors import PhoenixError
-from . import commands_env, commands_images, commands_project, commands_read
+from . import commands_env, commands_images, commands_logs, commands_project, commands_read
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +23,7 @@ def app() -> None:
     them in, drain and destroy the old ones."""
 
 
-for _command in commands_project.COMMANDS + commands_env.COMMANDS + commands_read.COMMANDS + commands_images.COMMANDS:
+for _command in commands_project.COMMANDS + commands_env.COMMANDS + commands_read.COMMANDS + commands_images.COMMANDS + commands_logs.COMMANDS:
     app.add_command(_command)
 del _command
 
