@@ -100,7 +100,7 @@ class AWSCompute(AWSImages, ComputeDriver):
         try:
             instance = self._run_instance(
                 ImageId=request.image_location, InstanceType=placement.instance_type,
-                UserData=with_start(request.userdata, request.command), SubnetId=subnet["SubnetId"],
+                UserData=with_start(request.userdata, request.command, f"{request.server_id}@{request.tags.get('release', '')}"), SubnetId=subnet["SubnetId"],
                 SecurityGroupIds=groups, ClientToken=f"{self.project}-{request.server_id}"[:64],
                 TagSpecifications=[
                     {"ResourceType": "instance", "Tags": aws_tags({**tags, "Name": f"{self.project}-{request.env}-{request.server_id}"})},
@@ -279,9 +279,11 @@ class AWSCompute(AWSImages, ComputeDriver):
         return results
 
 
-def with_start(userdata: bytes, command: str) -> bytes:
+def with_start(userdata: bytes, command: str, identifier: str = "phoenix-server") -> bytes:
     """The rendered user-data plus a last part that starts the server as a service with its
-    boot variables (the part a local server gets from the local provider itself)."""
+    boot variables (the part a local server gets from the local provider itself). Its output
+    goes to the journal as `identifier` (`SERVER@RELEASE`): what the user-data's rsyslog
+    configuration ships the server's lines by (see `boot/syslog.py`)."""
     raw = gzip.decompress(userdata) if userdata[:2] == b"\x1f\x8b" else userdata
     parts = [
         (part.get_content_subtype(), part.get_filename(), part.get_payload(decode=True))
@@ -290,6 +292,7 @@ def with_start(userdata: bytes, command: str) -> bytes:
     start = (
         "#!/bin/sh\n# Phoenix: start the server with its boot variables, restarted if it exits.\n"
         f"exec systemd-run --unit=phoenix-server --property=Restart=on-failure --working-directory={SERVER_ROOT} "
+        f"--property=SyslogIdentifier={shlex.quote(identifier)} "
         f"--property=EnvironmentFile={SERVER_ROOT}/{ENV_FILE} /bin/sh -c {shlex.quote(command)}\n"
     )
     document = mime_document(parts + [("x-shellscript", "phoenix-start.sh", start.encode())])
