@@ -145,7 +145,8 @@ def log_shipping(loaded: LoadedSpec, env: str, role: str) -> dict:
     """With `logs.ship_to`: the cloud-init `rsyslog` module (the system's log to the aggregator
     through `remotes`, the server's own output through a configuration of RFC 5424 records with
     its names) and the rsyslog package. The same text for every server of the role."""
-    ship_to = loaded.spec.logs(env).ship_to
+    logs = loaded.spec.logs(env)
+    ship_to = logs.ship_to if logs.enabled else None
     if not ship_to:
         return {}
     host, port = ship_to_address(ship_to)

@@ -382,6 +382,7 @@ class DeadlinesSpec(Model):
 class LogsSpec(Model):
     """Where servers' output goes: the project's own aggregator (local), or `ship_to` one of yours."""
 
+    enabled: bool = Field(True, description="Off: servers' output stays in their own log files, shipped nowhere")
     ship_to: ShipTo | None = Field(None, description="An RFC 5424 receiver, syslog+tcp://HOST:PORT (default: the project's own)")
     keep: Duration = Field(7 * 86400.0, description="How long the project's aggregator keeps each line (e.g. 7d)")
 

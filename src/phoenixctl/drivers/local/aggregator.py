@@ -166,6 +166,10 @@ class Aggregator:
             return None
         return recorded["pid"]
 
+    def read_routes(self) -> dict[str, str | None]:
+        """Each environment whose servers' files the aggregator reads, and where it sends them."""
+        return self._read(self.routes, {})
+
     def address(self) -> tuple[str, int] | None:
         recorded = self._read(self.identity, {})
         return (recorded["address"], PORT) if recorded.get("address") else None

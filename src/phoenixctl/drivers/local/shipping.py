@@ -28,6 +28,8 @@ class LocalShipping:
         """Before the server's log gets a line: its release and its environment's route known
         to the aggregator. Where that fails the server still starts; its output stays in its
         file (and is read from the start once the aggregator runs again), as its log says."""
+        if not request.logs.enabled:
+            return
         if not Aggregator.installed():
             log.write(b"phoenix: rsyslogd is not installed (make setup): this output stays in this file\n")
             return
@@ -38,9 +40,9 @@ class LocalShipping:
 
     def log_delivery(self, handle: dict) -> LogDelivery | None:
         aggregator = self.aggregator
-        if not handle.get("log") or not aggregator.routes.exists():
-            return None  # this project never shipped: nothing to wait for
-        path = Path(handle["log"])
+        path = Path(handle.get("log") or "")
+        if not handle.get("log") or path.parent.parent.name not in aggregator.read_routes():
+            return None  # its environment never shipped (logs.enabled off, or before the aggregator): nothing to wait for
         try:
             with path.open("rb") as own:
                 written = os.fstat(own.fileno()).st_size
