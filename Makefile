@@ -31,7 +31,7 @@ test: setup
 
 # Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
 # earlier one missed a target; the target fails at the end when any benchmark did.
-BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live
+BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live logs
 
 bench: setup
 	@failed=""; for name in $(BENCHMARKS); do \
