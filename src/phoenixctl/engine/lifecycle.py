@@ -200,17 +200,23 @@ class Lifecycle(Part):
             failpoint("destroy")
             row = self.store.server(server_id)
             self.destroy_server(op, row, deadlines.stop, record=False)
-            self.deliver_logs(op, row, Deadline(deadlines.drain, f"the last lines of {server_id} to reach the aggregator"))
+            op.shipping(row)  # its last lines: waited for once, with every other retirement's, when the operation ends
         op.note("retired", server_id)
         self.reporter.info(f"{role}: {server_id} retired")
 
-    def deliver_logs(self, op: Operation, row: ServerRow | None, deadline: Deadline) -> None:
-        """After its process ended (no line can follow), the server's output all shipped, or
-        the retirement says which lines stay in its own log file."""
-        kept = undelivered(row.id, await_delivery(self.compute, row.handle_data, deadline)) if row else ""
-        if kept:
-            op.note("logs_kept", kept)
-            self.reporter.info(f"{row.role}: {kept}")
+    def deliver_logs(self, op: Operation) -> None:
+        """The operation's retired servers (their processes ended: no line can follow) have
+        their output all shipped, waited for side by side within the drain deadline, or the
+        operation says which lines stay in each one's own log file."""
+
+        def deliver(row: ServerRow) -> None:
+            deadline = Deadline(self.spec.deadlines(row.env).drain, f"the last lines of {row.id} to reach the aggregator")
+            kept = undelivered(row.id, await_delivery(self.compute, row.handle_data, deadline))
+            if kept:
+                op.note("logs_kept", kept)
+                self.reporter.info(f"{row.role}: {kept}")
+
+        run_parallel([lambda r=r: deliver(r) for r in op.take_shipping() if r is not None])
 
     def release(self, op: Operation, env: str, role: str, boot: BootConfig) -> str:
         """The release new servers of this build serve (looked up once per operation and build)."""
@@ -293,7 +299,7 @@ class Lifecycle(Part):
         for dead in plan.remove_dead:
             self.reporter.info(f"{plan.role}: removing {dead.server_id}: {dead.reason}")
             self.remove_and_destroy(op, env, lb, dead.server_id)
-            self.deliver_logs(op, self.store.server(dead.server_id), Deadline(self.spec.deadlines(env).drain, f"the last lines of {dead.server_id}"))
+            op.shipping(self.store.server(dead.server_id))
             op.note("removed", dead.server_id)
 
     def discard(self, op: Operation, env: str, lb: LoadBalancerRow, rows: list[ServerRow]) -> None:

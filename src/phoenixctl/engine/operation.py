@@ -80,6 +80,17 @@ class Operation:
         self.final_status = "succeeded"  # or "paused" (a canary waiting for promote/rollback)
         self._lock = threading.Lock()
         self._phases: list[dict] = []
+        self._stopped: list = []  # servers retired (stopped) whose last lines are on their way to the aggregator
+
+    def shipping(self, server) -> None:
+        """A stopped server whose output the operation waits for before it ends."""
+        with self._lock:
+            self._stopped.append(server)
+
+    def take_shipping(self) -> list:
+        with self._lock:
+            stopped, self._stopped = self._stopped, []
+        return stopped
 
     @contextmanager
     def phase(self, name: str, server_id: str | None = None) -> Iterator[None]:
