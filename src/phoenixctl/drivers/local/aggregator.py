@@ -2,8 +2,9 @@
 system's), in the persistent layer, under `.phoenix/logs/.aggregator/`.
 
 It is also the shipper. Each local server writes its output to its own log file
-(`.phoenix/logs/ENV/ROLE/SERVER.log`, as before); rsyslog's imfile reads those files as they
-are written (inotify) and keeps its offset in each one on disk after every batch. So the
+(`.phoenix/logs/ENV/ROLE/SERVER.log`, as before); rsyslog's imfile reads what is new in those
+files every second and keeps its offset in each one on disk after every batch (polling in
+bulk: 0.1 CPU-second per 10,000 lines here, against 1.7 s with inotify waking it per line). So the
 shipping outlives every `phoenix` command (a CLI exits between commands, rsyslog does not),
 a server killed with SIGKILL has every line it wrote shipped (the file is complete, whoever
 dies), a line written while the aggregator was down is shipped when it is back (from the
@@ -70,7 +71,7 @@ CONFIG = """\
 # Written by phoenix: the project's log aggregator. Rewritten (and rsyslogd restarted) when an
 # environment's route changes; the releases table is reloaded on SIGHUP.
 global(workDirectory="{work}" maxMessageSize="64k")
-module(load="imfile" mode="inotify")
+module(load="imfile" mode="polling" PollingInterval="1")
 module(load="imtcp")
 module(load="mmpstrucdata")
 module(load="mmrm1stspace")

@@ -55,6 +55,7 @@ class LocalCompute(LocalInPlace, LocalImages, LocalProcesses, LocalShipping, Com
             {"capability": "images", "ok": True, "detail": f"content-addressed copies under {self.images_dir} ({len(images)} kept)"},
             {"capability": "user-data", "ok": True, "detail": "applied by the provider as cloud-init would: write_files, runcmd, shell parts"},
             {"capability": "servers", "ok": True, "detail": "processes on their own loopback addresses"},
+            self.aggregator_report(),
         ]
         run_as = server_identity(self.workdir, "doctor", self.settings.server_user)
         if run_as is not None:

@@ -24,6 +24,14 @@ class LocalShipping:
     def aggregator(self) -> Aggregator:
         return Aggregator(self.logs_dir)
 
+    def aggregator_report(self) -> dict:
+        """`phoenix doctor`: whether servers' output can be shipped, and where it is."""
+        if not Aggregator.installed():
+            return {"capability": "log aggregator", "ok": False, "detail": "rsyslogd is not installed (make setup): output stays in each server's file"}
+        address = self.aggregator.address() if self.aggregator.running_pid() else None
+        where = f"running, listening on {address[0]}:{address[1]}" if address else "starts with the first server"
+        return {"capability": "log aggregator", "ok": True, "detail": f"rsyslogd, the project's own ({where})"}
+
     def ship(self, request: LaunchRequest, log) -> None:
         """Before the server's log gets a line: its release and its environment's route known
         to the aggregator. Where that fails the server still starts; its output stays in its
