@@ -27,9 +27,11 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import yaml
 
 from phoenixctl.boot.secrets import create_tls_pair
+from phoenixctl.drivers.local.aggregator import Aggregator
 from phoenixctl.example import init_example
 from phoenixctl.engine import Executor, Project
 
@@ -120,9 +122,10 @@ def run_one(spec_path: Path, project: Project, executor: Executor, env: str, con
         while answered.value < 50 and time.monotonic() < deadline:
             time.sleep(0.05)
         killed = chaos_kill(project, env, old, after=1.0)
-        started, before = time.monotonic(), answered.value
+        started, before, cpu = time.monotonic(), answered.value, aggregator_cpu(project)
         result = executor.rotate(env)
         seconds, during = time.monotonic() - started, answered.value - before
+        cpu = aggregator_cpu(project) - cpu if env == "ship" else None
     finally:
         stop.set()
         outcome = results.get(timeout=60)
@@ -130,11 +133,21 @@ def run_one(spec_path: Path, project: Project, executor: Executor, env: str, con
     row = {
         "env": env, "tag": tag, "rotation_s": seconds, "throughput": during / seconds, "ok": outcome["ok"],
         "sent": outcome["sent"], "failed": outcome["failed"], "killed": killed, "retired": len(result.retired),
-        "logs_kept": list(result.logs_kept),
+        "logs_kept": list(result.logs_kept), "aggregator_cpu": cpu,
     }
     if env == "ship":
         row["lost"] = lost_lines(spec_path, env, tag, set(outcome["ok"]))
     return row
+
+
+def aggregator_cpu(project: Project) -> float:
+    """CPU-seconds the project's rsyslogd used so far (0 when it is not running)."""
+    pid = Aggregator(project.workdir / "logs").running_pid()
+    try:
+        times = psutil.Process(pid).cpu_times() if pid else None
+    except psutil.Error:
+        times = None
+    return times.user + times.system if times else 0.0
 
 
 def lost_lines(spec_path: Path, env: str, tag: str, ok: set[str], timeout: float = 60) -> list[str]:
@@ -162,14 +175,15 @@ def markdown(rows: list[dict], repeats: int, concurrency: int) -> tuple[list[str
         f"{concurrency} keep-alive connections through the frontend balancer, each request on a unique path, during a full "
         "rotation and a SIGKILL of one old frontend server 1 s into it. Throughput: 2xx answers per second of rotation.",
         "",
-        "| env | run | rotation (s) | throughput (2xx/s) | requests | 2xx | failed | killed | retired | lines lost | logs kept locally |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| env | run | rotation (s) | throughput (2xx/s) | requests | 2xx | failed | killed | retired | lines lost | logs kept locally | rsyslogd CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for index, r in enumerate(rows):
         lost = str(len(r["lost"])) if "lost" in r else "–"
         lines.append(
             f"| {r['env']} | {index // 2 + 1} | {r['rotation_s']:.1f} | {r['throughput']:.0f} | {r['sent']} | {len(r['ok'])} | "
-            f"{r['failed']} | {', '.join(r['killed']) or 'none'} | {r['retired']} | {lost} | {len(r['logs_kept'])} |"
+            f"{r['failed']} | {', '.join(r['killed']) or 'none'} | {r['retired']} | {lost} | {len(r['logs_kept'])} | "
+            f"{'–' if r['aggregator_cpu'] is None else format(r['aggregator_cpu'], '.2f')} |"
         )
     lost = sum(len(r["lost"]) for r in ship)
     lost_met = judge(None if not ship or not all(r["killed"] for r in ship) else lost, lambda n: n == 0)
