@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
@@ -23,6 +24,7 @@ from conftest import PHOENIX, copy_example, phoenix, wait_for
 from phoenixctl.boot import userdata
 from phoenixctl.deadline import Deadline
 from phoenixctl.drivers.local.aggregator import PORT, Aggregator
+from phoenixctl.drivers.local.records import Records
 from phoenixctl.engine import Executor, Project
 from phoenixctl.engine.operation import Reporter
 from phoenixctl.example import init_example
@@ -221,3 +223,23 @@ def test_bad_ship_to_names_the_file_line_and_field(tmp_path):
     assert result.returncode == 2 and f"phoenix.yaml:{line}: environments.ci.logs.ship_to:" in result.stderr
     assert "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "bad" / ".phoenix" / "logs")
+
+
+def test_retention_removes_old_days_and_retired_servers_files_only(tmp_path):
+    logs = tmp_path / ".phoenix" / "logs"
+    records = Records(logs)
+    now = datetime(2026, 6, 20, 12, tzinfo=timezone.utc).timestamp()
+    for day in ("2026-06-01", "2026-06-12", "2026-06-19", "2026-06-20"):
+        path = records.root / "ci" / "web" / "web-aaaaaa" / f"{day}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}\n")
+    for server in ("web-aaaaaa", "web-bbbbbb"):  # both quiet for 10 days; web-bbbbbb still runs
+        own = logs / "ci" / "web" / f"{server}.log"
+        own.parent.mkdir(parents=True, exist_ok=True)
+        own.write_text("a line\n")
+        os.utime(own, (now - 10 * 86400, now - 10 * 86400))
+    (tmp_path / ".phoenix" / "servers" / "ci" / "web-bbbbbb" / "root").mkdir(parents=True)
+    removed = records.prune({"ci": 7 * 86400}, now=now)
+    assert sorted(p.name for p in removed) == ["2026-06-01.jsonl", "2026-06-12.jsonl", "web-aaaaaa.log"]
+    assert sorted(p.name for p in (records.root / "ci" / "web" / "web-aaaaaa").iterdir()) == ["2026-06-19.jsonl", "2026-06-20.jsonl"]
+    assert (logs / "ci" / "web" / "web-bbbbbb.log").exists()

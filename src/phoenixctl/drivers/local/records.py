@@ -106,7 +106,8 @@ class Records:
                     day.unlink(missing_ok=True)
                     removed.append(day)
             for own in (self.logs_dir / env).glob("*/*.log"):
-                if own.stat().st_mtime < now - seconds:
+                live = (self.logs_dir.parent / "servers" / env / own.stem).exists()  # a quiet server still writes to it
+                if not live and own.stat().st_mtime < now - seconds:
                     own.unlink(missing_ok=True)
                     removed.append(own)
             for folder in sorted((self.root / env).glob("*/*"), reverse=True):
