@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -211,6 +212,15 @@ def test_aggregator_down_during_a_rotation_keeps_the_lines_locally_and_says_so(c
     # Back up (as the next launch would start it): it reads on from where it stopped.
     assert Aggregator(ci.logs_dir).start_if_down()
     assert len(ci.wait_records(3, "--server", old["id"], "--grep", f"down={tag}")) == 3
+
+
+def test_a_daemon_the_record_misses_is_stopped_before_another_starts(ci):
+    aggregator = Aggregator(ci.logs_dir)
+    first = aggregator.running_pid()
+    aggregator.identity.write_text(json.dumps({"pid": None}))  # the record lost: a command killed while starting one
+    assert aggregator.running_pid() is None and aggregator.start_if_down()
+    ours = [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == aggregator.command()]
+    assert ours == [aggregator.running_pid()] and first not in ours  # one daemon, never two reading the same files
 
 
 def test_bad_ship_to_names_the_file_line_and_field(tmp_path):

@@ -157,15 +157,32 @@ class Aggregator:
             return True
 
     def running_pid(self) -> int | None:
-        """The daemon's pid when it is the one we started (pid and start time) and alive."""
+        """The daemon's pid when it is the one we started and alive: its pid with its start
+        time, or with its exact command line (our own configuration's path: a start time read
+        across a clock step of this machine differs, the command does not)."""
         recorded = self._read(self.identity, {})
         try:
             process = psutil.Process(recorded["pid"])
-            if abs(process.create_time() - recorded["started"]) > 0.05 or process.status() == psutil.STATUS_ZOMBIE:
+            same = abs(process.create_time() - recorded["started"]) <= 0.05 or process.cmdline() == self.command()
+            if not same or process.status() == psutil.STATUS_ZOMBIE:
                 return None
         except (psutil.Error, KeyError, TypeError):
             return None
         return recorded["pid"]
+
+    def command(self) -> list[str]:
+        return ["rsyslogd", "-n", "-f", str(self.config), "-i", str(self.home / "rsyslogd.pid")]
+
+    def _stop_unrecorded(self) -> None:
+        """A daemon of this project that the record misses (a command killed while starting
+        one): known by its command line, which names this project's own configuration."""
+        for process in psutil.process_iter(["cmdline", "status"]):
+            if process.info["cmdline"] == self.command() and process.info["status"] != psutil.STATUS_ZOMBIE:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except psutil.TimeoutExpired:
+                    process.kill()
 
     def read_routes(self) -> dict[str, str | None]:
         """Each environment whose servers' files the aggregator reads, and where it sends them."""
@@ -180,6 +197,7 @@ class Aggregator:
             raise PhoenixError("rsyslogd is not installed (run `make setup`, or apt-get install rsyslog)")
         private_dir(self.work)
         private_dir(self.records)
+        self._stop_unrecorded()  # never two daemons reading the same files
         address = self._read(self.identity, {}).get("address") or ""
         if not address or not _free(address, PORT):
             address = LoopbackPool(self.logs_dir.parent).reserve(PORT)
@@ -190,7 +208,7 @@ class Aggregator:
             # In the foreground (-n) but in a session of its own, so it outlives this command: a
             # forked rsyslogd loses the thread that reloads lookup tables on SIGHUP.
             process = subprocess.Popen(
-                ["rsyslogd", "-n", "-f", str(self.config), "-i", str(pid_file)], stdin=subprocess.DEVNULL, stdout=out,
+                self.command(), stdin=subprocess.DEVNULL, stdout=out,
                 stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True,
             )
         _CHILDREN.append(process)  # ours while this command runs: reaped when stopped (then init's)
