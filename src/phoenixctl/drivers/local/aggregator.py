@@ -173,16 +173,19 @@ class Aggregator:
     def command(self) -> list[str]:
         return ["rsyslogd", "-n", "-f", str(self.config), "-i", str(self.home / "rsyslogd.pid")]
 
-    def _stop_unrecorded(self) -> None:
+    def _stop_unrecorded(self) -> bool:
         """A daemon of this project that the record misses (a command killed while starting
         one): known by its command line, which names this project's own configuration."""
+        found = False
         for process in psutil.process_iter(["cmdline", "status"]):
             if process.info["cmdline"] == self.command() and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found = True
                 process.terminate()
                 try:
                     process.wait(timeout=10)
                 except psutil.TimeoutExpired:
                     process.kill()
+        return found
 
     def read_routes(self) -> dict[str, str | None]:
         """Each environment whose servers' files the aggregator reads, and where it sends them."""
@@ -222,11 +225,15 @@ class Aggregator:
         self._write(self.identity, {"pid": pid, "started": psutil.Process(pid).create_time(), "address": address})
         Deadline(10, f"the aggregator to listen on {address}:{PORT}").poll(lambda: not _free(address, PORT), interval=0.02)
 
-    def stop(self, deadline: Deadline) -> None:
+    def stop(self, deadline: Deadline) -> bool:
+        """Stop the daemon (and any of this project's that the record misses); True: one ran."""
+        if not self.home.is_dir():
+            return False
         with self._locked():
             pid = self.running_pid()
             if pid is not None:
                 self._stop(pid, deadline)
+            return self._stop_unrecorded() or pid is not None
 
     def _stop(self, pid: int, deadline: Deadline | None = None) -> None:
         """SIGTERM (rsyslog writes its offsets and queues), SIGKILL at the deadline."""

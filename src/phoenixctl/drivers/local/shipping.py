@@ -67,7 +67,6 @@ class LocalShipping:
 
     def teardown(self, env: str, deadline: Deadline) -> list[str]:
         """The aggregator stops with the project's last server (`phoenix logs` reads its files)."""
-        if any(self.servers_dir.glob("*/*/root")) or self.aggregator.running_pid() is None:
+        if any(self.servers_dir.glob("*/*/root")) or not self.aggregator.stop(deadline):
             return []
-        self.aggregator.stop(deadline)
         return ["the log aggregator (no server left; its records stay for `phoenix logs`)"]
