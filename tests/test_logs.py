@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import shutil
 import subprocess
+import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -221,6 +224,63 @@ def test_a_daemon_the_record_misses_is_stopped_before_another_starts(ci):
     assert aggregator.running_pid() is None and aggregator.start_if_down()
     ours = [p.pid for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == aggregator.command()]
     assert ours == [aggregator.running_pid()] and first not in ours  # one daemon, never two reading the same files
+
+
+class Receiver:
+    """An aggregator of yours, as far as Phoenix can tell: a TCP listener on loopback that
+    reads RFC 5424 messages in octet-counted framing (`LEN SP MSG`)."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.messages: list[str] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(connection,), daemon=True).start()
+
+    def _read(self, connection: socket.socket) -> None:
+        buffer = b""
+        with connection:
+            while chunk := connection.recv(65536):
+                buffer += chunk
+                while b" " in buffer and len(buffer) >= int(buffer.split(b" ", 1)[0]) + len(buffer.split(b" ", 1)[0]) + 1:
+                    length, rest = buffer.split(b" ", 1)
+                    self.messages.append(rest[: int(length)].decode())
+                    buffer = rest[int(length):]
+
+
+def test_ship_to_sends_an_environment_s_lines_to_your_aggregator(ci):
+    receiver = Receiver()
+    try:
+        spec = yaml.safe_load(ci.spec_path.read_text())
+        spec["environments"]["ci"]["logs"] = {"ship_to": f"syslog+tcp://127.0.0.1:{receiver.port}"}
+        ci.spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+        project = Project(ci.spec_path)
+        try:
+            Executor(project, lock_timeout=60).deploy("ci")  # the configuration changed: every server replaced
+            servers = {s["id"]: s["role"] for s in Executor(project).status("ci")["servers"]}
+        finally:
+            project.close()
+
+        def listening() -> dict[str, str]:
+            found = {}
+            for message in list(receiver.messages):
+                match = re.match(r'<\d+>1 \S+ \S+ phoenix - - \[phoenix@32473 env="ci" role="(\w+)" server="([\w-]+)" release="(op-[\w-]+)"\] (.*)', message)
+                if match and "listening on" in match.group(4):
+                    found[match.group(2)] = match.group(1)
+            return found if set(found) >= set(servers) else {}
+
+        assert wait_for(listening, 20, "every new server's first line at your aggregator").items() >= servers.items()
+        refused = phoenix(ci.spec_path, "logs", "ci")
+        assert refused.returncode == 1 and f"shipped to syslog+tcp://127.0.0.1:{receiver.port}" in refused.stderr
+    finally:
+        receiver.listener.close()
 
 
 def test_bad_ship_to_names_the_file_line_and_field(tmp_path):
