@@ -197,17 +197,15 @@ class LogExcerpt:
 
 @dataclass(frozen=True)
 class LogDelivery:
-    """How much of a server's output has reached the aggregator."""
+    """How much of a server's output has not reached the aggregator yet."""
 
     where: str  # the server's own copy, where what was not delivered stays
-    written: int  # bytes
-    shipped: int  # bytes
     pending_lines: int
     reason: str = ""  # why nothing more is moving ('' while it is): `the aggregator is down`
 
     @property
     def complete(self) -> bool:
-        return self.shipped >= self.written
+        return self.pending_lines == 0
 
 
 class ComputeDriver(ABC):

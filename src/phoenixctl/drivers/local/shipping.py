@@ -49,21 +49,23 @@ class LocalShipping:
     def log_delivery(self, handle: dict) -> LogDelivery | None:
         aggregator = self.aggregator
         path = Path(handle.get("log") or "")
-        if not handle.get("log") or path.parent.parent.name not in aggregator.read_routes():
+        routes = aggregator.read_routes()
+        env, role = path.parent.parent.name, path.parent.name
+        if not handle.get("log") or env not in routes:
             return None  # its environment never shipped (logs.enabled off, or before the aggregator): nothing to wait for
         try:
             with path.open("rb") as own:
-                written = os.fstat(own.fileno()).st_size
-                shipped = min(aggregator.shipped(path) or 0, written)
-                own.seek(shipped)
-                pending = own.read(written - shipped)  # what is left only: a long log is not read whole
+                if routes[env]:  # forwarded: what imfile read of the file is what left
+                    own.seek(min(aggregator.shipped(path) or 0, os.fstat(own.fileno()).st_size))
+                    pending = own.read().count(b"\n")
+                else:  # recorded here: one record per line
+                    written = sum(chunk.count(b"\n") for chunk in iter(lambda: own.read(1 << 20), b""))
+                    pending = max(0, written - aggregator.recorded_lines(env, role, path.stem))
         except OSError:
             return None  # no file where the handle says (a server adopted by recovery)
         relative = path.relative_to(self.workdir.parent) if path.is_relative_to(self.workdir.parent) else path
-        return LogDelivery(
-            where=str(relative), written=written, shipped=shipped, pending_lines=pending.count(b"\n"),
-            reason="" if aggregator.running_pid() else "the log aggregator is not running",
-        )
+        reason = "" if aggregator.running_pid() else "the log aggregator is not running"
+        return LogDelivery(where=str(relative), pending_lines=pending, reason=reason)
 
     def teardown(self, env: str, deadline: Deadline) -> list[str]:
         """The aggregator stops with the project's last server (`phoenix logs` reads its files)."""
