@@ -313,3 +313,12 @@ def test_retention_removes_old_days_and_retired_servers_files_only(tmp_path):
     assert sorted(p.name for p in removed) == ["2026-06-01.jsonl", "2026-06-12.jsonl", "web-aaaaaa.log"]
     assert sorted(p.name for p in (records.root / "ci" / "web" / "web-aaaaaa").iterdir()) == ["2026-06-19.jsonl", "2026-06-20.jsonl"]
     assert (logs / "ci" / "web" / "web-bbbbbb.log").exists()
+
+
+def test_logs_turned_off_take_the_environment_out_of_the_aggregator(tmp_path):
+    aggregator = Aggregator(tmp_path / ".phoenix" / "logs")
+    aggregator.home.mkdir(parents=True)
+    aggregator.routes.write_text(json.dumps({"ci": None, "production": None}))
+    aggregator.unroute("ci")  # what a launch with logs.enabled: false does (the daemon is down here)
+    assert aggregator.read_routes() == {"production": None}
+    assert "/ci/*/*.log" not in aggregator._config("127.0.0.1", aggregator.read_routes())

@@ -153,6 +153,21 @@ class Aggregator:
             else:
                 os.kill(pid, signal.SIGHUP)  # the lookup table again (proven ours just above)
 
+    def unroute(self, env: str) -> None:
+        """An environment whose logs are off (`logs.enabled: false`): its files no longer read."""
+        if not self.routes.exists():
+            return
+        with self._locked():
+            routes = self._read(self.routes, {})
+            if env not in routes:
+                return
+            del routes[env]
+            self._write(self.routes, routes)
+            pid = self.running_pid()
+            if pid is not None:
+                self._stop(pid)
+                self._start(routes)
+
     # --- the daemon -----------------------------------------------------------------------
     def start_if_down(self) -> bool:
         """Start the daemon with the routes it had, if it is not running (then it reads on

@@ -37,6 +37,7 @@ class LocalShipping:
         to the aggregator. Where that fails the server still starts; its output stays in its
         file (and is read from the start once the aggregator runs again), as its log says."""
         if not request.logs.enabled:
+            self.aggregator.unroute(request.env)  # its servers' files no longer read
             return
         if not Aggregator.installed():
             log.write(b"phoenix: rsyslogd is not installed (make setup): this output stays in this file\n")
