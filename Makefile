@@ -22,6 +22,10 @@ setup: $(BIN)/phoenix
 	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
 	  echo "installing chromium and chromium-driver with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	@command -v rsyslogd >/dev/null 2>&1 || { \
+	  echo "installing rsyslog with apt-get (the project's log aggregator)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null; }
+	@rsyslogd -v | head -n 1
 
 $(BIN)/phoenix: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,7 +41,7 @@ test: setup
 
 # Every script in bench/ (tests/test_bench.py checks none is missing), each run even when an
 # earlier one missed a target; the target fails at the end when any benchmark did.
-BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live dashboard recovery state_store
+BENCHMARKS := rotation warmup strategies heal doctor control_plane bake time_to_live dashboard recovery state_store logs
 
 bench: setup
 	@failed=""; for name in $(BENCHMARKS); do \

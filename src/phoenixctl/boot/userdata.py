@@ -25,7 +25,8 @@ import yaml
 
 from ..errors import SpecError
 from ..paths import inside_project
-from ..spec import LoadedSpec
+from ..spec import LoadedSpec, ship_to_address
+from .syslog import cloud_forwarding
 from .merged import MergedConfig, file_content, place, variable_value
 
 if TYPE_CHECKING:
@@ -105,6 +106,9 @@ def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, ch
         if name in RESERVED_KEYS:
             raise SpecError(f"{place(loaded, item.loc)}: use `files` and `runcmd` of the layer instead of cloud_config.{name}")
         document[name] = item.value
+    shipping = log_shipping(loaded, merged.env, merged.role)
+    for name, value in shipping.items():  # merged with what the spec's own cloud_config says
+        document[name] = _merge_module(value, document.get(name))
     document["write_files"] = write_files
     if merged.runcmd:
         document["runcmd"] = [item.value for item in merged.runcmd]
@@ -135,6 +139,36 @@ def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, ch
             )
         rendered = RenderedUserData(document, packed, len(raw), gzipped=True)
     return rendered
+
+
+def log_shipping(loaded: LoadedSpec, env: str, role: str) -> dict:
+    """With `logs.ship_to`: the cloud-init `rsyslog` module (the system's log to the aggregator
+    through `remotes`, the server's own output through a configuration of RFC 5424 records with
+    its names) and the rsyslog package. The same text for every server of the role."""
+    logs = loaded.spec.logs(env)
+    ship_to = logs.ship_to if logs.enabled else None
+    if not ship_to:
+        return {}
+    host, port = ship_to_address(ship_to)
+    remote = f"[{host}]" if ":" in host else host
+    return {
+        "packages": ["rsyslog"],
+        "rsyslog": {
+            "remotes": {"phoenix": f"@@{remote}:{port}"},
+            "configs": [{"filename": "30-phoenix-server.conf", "content": cloud_forwarding(env, role, host, port)}],
+        },
+    }
+
+
+def _merge_module(ours, theirs):
+    """Ours beside the spec's own: lists add up, mappings merge (the spec's keys win)."""
+    if theirs is None:
+        return ours
+    if isinstance(ours, list) and isinstance(theirs, list):
+        return theirs + [item for item in ours if item not in theirs]
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        return {**ours, **{key: _merge_module(ours.get(key), value) if key in ours else value for key, value in theirs.items()}}
+    return theirs
 
 
 def mime_document(parts: list[tuple[str, str, bytes]]) -> bytes:

@@ -14,7 +14,9 @@ import os
 import click
 
 from ..errors import PhoenixError
-from . import commands_env, commands_images, commands_project, commands_read, commands_recovery, commands_state, commands_web
+from . import (
+    commands_env, commands_images, commands_logs, commands_project, commands_read, commands_recovery, commands_state, commands_web,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +25,7 @@ def app() -> None:
     them in, drain and destroy the old ones."""
 
 
-COMMAND_MODULES = (commands_project, commands_env, commands_read, commands_images, commands_recovery, commands_state, commands_web)
+COMMAND_MODULES = (commands_project, commands_env, commands_read, commands_images, commands_recovery, commands_state, commands_web, commands_logs)
 for _command in (command for module in COMMAND_MODULES for command in module.COMMANDS):
     app.add_command(_command)
 del _command

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..deadline import Deadline
 from ..errors import PhoenixError
-from ..spec import DiscoverySpec, ImageSpec, PlacementSpec, ProviderSpec
+from ..spec import DiscoverySpec, ImageSpec, LogsSpec, PlacementSpec, ProviderSpec
 
 if TYPE_CHECKING:
     import httpx
@@ -76,7 +76,8 @@ class LaunchRequest:
     tls_port: int | None = None  # a second port the server serves (TLS passed through)
     placement: PlacementSpec = PlacementSpec()  # instance type, subnets, security groups (clouds)
     discovery: DiscoverySpec = DiscoverySpec()  # how clients reach it: decides who may connect (clouds)
-    tags: dict[str, str] = field(default_factory=dict)  # fingerprint, operation: written on the resource
+    tags: dict[str, str] = field(default_factory=dict)  # fingerprint, operation, release: written on the resource
+    logs: LogsSpec = LogsSpec()  # where the server's output goes (the environment's `logs`)
 
     def __repr__(self) -> str:
         return f"LaunchRequest({self.server_id}, {self.env}/{self.role}, image {self.image_id})"
@@ -192,6 +193,19 @@ class LogExcerpt:
 
     def __str__(self) -> str:
         return f"see {self.source}" + (f": {' | '.join(self.lines)}" if self.lines else "")
+
+
+@dataclass(frozen=True)
+class LogDelivery:
+    """How much of a server's output has not reached the aggregator yet."""
+
+    where: str  # the server's own copy, where what was not delivered stays
+    pending_lines: int
+    reason: str = ""  # why nothing more is moving ('' while it is): `the aggregator is down`
+
+    @property
+    def complete(self) -> bool:
+        return self.pending_lines == 0
 
 
 class ComputeDriver(ABC):
@@ -325,6 +339,11 @@ class ComputeDriver(ABC):
     def describe(self, handle: dict) -> dict:
         """Provider-specific fields for `status` (pid and root for local servers)."""
         return {}
+
+    def log_delivery(self, handle: dict) -> LogDelivery | None:
+        """How much of a stopped server's output has been shipped (None: the provider ships
+        from the server itself, or not at all: nothing to wait for here)."""
+        return None
 
     def log_excerpt(self, handle: dict) -> LogExcerpt | None:
         """Where the server's output is and what in it explains a failed gate (read while

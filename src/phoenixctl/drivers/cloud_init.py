@@ -73,9 +73,11 @@ def _layer_archive(files: list[str], project_dir: Path) -> str:
     return base64.b64encode(archive.getvalue()).decode()
 
 
-def with_start(userdata: bytes, command: str) -> bytes:
+def with_start(userdata: bytes, command: str, identifier: str = "phoenix-server") -> bytes:
     """The rendered user-data plus a last part that starts the server as a service with its
-    boot variables (the part a local server gets from the local provider itself)."""
+    boot variables (the part a local server gets from the local provider itself). Its output
+    goes to the journal as `identifier` (`SERVER@RELEASE`): what the user-data's rsyslog
+    configuration ships the server's lines by (see `boot/syslog.py`)."""
     raw = gzip.decompress(userdata) if userdata[:2] == b"\x1f\x8b" else userdata
     parts = [
         (part.get_content_subtype(), part.get_filename(), part.get_payload(decode=True))
@@ -84,6 +86,7 @@ def with_start(userdata: bytes, command: str) -> bytes:
     start = (
         "#!/bin/sh\n# Phoenix: start the server with its boot variables, restarted if it exits.\n"
         f"exec systemd-run --unit=phoenix-server --property=Restart=on-failure --working-directory={SERVER_ROOT} "
+        f"--property=SyslogIdentifier={shlex.quote(identifier)} "
         f"--property=EnvironmentFile={SERVER_ROOT}/{ENV_FILE} /bin/sh -c {shlex.quote(command)}\n"
     )
     document = mime_document(parts + [("x-shellscript", "phoenix-start.sh", start.encode())])

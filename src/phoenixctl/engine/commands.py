@@ -62,14 +62,24 @@ class Executor(Part):
                     self._recover(operation, env)
                 yield operation
             except BaseException as exc:
+                if isinstance(exc, Exception):
+                    self._deliver_logs_quietly(operation)
                 operation.result.seconds = time.monotonic() - started
                 reason = str(exc) or type(exc).__name__
                 operation.flush_phases()
                 self.store.finish_operation(op_id, "failed", f"{operation.result.summary()}; failed: {reason}")
                 raise
+            self.engine.lifecycle.deliver_logs(operation)
             operation.result.seconds = time.monotonic() - started
             operation.flush_phases()
             self.store.finish_operation(op_id, operation.final_status, operation.result.summary())
+
+    def _deliver_logs_quietly(self, operation: Operation) -> None:
+        """A failed operation's retired servers' lines too, never hiding why it failed."""
+        try:
+            self.engine.lifecycle.deliver_logs(operation)
+        except Exception:  # noqa: BLE001 - the operation's own failure is the one to report
+            pass
 
     def bake(self, names: list[str] | None = None, no_cache: bool = False) -> list[tuple[str, str, bool, float]]:
         """Bake the named images (all by default): (name, image id, cached, seconds)."""

@@ -109,7 +109,7 @@ class InPlace(Part):
         try:
             with op.phase("update", row.id), self.held(lb, row.id, sole):
                 handle = self.compute.update_in_place(
-                    row.handle_data, self.update_request(env, row, boot), Deadline(deadlines.boot + deadlines.health, f"in-place update of {row.id}")
+                    row.handle_data, self.update_request(op, env, row, boot), Deadline(deadlines.boot + deadlines.health, f"in-place update of {row.id}")
                 )
                 self.store.update_server(row.id, handle=handle)
                 failpoint("update")  # updated and restarted, not yet gated
@@ -196,7 +196,7 @@ class InPlace(Part):
             )
         self.store.update_server(server_id, state="in_service", in_service=True, serving_since=utcnow(), **fields)
 
-    def update_request(self, env: str, row: ServerRow, boot: BootConfig) -> UpdateRequest:
+    def update_request(self, op: Operation, env: str, row: ServerRow, boot: BootConfig) -> UpdateRequest:
         image, previous = self.store.image(boot.image_id), self.store.image(row.image_id)
         recipe = self.spec.images[self.spec.roles[row.role].image]
         in_place = self.spec.environments[env].in_place
@@ -204,6 +204,7 @@ class InPlace(Part):
             server_id=row.id, env=env, role=row.role, image_id=boot.image_id, image_location=image.location, port=boot.port,
             command=boot.command, userdata=boot.userdata, boot_env={"PHOENIX_SERVER_ID": row.id},
             boot_timeout=self.spec.deadlines(env).boot, tls_port=self.spec.roles[row.role].tls_port,
+            logs=self.spec.logs(env), tags={"release": self.engine.lifecycle.release(op, env, row.role, boot)},
         )
         return UpdateRequest(
             launch=launch, previous_location=previous.location if previous else image.location,

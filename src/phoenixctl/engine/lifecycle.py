@@ -23,6 +23,7 @@ from ..plan import Batch, RolePlan
 from ..state import LoadBalancerRow, ServerRow, WarmupRow, utcnow
 from .operation import Operation, run_parallel
 from .part import Part
+from .shipping import await_delivery, release_of, undelivered
 
 
 class Lifecycle(Part):
@@ -79,7 +80,8 @@ class Lifecycle(Part):
                         port=boot.port, command=boot.command, userdata=boot.userdata,
                         boot_env={"PHOENIX_SERVER_ID": server_id}, boot_timeout=deadlines.boot,
                         tls_port=self.spec.roles[role].tls_port, placement=self.spec.placement(env, role),
-                        discovery=self.spec.roles[role].discovery, tags={"fingerprint": boot.fingerprint, "operation": op.id},
+                        discovery=self.spec.roles[role].discovery, logs=self.spec.logs(env),
+                        tags={"fingerprint": boot.fingerprint, "operation": op.id, "release": self.release(op, env, role, boot)},
                     ),
                 )
             failpoint("launch")  # started, not yet recorded
@@ -196,9 +198,34 @@ class Lifecycle(Part):
             self.lbs.remove_member(lb.handle_data, server_id, Deadline(deadlines.swap, f"removal of {server_id}"))
             self.engine.members.removed(lb, server_id)
             failpoint("destroy")
-            self.destroy_server(op, self.store.server(server_id), deadlines.stop, record=False)
+            row = self.store.server(server_id)
+            self.destroy_server(op, row, deadlines.stop, record=False)
+            op.shipping(row)  # its last lines: waited for once, with every other retirement's, when the operation ends
         op.note("retired", server_id)
         self.reporter.info(f"{role}: {server_id} retired")
+
+    def deliver_logs(self, op: Operation) -> None:
+        """The operation's retired servers (their processes ended: no line can follow) have
+        their output all shipped, waited for side by side within the drain deadline, or the
+        operation says which lines stay in each one's own log file."""
+
+        def deliver(row: ServerRow) -> None:
+            deadline = Deadline(self.spec.deadlines(row.env).drain, f"the last lines of {row.id} to reach the aggregator")
+            kept = undelivered(row.id, await_delivery(self.compute, row.handle_data, deadline))
+            if kept:
+                op.note("logs_kept", kept)
+                self.reporter.info(f"{row.role}: {kept}")
+
+        run_parallel([lambda r=r: deliver(r) for r in op.take_shipping() if r is not None])
+
+    def release(self, op: Operation, env: str, role: str, boot: BootConfig) -> str:
+        """The release new servers of this build serve (looked up once per operation and build)."""
+        key = (op.id, env, role, boot.fingerprint)
+        with self.engine.guards_lock:
+            served = self.engine.served_releases
+            if key not in served:
+                served[key] = release_of(self.store, env, role, boot.fingerprint, default=op.id)
+            return served[key]
 
     def drain(self, op: Operation, env: str, role: str, server_id: str, lb: LoadBalancerRow, then: str = "removing it anyway") -> None:
         """No new traffic to the server, then its sessions to zero (with a deadline); never the
@@ -272,6 +299,7 @@ class Lifecycle(Part):
         for dead in plan.remove_dead:
             self.reporter.info(f"{plan.role}: removing {dead.server_id}: {dead.reason}")
             self.remove_and_destroy(op, env, lb, dead.server_id)
+            op.shipping(self.store.server(dead.server_id))
             op.note("removed", dead.server_id)
 
     def discard(self, op: Operation, env: str, lb: LoadBalancerRow, rows: list[ServerRow]) -> None:

@@ -44,6 +44,7 @@ class OperationResult:
     refused: list[str] = field(default_factory=list)  # servers a watch pass was not allowed to retire
     updated: list[str] = field(default_factory=list)  # in-place environments: servers updated where they stand
     detail: str = ""  # what a backup, restore, rebuild or drill found: said first in the summary
+    logs_kept: list[str] = field(default_factory=list)  # retired servers whose last lines did not reach the aggregator
 
     @property
     def changed(self) -> bool:
@@ -65,6 +66,8 @@ class OperationResult:
             parts = [self.detail] + [p for p in parts if not p.startswith("0 ")]
         if self.recovered:
             parts.append(f"recovered: {'; '.join(self.recovered)}")
+        if self.logs_kept:
+            parts.append(f"logs kept locally: {'; '.join(self.logs_kept)}")
         if self.refused:
             parts.append(f"refused: {', '.join(self.refused)} (state on the server)")
         return ", ".join(parts)
@@ -80,6 +83,17 @@ class Operation:
         self.final_status = "succeeded"  # or "paused" (a canary waiting for promote/rollback)
         self._lock = threading.Lock()
         self._phases: list[dict] = []
+        self._stopped: list = []  # servers retired (stopped) whose last lines are on their way to the aggregator
+
+    def shipping(self, server) -> None:
+        """A stopped server whose output the operation waits for before it ends."""
+        with self._lock:
+            self._stopped.append(server)
+
+    def take_shipping(self) -> list:
+        with self._lock:
+            stopped, self._stopped = self._stopped, []
+        return stopped
 
     @contextmanager
     def phase(self, name: str, server_id: str | None = None) -> Iterator[None]:

@@ -36,6 +36,7 @@ class Engine:
         self.discard_state = discard_state  # retire servers even when they hold state written on them
         self.guards_lock = threading.Lock()
         self.guards: dict[tuple[str, str], threading.Lock] = {}  # per balancer: traffic guard checks
+        self.served_releases: dict[tuple, str] = {}  # (operation, env, role, fingerprint) -> the release new servers serve
         self.members = members or SharedMembers(project.load_balancers)  # no read of every member per server
         self.lifecycle = Lifecycle(self)
         self.inspector = Inspector(self)

@@ -20,7 +20,7 @@ from pydantic_core import core_schema as cs
 
 from .recovery_models import BackupSpec, DrillSpec
 from .simulated_models import SimulatedSpec
-from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, Name, Quantity, Share
+from .values import MAX_ROLE_COUNT, NAME_PATTERN, Duration, Name, Quantity, Share, ShipTo
 
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -383,9 +383,18 @@ class DeadlinesSpec(Model):
     stop: Duration = 10.0
 
 
+class LogsSpec(Model):
+    """Where servers' output goes: the project's own aggregator (local), or `ship_to` one of yours."""
+
+    enabled: bool = Field(True, description="Off: servers' output stays in their own log files, shipped nowhere")
+    ship_to: ShipTo | None = Field(None, description="An RFC 5424 receiver, syslog+tcp://HOST:PORT (default: the project's own)")
+    keep: Duration = Field(7 * 86400.0, description="How long the project's aggregator keeps each line (e.g. 7d)")
+
+
 class DefaultsSpec(ConfigLayer):
     rollout: RolloutSpec = RolloutSpec()
     deadlines: DeadlinesSpec = DeadlinesSpec()
+    logs: LogsSpec = LogsSpec()
 
 
 class EnvRoleSpec(ConfigLayer):
@@ -440,6 +449,7 @@ class EnvironmentSpec(ConfigLayer):
     )
     rollout: RolloutSpec | None = None
     deadlines: DeadlinesSpec | None = None
+    logs: LogsSpec | None = Field(None, description="Replaces defaults.logs for this environment")
     placement: PlacementSpec = PlacementSpec()
     dns_zone: str | None = Field(None, description="The DNS zone (e.g. a Route 53 hosted zone) of the roles' dns records")
     backup: BackupSpec = Field(BackupSpec(), description="Backups of the persistent layer (`phoenix backup`)")
@@ -525,6 +535,9 @@ class Spec(Model):
 
     def deadlines(self, env: str) -> DeadlinesSpec:
         return self.environments[env].deadlines or self.defaults.deadlines
+
+    def logs(self, env: str) -> LogsSpec:
+        return self.environments[env].logs or self.defaults.logs
 
     def placement(self, env: str, role: str) -> PlacementSpec:
         merged = {"instance_type": self.provider.instance_type, "flavor": self.provider.flavor}

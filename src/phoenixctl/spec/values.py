@@ -121,3 +121,24 @@ def resolve_quantity(quantity: int | str, total: int, round_up: bool) -> int:
     exact = float(quantity[:-1]) * total / 100
     return math.ceil(exact - 1e-9) if round_up else math.floor(exact + 1e-9)
 
+
+
+# `logs.ship_to`: an RFC 5424 receiver over TCP (octet-counted framing). The host is written into
+# rsyslog configurations: names and addresses only, nothing that could end a quoted word.
+SHIP_TO_PATTERN = r"^syslog\+tcp://([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]{1,5})$"
+
+
+def parse_ship_to(value: Any) -> str:
+    match = re.match(SHIP_TO_PATTERN, value) if isinstance(value, str) else None
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"{value!r} is not syslog+tcp://HOST:PORT (a host name or address, a port 1-65535)")
+    return value
+
+
+def ship_to_address(value: str) -> tuple[str, int]:
+    """`syslog+tcp://HOST:PORT` as (host, port)."""
+    match = re.match(SHIP_TO_PATTERN, value)
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
+ShipTo = Annotated[str, BeforeValidator(parse_ship_to), WithJsonSchema({"type": "string", "pattern": SHIP_TO_PATTERN}, mode="validation")]

@@ -98,7 +98,7 @@ class AWSCompute(AWSImages, ComputeDriver):
         try:
             instance = self._run_instance(
                 ImageId=request.image_location, InstanceType=placement.instance_type,
-                UserData=with_start(request.userdata, request.command), SubnetId=subnet["SubnetId"],
+                UserData=with_start(request.userdata, request.command, f"{request.server_id}@{request.tags.get('release', '')}"), SubnetId=subnet["SubnetId"],
                 SecurityGroupIds=groups, ClientToken=f"{self.project}-{request.server_id}"[:64],
                 TagSpecifications=[
                     {"ResourceType": "instance", "Tags": aws_tags({**tags, "Name": f"{self.project}-{request.env}-{request.server_id}"})},

@@ -32,11 +32,12 @@ from .hermetic import clean_env
 from .images import LocalImages, file_manifest, read_manifest, same_file
 from .in_place import LocalInPlace, write_baseline
 from .processes import LocalProcesses
+from .shipping import LocalShipping
 
 LOG_READ = 128 * 1024  # of a long log, the excerpt reads this much of its start and of its end
 
 
-class LocalCompute(LocalInPlace, LocalImages, LocalProcesses, ComputeDriver):
+class LocalCompute(LocalInPlace, LocalImages, LocalProcesses, LocalShipping, ComputeDriver):
     name = "local"
     capabilities = frozenset({"persistent_layer", "in_place"})
 
@@ -54,6 +55,7 @@ class LocalCompute(LocalInPlace, LocalImages, LocalProcesses, ComputeDriver):
             {"capability": "images", "ok": True, "detail": f"content-addressed copies under {self.images_dir} ({len(images)} kept)"},
             {"capability": "user-data", "ok": True, "detail": "applied by the provider as cloud-init would: write_files, runcmd, shell parts"},
             {"capability": "servers", "ok": True, "detail": "processes on their own loopback addresses"},
+            self.aggregator_report(),
         ]
         run_as = server_identity(self.workdir, "doctor", self.settings.server_user)
         if run_as is not None:
@@ -127,6 +129,7 @@ class LocalCompute(LocalInPlace, LocalImages, LocalProcesses, ComputeDriver):
             manifest = read_manifest(Path(request.image_location)) or {}
             env = {**clean_env(root, home, manifest.get("env", {}), manifest.get("path", [])), "PHOENIX_ADDRESS": address}
             with log_path.open("ab") as log:
+                self.ship(request, log)  # before its first line: the aggregator reads this file as it grows
                 if unisolated:
                     log.write(f"phoenix: running as root: {unisolated}\n".encode())
                 env.update(self._apply_userdata(request, root, server_dir, env, log, run_as))

@@ -93,6 +93,7 @@ class LocalInPlace:
         manifest = read_manifest(Path(launch.image_location)) or {}
         home = private_dir(server_dir / "home")
         with open(handle["log"], "ab") as log:
+            self.ship(launch, log)  # its lines from now on are the new release's
             log.write(f"phoenix: in-place update to {launch.image_id}\n".encode())
             log.flush()
             if request.script:

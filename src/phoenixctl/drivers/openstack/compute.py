@@ -72,7 +72,7 @@ class OpenStackCompute(OpenStackImages, ComputeDriver):
         existing = self._servers(f"^{name}$")
         if existing:  # a retried launch: the first one made it
             return Launched(address, request.port, {"server_id": existing[0].id, "port_id": port.id, "launched": time.time()})
-        userdata = with_start(request.userdata, request.command)
+        userdata = with_start(request.userdata, request.command, f"{request.server_id}@{request.tags.get('release', '')}")  # the journal's tag: what rsyslog ships by
         server = self.os.call(
             f"create server {name}", self.os.conn.compute.create_server,
             name=name, image_id=request.image_location, flavor_id=self._flavor(request.placement).id,

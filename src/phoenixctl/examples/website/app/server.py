@@ -19,6 +19,7 @@ import signal
 import ssl
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
@@ -49,13 +50,26 @@ async def identify(request, handler):
     # Every answer, errors included, tells which server and build produced it,
     # and whether the request reached this process over TLS (proves passthrough).
     ids = {"X-Server": SERVER_ID, "X-Version": VERSION, "X-TLS": "on" if request.secure else "off"}
+    started, status = time.monotonic(), 500
     try:
         response = await handler(request)
+        status = response.status
     except web.HTTPException as exc:
         exc.headers.update(ids)
+        status = exc.status
         raise
+    finally:
+        access_line(request, status, time.monotonic() - started)
     response.headers.update(ids)
     return response
+
+
+def access_line(request, status, seconds):
+    """One line per request, written whole at once (a killed server loses no finished line):
+    what Phoenix ships to the log aggregator."""
+    path = request.path_qs.replace("\n", "%0A")  # one request, one line
+    sys.stdout.write(f"access {request.method} {path} {status} {seconds * 1000:.1f}ms\n")
+    sys.stdout.flush()
 
 
 async def healthz(request):
