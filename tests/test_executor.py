@@ -125,6 +125,22 @@ def test_blue_green_switches_in_one_step_and_keeps_the_previous_group(fleet: Fle
     assert fleet.world.violations == []
 
 
+def test_blue_green_rollback_switches_every_role_back_before_it_drains_any(fleet: Fleet):
+    """A rollback switched a role back, waited out its drain, then switched the next: clients
+    saw the previous build on the last role a drain or two late. Every switch comes first now."""
+    before = {role: fleet.serving(role) for role in ("web", "api")}
+    fleet.write(strategy="blue-green")
+    fleet.executor().rotate("prod")
+    start = len(fleet.world.events)
+    fleet.executor().rollback("prod")
+    events = [e[0] for e in fleet.world.events[start:]]
+    assert events.count("switch") == 2
+    last_switch = max(i for i, kind in enumerate(events) if kind == "switch")
+    assert "destroy" in events and last_switch < events.index("destroy") and last_switch < events.index("remove")
+    assert {role: fleet.serving(role) for role in ("web", "api")} == before
+    assert fleet.world.violations == []
+
+
 def test_control_plane_rotates_two_hundred_servers(tmp_path: Path):
     fleet = Fleet(tmp_path, max_surge="25%")
     spec = yaml.safe_load(fleet.spec_path.read_text())

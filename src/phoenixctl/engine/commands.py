@@ -203,9 +203,14 @@ class Executor(Part):
                 self.reporter.info(f"canary of {paused.id} rolled back: {len(canaries)} server(s) retired")
                 return op.result
             standby_roles = sorted({row.role for row in self.store.servers(env) if row.state == "standby"})
-            switched = [
-                role for role in standby_roles if blue_green.switch_back(self.engine.lifecycle, op, env, role, self.store.load_balancer(env, role))
-            ]
+            lbs = {role: self.store.load_balancer(env, role) for role in standby_roles}
+            # Every role switched back first, then the groups it replaced drained side by side:
+            # clients see the previous build everywhere at once, not one role after another's drain.
+            replaced = {role: blue_green.switch_back(self.engine.lifecycle, op, env, role, lbs[role]) for role in standby_roles}
+            switched = [role for role in standby_roles if replaced[role] is not None]
+            run_parallel([
+                lambda r=role: self.engine.lifecycle.retire_all(op, env, r, [row.id for row in replaced[r]], lbs[r]) for role in switched
+            ])
             if switched and len(switched) == len(standby_roles):
                 self.engine.releases.record(op, env, "rollback", f"switched back to the kept group of {', '.join(switched)}")
                 return op.result

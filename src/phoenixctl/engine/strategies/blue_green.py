@@ -45,21 +45,21 @@ def describe(plan: RolePlan, desired: int, rollout: RolloutSpec) -> list[str]:
     ]
 
 
-def switch_back(steps: RolloutSteps, op, env: str, role: str, lb: LoadBalancerRow) -> bool:
-    """Rollback to the kept group at once. False when there is none able to serve."""
+def switch_back(steps: RolloutSteps, op, env: str, role: str, lb: LoadBalancerRow) -> list[ServerRow] | None:
+    """Rollback to the kept group at once: the servers it took out of service, draining (the
+    caller retires them, once every role has switched); None when no kept group can serve."""
     standby = [row for row in steps.store.servers(env, role) if row.state == "standby"]
     if not standby:
-        return False
+        return None
     members = steps.lbs.members(lb.handle_data)
     if not all(steps.compute.is_alive(r.handle_data) and members.get(r.id) and members[r.id].check_ok for r in standby):
-        return False
+        return None
     current = [row for row in steps.store.servers(env, role) if row.in_service]
     steps.reporter.info(f"{role}: switching back to {len(standby)} servers of the previous group")
     _switch(steps, op, env, lb, enable=standby, disable=current, gate="switch back")
     for row in current:
         steps.store.update_server(row.id, state="draining", in_service=False)
-    steps.retire_all(op, env, role, [row.id for row in current], lb)
-    return True
+    return current
 
 
 def _stage(steps: RolloutSteps, op, env: str, rows: list[ServerRow], lb: LoadBalancerRow) -> None:
