@@ -33,6 +33,9 @@ del _command
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one line and an exit code for every failure, never a traceback."""
+    # Phoenix's spec models use no pydantic plugin; looking for one reads the metadata of every
+    # installed distribution (about 50 ms of each command's start). A user's own setting wins.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     try:
         code = app.main(args=argv, prog_name="phoenix", standalone_mode=False)
         if isinstance(code, int):  # a command's own exit code (ctx.exit / Exit), e.g. `plan`
