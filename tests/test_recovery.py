@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import PHOENIX, PRODUCTION_COUNTS, brought_up, cli_status, phoenix, server_cwd_pids, wait_for
@@ -81,6 +82,14 @@ def test_sigkill_at_every_step_of_a_rotation(production: Path, capsys):
     assert load.stats.failed == 0, load.stats.as_dict()
     history = json.loads(phoenix(production, "history", "production", "--json", "--limit", "50").stdout)
     assert sum(1 for op in history if op["status"] == "interrupted") == len(FAILPOINTS)
+    # Destroyed, nothing of it is left: a launch killed with its command could finish copying
+    # a server's folder after recovery removed it, and the log aggregator then outlived the
+    # project, waiting for a server that would never come.
+    assert phoenix(production, "destroy", "production").returncode == 0
+    workdir = production.parent / ".phoenix"
+    assert list((workdir / "servers" / "production").glob("*")) == []
+    aggregator_config = str(workdir / "logs" / ".aggregator" / "rsyslog.conf")
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if aggregator_config in (p.info["cmdline"] or [])]
 
 
 def test_second_deploy_fails_at_once_naming_the_holder_then_waits_with_a_timeout(production: Path):

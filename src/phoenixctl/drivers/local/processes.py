@@ -112,6 +112,19 @@ class LocalProcesses:
         except ProcessLookupError:
             pass
 
+    def teardown(self, env: str, deadline: Deadline) -> list[str]:
+        """After the environment's last server was destroyed: server folders no record held (a
+        launch killed with its command can finish copying a root after recovery removed it),
+        unless a process still runs there; then whatever the other parts tear down."""
+        running = self.discover(env)
+        env_dir = self.servers_dir / env
+        removed = []
+        for leftover in sorted(env_dir.iterdir()) if env_dir.is_dir() else []:
+            if leftover.name not in running:
+                shutil.rmtree(owned_path(self.workdir, str(leftover), "server directory"), ignore_errors=True)
+                removed.append(f"the folder of {leftover.name}, which no record held")
+        return removed + super().teardown(env, deadline)
+
     def discover(self, env: str) -> dict[str, dict]:
         """Server processes found by their working directory, `servers/<env>/<id>/root`."""
         base = (self.servers_dir / env).resolve()
