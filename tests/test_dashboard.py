@@ -101,13 +101,24 @@ def shown_servers(browser) -> dict[str, str]:
     return dict(rows)
 
 
+def overview_row(browser, env: str) -> dict:
+    """The overview's row of `env`: its text on one line and its link, read in one script (the
+    page's live update may replace the row between two WebDriver calls: a stale element)."""
+    return browser.execute_script(
+        "const row = document.querySelector(`#environments tr[data-environment='${arguments[0]}']`);"
+        "const link = row && row.querySelector('a');"
+        "return {text: row ? row.innerText.split(/\\s+/).join(' ') : '', href: link ? link.href : null};",
+        env,
+    )
+
+
 def test_overview_and_environment_page_show_the_servers_of_status(ci, dashboard, browser, tmp_path):
     browser.get(f"{dashboard.url}?token={TOKEN}")  # the address's token becomes the page's cookie
-    row = browser.find_element("css selector", f'#environments tr[data-environment="{ENV}"]')
-    assert "frontend 1/1" in " ".join(row.text.split())
+    row = wait_for(lambda: overview_row(browser, ENV)["href"] and overview_row(browser, ENV), 10, f"the overview's row of {ENV}")
+    assert "frontend 1/1" in row["text"]
     browser.save_screenshot(str(tmp_path / "overview.png"))
 
-    row.find_element("link text", ENV).click()
+    browser.get(row["href"])  # where the row's link leads
     wait_for(lambda: browser.find_elements("css selector", "#servers"), 10, "the environment page")
     status = cli_status(ci, ENV)
     assert shown_servers(browser) == {s["id"]: s["state"] for s in status["servers"]}
@@ -229,8 +240,8 @@ def test_a_dead_server_shows_as_unhealthy_live(ci, dashboard, browser, tmp_path)
     os.kill(victim["pid"], signal.SIGKILL)
 
     def shown_unhealthy() -> bool:
-        row = browser.find_element("css selector", f'#environments tr[data-environment="{ENV}"]')
-        return victim["id"] in row.text and "edit 0/1" in " ".join(row.text.split())
+        text = overview_row(browser, ENV)["text"]
+        return victim["id"] in text and "edit 0/1" in text
 
     wait_for(shown_unhealthy, 20, "the overview to show the dead server", interval=0.2)
     assert browser.execute_script("return window.notReloaded === true;")
