@@ -94,6 +94,20 @@ def copy_example(tmp_path_factory: pytest.TempPathFactory, name: str, cached_lay
     return target / "phoenix.yaml"
 
 
+def edited_example(tmp_path: Path, example: str, *edits: tuple[str, str]) -> Path:
+    """A copy of examples/EXAMPLE (with a TLS pair per environment) with each (old, new) edit
+    made in its phoenix.yaml (each old text must be there); returns that phoenix.yaml."""
+    directory = tmp_path / example
+    init_example(directory, example)
+    spec = directory / "phoenix.yaml"
+    text = spec.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new)
+    spec.write_text(text)
+    return spec
+
+
 _DEPENDENCY_LAYERS: list[Path] = []
 
 

@@ -30,7 +30,7 @@ from phoenixctl.drivers.aws.api import AWS
 from phoenixctl.drivers.cloud_init import BAKE_MARKER, builder_userdata
 from phoenixctl.deadline import Deadline
 from phoenixctl.errors import PhoenixError
-from phoenixctl.example import example_dir, init_example
+from phoenixctl.example import example_dir
 from phoenixctl.excerpt import error_lines
 from phoenixctl.engine import Executor, Project
 from phoenixctl.spec import ImageSpec
@@ -38,7 +38,7 @@ from phoenixctl.boot.userdata import decode_content
 from phoenixctl.boot.userdata import parse as parse_userdata
 
 import aws_shim
-from conftest import PHOENIX
+from conftest import PHOENIX, edited_example
 
 REGION = "us-east-1"
 PRODUCTION = {"frontend": 3, "backend": 2, "edit": 1}
@@ -122,15 +122,7 @@ def cloud(moto_url, monkeypatch) -> Cloud:
 
 def aws_example(tmp_path: Path, *edits: tuple[str, str]) -> Path:
     """A copy of examples/website-aws (with a TLS pair per environment), edited as asked."""
-    directory = tmp_path / "website-aws"
-    init_example(directory, "website-aws")
-    spec = directory / "phoenix.yaml"
-    text = spec.read_text()
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new)
-    spec.write_text(text)
-    return spec
+    return edited_example(tmp_path, "website-aws", *edits)
 
 
 def executor(spec: Path) -> Executor:

@@ -23,9 +23,9 @@ from phoenixctl.deadline import Deadline
 from phoenixctl.drivers.openstack.api import OpenStack
 from phoenixctl.engine import Executor, Project
 from phoenixctl.errors import PhoenixError
-from phoenixctl.example import example_dir, init_example
+from phoenixctl.example import example_dir
 
-from conftest import PHOENIX
+from conftest import PHOENIX, edited_example
 from openstack_emulator import Emulator
 
 PRODUCTION = {"frontend": 3, "backend": 2, "edit": 1}
@@ -99,15 +99,7 @@ def cloud(emulator, monkeypatch) -> Cloud:
 
 def openstack_example(tmp_path: Path, *edits: tuple[str, str]) -> Path:
     """A copy of examples/website-openstack (with a TLS pair per environment), edited as asked."""
-    directory = tmp_path / "website-openstack"
-    init_example(directory, "website-openstack")
-    spec = directory / "phoenix.yaml"
-    text = spec.read_text()
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new)
-    spec.write_text(text)
-    return spec
+    return edited_example(tmp_path, "website-openstack", *edits)
 
 
 def executor(spec: Path) -> Executor:
