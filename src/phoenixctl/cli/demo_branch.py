@@ -16,7 +16,7 @@ def run(spec_file: Path, rate: float) -> int:
     """Returns the failed requests; raises when a deploy failed."""
     from rich.text import Text
 
-    from ..engine.operation import run_parallel
+    from ..engine.parallel import run_parallel
     from ..load import LoadGenerator
     from .commands_env import print_many
     from .common import executor_for

@@ -17,7 +17,8 @@ from ..errors import PhoenixError, SpecError
 from ..boot.secrets import Resolved
 from ..state import utcnow
 from .capabilities import strategy_refusal
-from .operation import Operation, OperationResult, Reporter, run_parallel
+from .operation import Operation, OperationResult, Reporter
+from .parallel import run_parallel
 from .project import Project
 from .recovery import Recovery
 from .report_types import Coverage

@@ -14,7 +14,8 @@ from ..plan import RolePlan
 from ..spec import role_waves
 from ..state import ImageRow, LoadBalancerRow, ReleaseRow, utcnow
 from . import strategies
-from .operation import Operation, run_parallel
+from .operation import Operation
+from .parallel import run_parallel
 from .part import Part
 from .project import Project
 from .strategies import blue_green

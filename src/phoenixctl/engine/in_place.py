@@ -26,7 +26,8 @@ from ..faults import failpoint
 from ..plan import RolePlan, rollout_limits
 from ..spec import role_waves
 from ..state import LoadBalancerRow, ServerRow, utcnow
-from .operation import Operation, run_parallel
+from .operation import Operation
+from .parallel import run_parallel
 from .part import Part
 
 

@@ -21,7 +21,8 @@ from ..errors import GateFailed, PhoenixError
 from ..faults import failpoint
 from ..plan import Batch, RolePlan
 from ..state import LoadBalancerRow, ServerRow, WarmupRow, utcnow
-from .operation import Operation, run_parallel
+from .operation import Operation
+from .parallel import run_parallel
 from .part import Part
 from .shipping import await_delivery, release_of, undelivered
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..state import StateStore, utcnow
+
 
 PHASES = ("bake", "launch", "update", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
 
@@ -116,24 +116,3 @@ class Operation:
     def note(self, attribute: str, value: str) -> None:
         with self._lock:
             getattr(self.result, attribute).append(value)
-
-
-
-
-def run_parallel(tasks: list[Callable], raise_first: bool = True) -> list:
-    """Run tasks in threads; return results (or exceptions, with raise_first=False)."""
-    if not tasks:
-        return []
-    outcomes: list = []
-    with ThreadPoolExecutor(max_workers=min(32, len(tasks))) as pool:
-        futures = [pool.submit(task) for task in tasks]
-        for future in futures:
-            try:
-                outcomes.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - handed back to the caller; an interrupt is not
-                outcomes.append(exc)
-    if raise_first:
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-    return outcomes

@@ -27,7 +27,8 @@ from typing import Callable
 from ..deadline import Deadline
 from ..state import LoadBalancerRow, utcnow
 from .backup_store import BackupInfo
-from .operation import Operation, run_parallel
+from .operation import Operation
+from .parallel import run_parallel
 from .part import Part
 from .project import Project
 
