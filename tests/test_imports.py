@@ -84,12 +84,12 @@ def test_validate_loads_the_spec_but_not_the_store_nor_the_network(tmp_path, exa
 
 
 # (command, exit code, what else it never loads) on the example's ci, which has no server
-# yet (plan exits 1: servers are missing). status renders no user-data (no jsonschema) and
-# --json is written as it is: no rich at all (its JSON highlighter took seconds on a
+# yet (plan exits 1: servers are missing). status renders no user-data, and the example's
+# has no module of its own for the schema check (no jsonschema); --json is written as it is: no rich at all (its JSON highlighter took seconds on a
 # 10,000-server plan).
 LOCAL_READS = [
     (["status", "ci", "--json"], 0, ("jsonschema", "rich")),
-    (["plan", "ci", "--json"], 1, ("rich",)),
+    (["plan", "ci", "--json"], 1, ("jsonschema", "rich")),
     (["rotate", "ci", "--dry-run", "--json"], 0, ("rich.table",)),
     (["history", "ci", "--json"], 0, ("jsonschema", "rich")),
 ]

@@ -2,9 +2,10 @@
 
 A deterministic MIME multipart document: a `text/cloud-config` part (`write_files` with
 owner, permissions and encoding; `runcmd`; any extra modules the spec adds) and one
-`text/x-shellscript` part per script. Every rendered cloud-config is validated against
-cloud-init's published JSON schema (shipped in `schemas/`), and the document must fit the
-16 KB that EC2 accepts (gzipped when needed, as cloud-init allows)."""
+`text/x-shellscript` part per script. A cloud-config with modules beyond `write_files` and
+`runcmd` (the spec's own, log shipping) is validated against cloud-init's published JSON
+schema (shipped in `schemas/`), and the document must fit the 16 KB that EC2 accepts
+(gzipped when needed, as cloud-init allows)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ SERVER_ROOT = "/srv/phoenix"  # where a server's own copy of the image lives on 
 ENV_FILE = "phoenix.env"  # the boot variables, shell-quoted KEY=value lines, mode 0600
 USERDATA_LIMIT = 16384  # bytes: EC2's limit for user-data
 RESERVED_KEYS = ("write_files", "runcmd")
+# Built by Phoenix from fields the spec's models checked (paths, owners, octal modes, string
+# commands): valid by construction, so a document of these alone skips the schema check, and
+# the check's library is not even loaded (tests/test_config.py checks them against the schema).
+VALID_BY_CONSTRUCTION = frozenset(RESERVED_KEYS)
 
 
 @dataclass(frozen=True)
@@ -112,7 +117,7 @@ def render(loaded: LoadedSpec, merged: MergedConfig, secrets, mode: str, key, ch
     document["write_files"] = write_files
     if merged.runcmd:
         document["runcmd"] = [item.value for item in merged.runcmd]
-    if check:
+    if check and not VALID_BY_CONSTRUCTION.issuperset(document):
         _validate(loaded, merged, document, origins)
     text = "#cloud-config\n" + yaml.dump(
         document, Dumper=_BlockDumper, sort_keys=True, default_flow_style=False, width=4096, allow_unicode=True
