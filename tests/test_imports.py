@@ -104,3 +104,36 @@ def test_reads_on_the_local_provider_load_nothing_of_aws_or_the_network(tmp_path
 
 def test_a_submodule_counts_as_its_package():
     assert loaded_of({"httpx._client", "richer", "phoenixctl.spec"}, HELP_NEVER) == ["httpx"]
+
+
+HEAP_PROBE = """
+import gc, sys
+from phoenixctl import heap
+from phoenixctl.engine import Project
+heap.defer_collection()
+assert not gc.isenabled()
+project = Project(sys.argv[1])
+print(gc.isenabled(), gc.get_freeze_count() > 0)
+project.close()
+"""
+
+
+def test_the_script_collects_again_once_its_project_is_open(tmp_path, project):
+    """`phoenix` defers garbage collection while a command loads its libraries (heap.py); a
+    long command (watch, web) must not run without it: opening the project turns it back on,
+    with what the libraries made frozen out of later collections."""
+    done = subprocess.run(
+        [sys.executable, "-c", HEAP_PROBE, str(project / "phoenix.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"]
+
+
+def test_the_script_exits_with_the_commands_code(tmp_path, project):
+    """`entry` (the console script) hands main's exit code to the shell, on success and on a
+    refusal alike."""
+    script = Path(sys.executable).parent / "phoenix"
+    ok = subprocess.run([str(script), "status", "ci", "--json"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["environment"] == "ci", ok.stderr
+    refused = subprocess.run([str(script), "status", "nowhere"], cwd=project, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "nowhere" in refused.stderr and "Traceback" not in refused.stderr

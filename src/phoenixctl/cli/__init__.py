@@ -9,10 +9,13 @@ load none of it (tests/test_imports.py keeps that so)."""
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 
 import click
 
+from .. import heap
 from ..errors import PhoenixError
 from . import (
     commands_env, commands_images, commands_logs, commands_project, commands_read, commands_recovery, commands_state, commands_web,
@@ -58,6 +61,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"phoenix: internal error: {type(exc).__name__}: {exc} (PHOENIX_DEBUG=1 shows the traceback)", 1)
     return 0
+
+
+def entry() -> None:
+    """The `phoenix` script: `main`, with collection deferred until the project is open
+    (`heap`), and no collection over the libraries' objects as the process ends (0.05 to
+    0.15 s of each command, for nothing: objects are still freed and files closed)."""
+    heap.defer_collection()
+    code = main()
+    gc.freeze()  # what is alive now is left out of every later collection, the last one included
+    sys.exit(code)
 
 
 def _fail(line: str, code: int) -> int:

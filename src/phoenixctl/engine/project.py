@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import drivers
+from .. import drivers, heap
 from ..boot.secrets import SecretResolver
 from ..spec import LoadedSpec, load_spec, parse_spec
 from ..state import StateStore
@@ -43,6 +43,7 @@ class Project:
         self.compute = drivers.compute_driver(provider, self.workdir, self.spec.project, self.spec.provider)
         self.load_balancers = drivers.load_balancer_driver(provider, self.workdir, self.spec.project, self.spec.provider)
         self.secrets = SecretResolver(self.loaded, self.workdir, self._shared_key() if shared else None)
+        heap.settle()  # the command's libraries are loaded: collection resumes (the `phoenix` script defers it)
 
     def _shared_key(self):
         """The secrets key every runner of a shared store agrees on (made once, kept in it)."""
