@@ -15,7 +15,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
@@ -227,3 +227,31 @@ def test_first_commands_side_by_side_make_one_postgresql_schema(pg_cluster):
         assert process.returncode == 0, stderr[-2000:]
     with psycopg.connect(url) as connection:
         assert connection.execute("SELECT version_num FROM phoenix_schema_version").fetchall() == [(HEAD,)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_journal_of_a_server_reads_back_as_written(tmp_path: Path, pg_cluster, backend):
+    """update_server runs a statement compiled once (state_prepared.py) instead of going
+    through SQLAlchemy's execution: every kind of value the lifecycle journals (text, a
+    boolean, the provider's handle, timezone-aware datetimes, None) reads back as written, on
+    both stores, and sorts the same as a row inserted by the usual path."""
+    location = StateLocation(path=tmp_path / "state.db") if backend == "sqlite" else parse_location(pg_cluster.fresh_database(), "test")
+    store = StateStore(location, "" if backend == "sqlite" else "website")
+    try:
+        launched = datetime(2026, 12, 1, 4, 30, 15, 123456, tzinfo=timezone.utc)
+        store.add_server(ServerRow("web-1", "ci", "web", "img-1", "fp", "", 8080, launched_at=launched))
+        store.add_server(ServerRow("web-2", "ci", "web", "img-1", "fp", "", 8080, launched_at=launched + timedelta(microseconds=1)))
+        store.update_server("web-1", address="127.0.0.9", handle={"pid": 42, "root": "/srv/x"}, state="booting")
+        store.update_server("web-1", state="in_service", in_service=True, serving_since=launched + timedelta(seconds=3))
+        row = store.server("web-1")
+        assert (row.address, row.handle_data, row.state, row.in_service) == ("127.0.0.9", {"pid": 42, "root": "/srv/x"}, "in_service", True)
+        assert row.serving_since.replace(tzinfo=timezone.utc) == launched + timedelta(seconds=3)
+        store.update_server("web-1", state="destroyed", in_service=False, retired_at=launched + timedelta(minutes=1), standby_until=None)
+        row = store.server("web-1")
+        assert (row.state, row.in_service, row.standby_until) == ("destroyed", False, None)
+        assert row.retired_at.replace(tzinfo=timezone.utc) == launched + timedelta(minutes=1)
+        # a datetime journaled by update_server compares with one inserted the usual way
+        store.update_server("web-2", launched_at=launched - timedelta(microseconds=1))
+        assert [r.id for r in store.servers("ci", include_destroyed=True)] == ["web-2", "web-1"]
+    finally:
+        store.close()

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from .errors import PhoenixError
 from .state_location import StateLocation, StateUnavailable, unavailable
+from .state_prepared import Prepared
 from .state_schema import ensure_schema
 from .state_tables import (  # noqa: F401 - the rows are the store's public names
     ImageRow, LoadBalancerRow, OperationRow, PhaseRow, ReleaseRow, SecretHashRow, ServerRow, WarmupRow, images, load_balancers,
@@ -73,7 +74,7 @@ class StateStore:
         self.path = self.location.path
         self._lock = threading.RLock()
         self._connection: Connection | None = None
-        self._updates: dict[tuple[str, ...], object] = {}  # update_server's statements, one per set of fields
+        self._updates: dict[tuple[str, ...], Prepared] = {}  # update_server's statements, one per set of fields
         self.engine = self.location.engine()
         try:
             if self.location.shared:
@@ -230,13 +231,13 @@ class StateStore:
         if "handle" in changes:
             changes["handle"] = json.dumps(changes["handle"])
         names = tuple(sorted(changes))
-        statement = self._updates.get(names)
-        if statement is None:  # built once per set of fields: building costs more than running
+        prepared = self._updates.get(names)
+        if prepared is None:  # compiled once per set of fields (state_prepared.py: why)
             assignments = {name: bindparam(f"new_{name}", type_=servers.c[name].type) for name in names}
-            statement = self._updates[names] = (
-                update(servers).where(servers.c.project == bindparam("of_project"), servers.c.id == bindparam("server_id")).values(assignments)
-            )
-        self._write(statement, {"of_project": self.project, "server_id": server_id, **{f"new_{name}": value for name, value in changes.items()}})
+            statement = update(servers).where(servers.c.project == bindparam("of_project"), servers.c.id == bindparam("server_id"))
+            prepared = self._updates[names] = Prepared(statement.values(assignments), self.engine.dialect)
+        with self.transaction() as connection:
+            prepared.run(connection, {"of_project": self.project, "server_id": server_id, **{f"new_{name}": value for name, value in changes.items()}})
 
     def server(self, server_id: str) -> ServerRow | None:
         return self._one(ServerRow, SERVER_BY_ID, {"server_id": server_id})
