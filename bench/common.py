@@ -160,6 +160,17 @@ def scratch(prefix: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def compile_phoenix() -> None:
+    """Phoenix's bytecode compiled, as pip leaves an installed package: this machine sets
+    PYTHONDONTWRITEBYTECODE, so an editable install would otherwise compile every module at
+    every command a benchmark times."""
+    import compileall
+
+    import phoenixctl
+
+    compileall.compile_dir(Path(phoenixctl.__file__).parent, quiet=1)
+
+
 def simulated_spec(
     envs: int, servers: int, directory: Path | None = None, roles: tuple[str, ...] = ("web",), max_surge: str = "25%",
     durations: dict | None = None,

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import exit_code, heading, judge, publish, scratch, simulated_spec, spread, verdict  # noqa: E402
+from common import compile_phoenix, exit_code, heading, judge, publish, scratch, simulated_spec, spread, verdict  # noqa: E402
 
 PHOENIX = str(Path(sys.executable).parent / "phoenix")
 SIZES = ((1, 100), (1, 1_000), (1, 10_000), (200, 50))  # (environments, servers in each)
@@ -210,10 +210,7 @@ def main() -> int:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     sizes = SIZES if args.sizes == "all" else tuple(tuple(int(n) for n in s.split("x")) for s in args.sizes.split(","))
-    import compileall
-    import phoenixctl
-
-    compileall.compile_dir(Path(phoenixctl.__file__).parent, quiet=1)  # as pip leaves an installed package
+    compile_phoenix()
     times = cli_start(args.repeat)
     figures = []
     for envs, servers in sizes:

@@ -4,7 +4,8 @@ followed by a rollback, under steady load through the three load balancers.
 For each: the deploy's wall time, the rollback's wall time, the rollback time as clients
 saw it (from the rollback's start until the last answer by the new build), and failed
 requests. The rollback runs as a user runs it, `phoenix rollback production` in a process
-of its own, timed from just before that process is started: CLI start included. Each strategy runs `--repeat` times (interleaved); the table shows the median
+of its own, timed from just before that process is started: CLI start included (the
+package's bytecode compiled first, as pip leaves an installed package). Each strategy runs `--repeat` times (interleaved); the table shows the median
 with the range, and the verdict is on the median. A run in which no answer by the new
 build was seen after the rollback started measured nothing: "not measured", never met.
 Targets: zero failed requests in every case (issue 5); blue-green rollback within 1 s
@@ -28,7 +29,7 @@ from phoenixctl.engine import Executor, Project
 from phoenixctl.load import LoadProcess
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import exit_code, failed_requests_target, heading, judge, publish, scratch, spread, verdict  # noqa: E402
+from common import compile_phoenix, exit_code, failed_requests_target, heading, judge, publish, scratch, spread, verdict  # noqa: E402
 
 STRATEGIES = ("rolling", "blue-green", "canary")
 PHOENIX = str(Path(sys.executable).parent / "phoenix")  # the command a user runs, beside this interpreter
@@ -115,6 +116,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    compile_phoenix()  # the rollback's own process starts as an installed `phoenix` does
     with scratch("phoenix-bench-strategies-") as tmp:
         init_example(Path(tmp))
         spec_path = Path(tmp) / "phoenix.yaml"
