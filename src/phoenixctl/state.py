@@ -249,7 +249,7 @@ class StateStore:
         if not include_destroyed:
             query = query.where(servers.c.state != "destroyed")
         with self.transaction() as connection:
-            found = connection.execute(query.order_by(servers.c.launched_at, servers.c.id), {"project": self.project})
+            found = connection.execute(query.order_by(servers.c.launched_at, servers.c.id), {"project": self.project}).all()
             return [ServerRow(*row) for row in found]
 
     def secret_hashes(self) -> dict[tuple[str, str], str]:

@@ -111,6 +111,9 @@ class MemberView(Mapping):
         status = ("UP" if member["state"] == "ready" else "DRAIN") if ok else "DOWN"
         return MemberState(status=status, check_ok=ok, sessions=self.world.sessions(member, self.now))
 
+    def get(self, name: str, default=None):  # Mapping's own goes through __getitem__'s KeyError for a non-member
+        return self[name] if name in self.members else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.members)
 
