@@ -112,8 +112,11 @@ def test_an_interrupted_secret_command_leaves_no_process_behind(project: Path):
     command = "echo $$ > pids; sleep 300 & echo $! >> pids; sh -c 'sleep 300 & echo $! >> pids; wait' & wait"
     declare(project, "ci", api_token={"command": command})
     env = {k: v for k, v in os.environ.items() if k != "PHOENIX_FAILPOINT"}
+    # SIGINT at its default in phoenix even when this suite runs as a background job of a
+    # non-interactive shell, which starts everything under it with SIGINT ignored.
     process = subprocess.Popen(
-        [PHOENIX, "validate", "--resolve-secrets", "-f", str(project)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [PHOENIX, "validate", "--resolve-secrets", "-f", str(project)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         pids = pids_in(project.parent / "pids", 3)
