@@ -267,6 +267,30 @@ def test_compare_shows_time_to_live_per_build_and_failed_deploys(legacy: Legacy)
     assert json.loads(history.stdout)[0]["time_to_live_s"] > 0
 
 
+def test_rollback_puts_the_previous_build_back_on_the_same_servers_under_load(legacy: Legacy):
+    """`rollback` of an in-place environment redeploys the previous release where the servers
+    stand: the same servers (launch time, root) answer with the build before, and no request
+    fails while it happens."""
+    before = legacy.status()
+    previous = set(versions(before).values())
+    (legacy.project_dir / "VERSION").write_text("8.0.0\n")
+    deployed = phoenix(legacy.spec_path, "deploy", "ci-legacy", timeout=240)
+    assert deployed.returncode == 0, deployed.stderr
+    assert set(versions(legacy.status()).values()) == {"8.0.0"} != previous
+    with LoadGenerator(legacy.load_urls(), **LOAD) as load:
+        load.wait_for_requests(100)
+        rolled = phoenix(legacy.spec_path, "rollback", "ci-legacy", timeout=240)
+        load.wait_for_requests(load.stats.sent + 100)
+    assert rolled.returncode == 0, rolled.stderr
+    assert load.stats.failed == 0, load.stats.as_dict()
+    after = legacy.status()
+    assert identity(after) == identity(before)  # updated where they stand: nothing replaced
+    assert set(versions(after).values()) == previous
+    assert all(s["in_service"] for s in after["servers"])
+    history = legacy.run(lambda e: e.history("ci-legacy", limit=1))
+    assert (history[0]["kind"], history[0]["status"]) == ("rollback", "succeeded"), history[0]
+
+
 def test_demo_branch_by_abstraction_ships_one_build_to_both_and_compares():
     """The shipped example as it is: `ci` beside `ci-legacy` (its deploy.sh), under load."""
     import subprocess
