@@ -85,8 +85,8 @@ def test_validate_loads_the_spec_but_not_the_store_nor_the_network(tmp_path, exa
 
 # (command, exit code, what else it never loads) on the example's ci, which has no server
 # yet (plan exits 1: servers are missing). status renders no user-data, and the example's
-# has no module of its own for the schema check (no jsonschema); --json is written as it is: no rich at all (its JSON highlighter took seconds on a
-# 10,000-server plan).
+# has no module of its own for the schema check (no jsonschema); --json is written as it
+# is: no rich at all (its JSON highlighter took seconds on a 10,000-server plan).
 LOCAL_READS = [
     (["status", "ci", "--json"], 0, ("jsonschema", "rich")),
     (["plan", "ci", "--json"], 1, ("jsonschema", "rich")),
@@ -118,7 +118,7 @@ project.close()
 """
 
 
-def test_the_script_collects_again_once_its_project_is_open(tmp_path, project):
+def test_the_script_collects_again_once_its_project_is_open(project):
     """`phoenix` defers garbage collection while a command loads its libraries (heap.py); a
     long command (watch, web) must not run without it: opening the project turns it back on,
     with what the libraries made frozen out of later collections."""
@@ -129,7 +129,7 @@ def test_the_script_collects_again_once_its_project_is_open(tmp_path, project):
     assert done.stdout.split() == ["True", "True"]
 
 
-def test_the_script_exits_with_the_commands_code(tmp_path, project):
+def test_the_script_exits_with_the_commands_code(project):
     """`entry` (the console script) hands main's exit code to the shell, on success and on a
     refusal alike."""
     script = Path(sys.executable).parent / "phoenix"

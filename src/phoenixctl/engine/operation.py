@@ -10,7 +10,6 @@ from typing import Iterator
 
 from ..state import StateStore, utcnow
 
-
 PHASES = ("bake", "launch", "update", "boot", "health", "warmup", "stage", "canary", "swap", "drain", "destroy")
 
 

@@ -60,18 +60,18 @@ def run_parallel(tasks: list[Callable], raise_first: bool = True) -> list:
     if not tasks:
         return []
     outcomes: list = [None] * len(tasks)
-    pending = list(reversed(range(len(tasks))))
-    runners = min(MAX_PER_CALL, len(tasks))
+    indexes = iter(range(len(tasks)))
+    runners = running = min(MAX_PER_CALL, len(tasks))
     lock, finished = threading.Lock(), threading.Event()
-    running = [runners]
 
     def runner() -> Callable[[], None] | None:
+        nonlocal running
         while True:
             with lock:
-                if not pending:
-                    running[0] -= 1
-                    return finished.set if running[0] == 0 else None
-                index = pending.pop()
+                index = next(indexes, None)
+                if index is None:
+                    running -= 1
+                    return finished.set if running == 0 else None
             try:
                 outcomes[index] = tasks[index]()
             except BaseException as exc:  # noqa: BLE001 - handed back to the caller
